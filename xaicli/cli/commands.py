@@ -1,0 +1,3 @@
+"""The registered subcommands, in `xai --help` order. Only working commands are listed."""
+
+COMMANDS: list = []

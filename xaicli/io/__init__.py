@@ -1,0 +1,1 @@
+"""Records, streams, images and atomic writes. Never imports torch."""

@@ -1,0 +1,145 @@
+"""Resolve command-line inputs (images, records, tars, directories, `-`) into items.
+
+Everything is checked before the first item is produced, so a missing file fails
+the command before any output exists.
+"""
+
+from __future__ import annotations
+
+import io
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Iterator, Union
+
+from xaicli.errors import XaiError, XaiUsageError
+from xaicli.io.ids import ids_for_paths
+from xaicli.io.record import Record
+from xaicli.io.stream import NPZ_MAGIC, read_tar
+
+IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".dicom"}
+RECORD_EXTS = {".npz"}
+STREAM_EXTS = {".tar"}
+
+
+@dataclass(frozen=True)
+class ImageInput:
+    path: Path
+    id: str
+
+
+@dataclass(frozen=True)
+class _Source:
+    kind: str          # "image" | "record" | "stream" | "stdin"
+    path: Path | None
+
+
+Item = Union[ImageInput, Record]
+
+
+class Inputs:
+    """The resolved inputs of one command; iterate to get images and records in order."""
+
+    def __init__(self, sources: list[_Source], image_ids: dict[Path, str], stdin: BinaryIO | None):
+        self.sources = sources
+        self._image_ids = image_ids
+        self._stdin = stdin
+
+    @property
+    def count(self) -> int | None:
+        """Number of items when known without reading streams (for progress bars)."""
+        if any(s.kind in ("stream", "stdin") for s in self.sources):
+            return None
+        return len(self.sources)
+
+    def __iter__(self) -> Iterator[Item]:
+        for src in self.sources:
+            if src.kind == "image":
+                yield ImageInput(src.path, self._image_ids[src.path])
+            elif src.kind == "record":
+                yield Record.from_bytes(_read_bytes(src.path), str(src.path))
+            elif src.kind == "stream":
+                with open(src.path, "rb") as f:
+                    yield from read_tar(f, str(src.path))
+            else:
+                yield from read_stdin(self._stdin)
+
+
+def resolve(args: list[str], *, images: bool = True, records: bool = True,
+            stdin: BinaryIO | None = None) -> Inputs:
+    """Check and expand `args`; with no args, read stdin unless it is a terminal."""
+    stdin = stdin if stdin is not None else sys.stdin.buffer
+    what = " or ".join(w for w, ok in (("images", images), ("records", records)) if ok)
+    if not args:
+        if _isatty(stdin):
+            raise XaiUsageError(f"no input: pass {what} (files or directories), or pipe a record stream into '-'")
+        args = ["-"]
+    sources: list[_Source] = []
+    for arg in args:
+        if arg == "-":
+            if not records:
+                raise XaiUsageError("this command reads images, not a stream on stdin; pass image files or directories")
+            sources.append(_Source("stdin", None))
+            continue
+        path = Path(arg)
+        if path.is_dir():
+            found = [_classify(p, images, records, explicit=False) for p in sorted(path.iterdir())
+                     if p.is_file() and not p.name.startswith(".")]
+            found = [s for s in found if s is not None]
+            if not found:
+                raise XaiError(f"{path}: directory holds no {what}; point at the folder that holds them")
+            sources.extend(found)
+        elif path.exists():
+            sources.append(_classify(path, images, records, explicit=True))
+        else:
+            raise XaiError(f"{path}: no such file or directory; check the path")
+    image_paths = [s.path for s in sources if s.kind == "image"]
+    ids = dict(zip(image_paths, ids_for_paths(image_paths)))
+    return Inputs(sources, ids, stdin)
+
+
+def _classify(path: Path, images: bool, records: bool, explicit: bool) -> _Source | None:
+    ext = path.suffix.lower()
+    if ext in RECORD_EXTS and records:
+        return _Source("record", path)
+    if ext in STREAM_EXTS and records:
+        return _Source("stream", path)
+    if images and (ext in IMAGE_EXTS or explicit and ext not in RECORD_EXTS | STREAM_EXTS):
+        # An explicit file with an unknown extension is tried as an image; reading it
+        # reports a clear error if it is not one.
+        return _Source("image", path)
+    if not explicit:
+        return None
+    if ext in RECORD_EXTS | STREAM_EXTS:
+        raise XaiUsageError(f"{path}: this command reads images, not records; pass image files")
+    raise XaiUsageError(f"{path}: this command reads records (.npz, .tar, or a stream on stdin), not {ext or 'this file'}")
+
+
+def read_stdin(stdin: BinaryIO) -> Iterator[Record]:
+    stdin = _buffered(stdin)
+    head = stdin.peek(4)[:4]
+    if not head:
+        raise XaiError("stdin is empty: pipe the output of an xai command, or pass files")
+    if head.startswith(NPZ_MAGIC):
+        yield Record.from_bytes(stdin.read(), "<stdin>")
+    else:
+        yield from read_tar(stdin, "<stdin>")
+
+
+def _buffered(f: BinaryIO) -> BinaryIO:
+    """A stream that can peek (test runners hand over a plain BytesIO)."""
+    return f if hasattr(f, "peek") else io.BufferedReader(f)  # type: ignore[arg-type]
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise XaiError(f"{path}: cannot read ({exc.strerror}); check the path and permissions") from None
+
+
+def _isatty(f: BinaryIO) -> bool:
+    try:
+        return f.isatty()
+    except (AttributeError, ValueError):
+        return False

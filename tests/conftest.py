@@ -1,0 +1,84 @@
+"""Shared test helpers: run the real CLI entry point in-process, build records."""
+
+from __future__ import annotations
+
+import io
+import os
+import sys
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+@dataclass
+class Result:
+    exit_code: int
+    stdout: bytes
+    stderr: str
+
+    @property
+    def output(self) -> str:
+        return self.stdout.decode(errors="replace")
+
+
+def invoke(args: list[str], input: bytes | None = None) -> Result:
+    """Run `xai ARGS` through `xaicli.cli.app.run`, exactly as the console script does."""
+    from xaicli.cli import app as app_module
+    from xaicli.cli.state import settings
+
+    out, err = io.BytesIO(), io.StringIO()
+    stdin = io.TextIOWrapper(io.BufferedReader(io.BytesIO(input or b"")))
+    stdout = io.TextIOWrapper(out, write_through=True)
+    saved = sys.stdin, sys.stdout, sys.stderr
+    sys.stdin, sys.stdout, sys.stderr = stdin, stdout, err
+    try:
+        code = app_module.run([str(a) for a in args])
+    finally:
+        sys.stdin, sys.stdout, sys.stderr = saved
+        settings.verbosity, settings.quiet, settings.debug = 0, False, False
+    stdout.flush()
+    return Result(code, out.getvalue(), err.getvalue())
+
+
+@pytest.fixture
+def cli():
+    return invoke
+
+
+def make_record(record_id: str = "r1", *, task: str = "segmentation", size=(16, 16), channels: int = 3,
+                maps: dict | None = None, image: bool = True, mask: np.ndarray | None = None,
+                labels=("blob",), seed: int = 0):
+    """A synthetic record with the layout of the README (for tests of model-free commands)."""
+    from xaicli.io.record import Record
+
+    rng = np.random.default_rng(seed)
+    h, w = size
+    rec = Record.new(record_id, {"path": f"{record_id}.png", "sha256": "0" * 64, "shape": [h, w, 3], "dtype": "uint8"})
+    rec.meta["task"] = task
+    rec.meta["model"] = {"spec": "test", "sha256": "1" * 64, "arch": "test", "labels": list(labels), "format": "test"}
+    if image:
+        rec.arrays["image"] = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    if task == "segmentation":
+        m = mask if mask is not None else np.zeros((h, w), np.uint8)
+        if mask is None:
+            m[h // 4: h // 2, w // 4: w // 2] = 1
+        rec.arrays["pred/mask"] = m.astype(np.uint8)
+        rec.arrays["pred/probs"] = m[None].astype(np.float32)
+        rec.arrays["pred/logits"] = (m[None].astype(np.float32) * 8 - 4)
+        rec.meta["prediction"] = {"threshold": 0.5, "area_fraction": {labels[0]: float(m.mean())}}
+    else:
+        k = len(labels)
+        logits = rng.normal(size=k).astype(np.float32)
+        p = np.exp(logits) / np.exp(logits).sum()
+        rec.arrays["pred/logits"], rec.arrays["pred/probs"] = logits, p.astype(np.float32)
+        i = int(p.argmax())
+        rec.meta["prediction"] = {"index": i, "label": labels[i], "confidence": float(p[i]),
+                                  "top": [{"index": int(j), "label": labels[j], "prob": float(p[j])}
+                                          for j in np.argsort(-p)[:3]]}
+    for key, (arr, info) in (maps or {}).items():
+        rec.add_map(key, arr, info)
+    return rec

@@ -1,0 +1,88 @@
+"""Option definitions shared by the commands, so each flag means the same everywhere."""
+
+from __future__ import annotations
+
+from typing import List, Optional
+
+import typer
+from typing_extensions import Annotated
+
+Inputs = Annotated[
+    Optional[List[str]],
+    typer.Argument(help="Images, records (.npz), tar streams, directories, or '-' for stdin "
+                        "(the default when stdin is a pipe).", show_default=False),
+]
+RecordInputs = Annotated[
+    Optional[List[str]],
+    typer.Argument(help="Records (.npz), tar streams, directories of records, or '-' for stdin "
+                        "(the default when stdin is a pipe).", show_default=False),
+]
+Output = Annotated[
+    Optional[str],
+    typer.Option("--output", "-o", help="Where records go: '-' (stdout, the default) or FILE.tar for a tar "
+                                        "stream; DIR/ for one .npz per record plus manifest.jsonl.",
+                 show_default=False),
+]
+Model = Annotated[
+    Optional[str],
+    typer.Option("--model", "-m", help="Model: an smp or Hugging Face directory, a state dict (.pth/.pt/"
+                                       ".safetensors, with --arch), a TorchScript file, or builtin:NAME "
+                                       "(builtin:shapes-seg, builtin:shapes-cls). Records from an earlier "
+                                       "command supply it when omitted.", show_default=False),
+]
+Arch = Annotated[
+    Optional[str],
+    typer.Option("--arch", help="Architecture for a state-dict file, ARCH:ENCODER, e.g. "
+                                "unetplusplus:efficientnet-b5 (smp).", show_default=False),
+]
+Classes = Annotated[
+    Optional[int],
+    typer.Option("--classes", min=1, help="Output classes for --arch (default: read from the state dict).",
+                 show_default=False),
+]
+Labels = Annotated[
+    Optional[str],
+    typer.Option("--labels", help="Comma-separated class names, overriding the model's.", show_default=False),
+]
+Device = Annotated[
+    str,
+    typer.Option("--device", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps."),
+]
+BatchSize = Annotated[
+    Optional[int],
+    typer.Option("--batch-size", "-b", min=1, help="Images (predict) or passes (attribute, cam) per "
+                                                   "forward; default: chosen from free memory.",
+                 show_default=False),
+]
+Size = Annotated[
+    Optional[str],
+    typer.Option("--size", help="Model input size, N or HxW (smp: multiples of 32). Default: the model's, "
+                                "or the image size rounded to 32 for smp.", show_default=False),
+]
+Mean = Annotated[
+    Optional[str],
+    typer.Option("--mean", help="Per-channel normalisation mean, e.g. 0.485,0.456,0.406 (default: the "
+                                "processor's, or ImageNet's for smp).", show_default=False),
+]
+Std = Annotated[
+    Optional[str],
+    typer.Option("--std", help="Per-channel normalisation std, e.g. 0.229,0.224,0.225.", show_default=False),
+]
+TrustPickle = Annotated[
+    bool,
+    typer.Option("--trust-pickle", help="Allow loading a fully pickled model. Loading a pickle runs code "
+                                        "from the file: only for files you trust."),
+]
+SkipExisting = Annotated[
+    bool,
+    typer.Option("--skip-existing", help="With -o DIR/ or figures: skip inputs whose output already exists "
+                                         "(same record id and source sha256)."),
+]
+MaxPixels = Annotated[
+    int,
+    typer.Option("--max-pixels", min=1, help="Refuse images with more pixels than this."),
+]
+NoImage = Annotated[
+    bool,
+    typer.Option("--no-image", help="Do not store the image in the record (smaller records)."),
+]

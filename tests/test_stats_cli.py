@@ -1,0 +1,175 @@
+"""`xai stats` end to end through the real entry point: formats, masks, errors, no torch."""
+
+import csv
+import io
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import make_record
+from xaicli.io.stream import TarWriter
+
+IG = "attr/integrated_gradients/black"
+CAM = "cam/gradcam/decoder"
+
+
+def strict_json(line):
+    return json.loads(line, parse_constant=lambda c: pytest.fail(f"non-strict JSON constant {c}"))
+
+
+def tar_of(records) -> bytes:
+    buf = io.BytesIO()
+    w = TarWriter(buf)
+    for r in records:
+        w.add_record(r)
+    w.close()
+    return buf.getvalue()
+
+
+def seg_record(rid="s1", seed=0, nan=False):
+    mask = np.zeros((16, 16), np.uint8)
+    mask[4:8, 4:8] = 1
+    rng = np.random.default_rng(seed)
+    attr = rng.normal(size=(2, 3, 16, 16)).astype(np.float32)   # two targets
+    cam = rng.random((1, 16, 16)).astype(np.float32)
+    if nan:
+        cam[0, 0, 0] = np.nan
+    return make_record(rid, size=(16, 16), mask=mask, seed=seed, maps={
+        IG: (attr, {"kind": "attribution", "method": "integrated_gradients", "baseline": "black", "layer": None,
+                    "targets": [{"kind": "mask", "label": "blob", "index": 0},
+                                {"kind": "mask", "label": "blob", "index": 0}], "delta": [0.1, 0.2]}),
+        CAM: (cam, {"kind": "cam", "method": "gradcam", "layer": "decoder",
+                    "targets": [{"kind": "mask", "label": "blob", "index": 0}]}),
+    })
+
+
+@pytest.fixture
+def stream():
+    return tar_of([seg_record("s1", 0), seg_record("s2", 1, nan=True)])
+
+
+def lines(result):
+    return [strict_json(l) for l in result.output.splitlines()]
+
+
+def test_json_lines_one_object_per_record_map_target(cli, stream):
+    r = cli(["stats"], input=stream)
+    assert r.exit_code == 0, r.stderr
+    rows = lines(r)
+    assert [(x["id"], x["map"], x["target_index"]) for x in rows] == [
+        ("s1", IG, 0), ("s1", IG, 0), ("s1", CAM, 0), ("s2", IG, 0), ("s2", IG, 0), ("s2", CAM, 0)]
+    assert [x["delta"] for x in rows[:3]] == [0.1, 0.2, None]
+    assert rows[0]["source"] == "s1.png" and rows[0]["area_fraction"] == 16 / 256
+    assert rows[5]["nonfinite"] == 1 and rows[5]["roc_auc"] is None      # NaN → null, no crash
+    assert r.stderr == ""
+
+
+def test_csv_carries_the_same_numbers_as_json_lines(cli, stream):
+    j = lines(cli(["stats", "--summary"], input=stream))
+    r = cli(["stats", "--summary", "--format", "csv"], input=stream)
+    assert r.exit_code == 0, r.stderr
+    table = list(csv.DictReader(io.StringIO(r.output)))
+    assert len(table) == len(j) and list(table[0]) == list(j[0])
+    for jr, cr in zip(j, table):
+        for k, v in jr.items():
+            if v is None:
+                assert cr[k] == "", k
+            elif isinstance(v, (int, float)):
+                assert float(cr[k]) == v, k
+            else:
+                assert cr[k] == v, k
+
+
+def test_summary_rows_aggregate_each_map_and_target(cli, stream):
+    rows = lines(cli(["stats", "--summary", "--map", CAM], input=stream))
+    per = [x for x in rows if x["stat"] is None]
+    agg = {x["stat"]: x for x in rows if x["stat"] is not None}
+    assert len(per) == 2 and set(agg) == {"mean", "std", "median", "min", "max"}
+    means = [x["mean"] for x in per]
+    assert agg["mean"]["mean"] == pytest.approx(sum(means) / 2)
+    assert agg["max"]["mean"] == max(means) and agg["mean"]["n"] == 2 and agg["mean"]["id"] is None
+    assert agg["mean"]["roc_auc"] == per[0]["roc_auc"]                   # the NaN record's null is left out
+
+
+def test_json_format_is_one_array(cli, stream):
+    r = cli(["stats", "-f", "json", "--map", "cam/*"], input=stream)
+    doc = json.loads(r.output)
+    assert isinstance(doc, list) and [d["map"] for d in doc] == [CAM, CAM]
+
+
+def test_mask_file_gives_gt_metrics_and_dice(cli, tmp_path):
+    import imageio.v3 as iio
+
+    gt = np.zeros((16, 16), np.uint8)
+    gt[4:8, 4:12] = 255                  # 32 px; the predicted mask is [4:8, 4:8], 16 px, all shared
+    iio.imwrite(tmp_path / "m.png", gt)
+    rec = tmp_path / "s1.npz"
+    rec.write_bytes(seg_record().to_bytes())
+    rows = lines(cli(["stats", str(rec), "--mask", str(tmp_path / "m.png"), "--map", CAM]))
+    assert rows[0]["gt_area_fraction"] == 32 / 256
+    assert rows[0]["dice"] == pytest.approx(2 * 16 / (16 + 32)) and rows[0]["iou"] == pytest.approx(16 / 32)
+
+
+def test_mask_folder_is_matched_by_record_id(cli, tmp_path):
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    m = np.zeros((16, 16), bool)
+    m[0, 0] = True
+    np.save(masks / "s2.npy", m)
+    r = cli(["stats", "--mask", str(masks), "--map", CAM],
+            input=tar_of([seg_record("s1"), seg_record("s2", 1)]))
+    rows = lines(r)
+    assert rows[0]["gt_area_fraction"] is None and rows[1]["gt_area_fraction"] == 1 / 256
+    assert "s1" in r.stderr                              # the missing mask is reported, not fatal
+
+
+def test_output_file(cli, stream, tmp_path):
+    r = cli(["stats", "-o", str(tmp_path / "t.csv"), "-f", "csv"], input=stream)
+    assert r.exit_code == 0 and r.stdout == b""
+    assert (tmp_path / "t.csv").read_text().startswith("id,source,task,map,")
+
+
+@pytest.mark.parametrize("args, code, words", [
+    (["--format", "xml"], 2, "--format"),
+    (["--top-k", "0"], 2, "--top-k"),
+    (["--randomize"], 2, "-m MODEL"),
+    (["--perturb-baseline", "pink"], 2, "--perturb-baseline"),
+    (["--mask", "/nonexistent/m.png"], 1, "no such file"),
+    (["/nonexistent/r.npz"], 1, "no such file"),
+    (["--map", "attr/nothing*"], 2, "no map matches"),
+])
+def test_user_errors_are_one_line(cli, stream, args, code, words):
+    r = cli(["stats", *args], input=stream)
+    assert r.exit_code == code
+    assert r.stderr.count("\n") == 1 and words in r.stderr and r.stderr.startswith("xai: error:")
+    assert r.stdout == b""
+
+
+def test_record_without_maps_says_which_command_adds_them(cli):
+    r = cli(["stats"], input=make_record().to_bytes())
+    assert r.exit_code == 1 and r.stderr.count("\n") == 1
+    assert "xai attribute" in r.stderr and "xai cam" in r.stderr
+
+
+def test_mask_of_another_size_is_an_error(cli, tmp_path):
+    np.save(tmp_path / "m.npy", np.ones((8, 8), bool))
+    r = cli(["stats", "--mask", str(tmp_path / "m.npy")], input=seg_record().to_bytes())
+    assert r.exit_code == 1 and r.stderr.count("\n") == 1 and "8x8" in r.stderr and "16x16" in r.stderr
+
+
+def test_stats_without_a_model_imports_no_torch(tmp_path):
+    path = tmp_path / "s1.npz"
+    path.write_bytes(seg_record().to_bytes())
+    code = ("import sys, io\n"
+            "from xaicli.cli.app import run\n"
+            "sys.stdout = io.StringIO()\n"
+            f"rc = run(['stats', '--summary', '-f', 'csv', {str(path)!r}])\n"
+            "out = sys.stdout.getvalue(); sys.stdout = sys.__stdout__\n"
+            "assert rc == 0 and out.startswith('id,'), (rc, out)\n"
+            "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.')))\n")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip() == "[]"

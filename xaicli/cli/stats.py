@@ -1,0 +1,300 @@
+"""`xai stats`: numbers about the maps in records, one JSON object per record × map × target."""
+
+from __future__ import annotations
+
+from typing import List, Optional
+
+import typer
+from typing_extensions import Annotated
+
+from xaicli.cli.options import Arch, Classes, Device, RecordInputs, TrustPickle
+
+FORMATS = ("jsonl", "csv", "json")
+
+HELP = """Statistics, focus, localisation, faithfulness and sanity checks of explanation maps.
+
+Reads records (stdin, .npz files, tar streams, folders) and writes one flat JSON object
+per record x map x target (JSON Lines), or a CSV table (--format csv), or one JSON array
+(--format json). Without -m it needs no model and imports no torch.
+
+\b
+  xai attribute -m builtin:shapes-seg scans/ | xai stats > stats.jsonl
+  xai stats records.tar --mask masks/ --format csv --summary > table.csv
+  xai stats records.tar -m builtin:shapes-seg --steps 20 | jq .deletion_auc
+
+Keys, in this order (README, "xai stats", has the full definitions):
+
+\b
+  id source task map kind method layer baseline target target_index target_kind
+  nonfinite mean std min max mean_abs sum pos_mass neg_mass
+  sum_r sum_g sum_b mean_r mean_g mean_b sparseness complexity delta relative_delta
+  area_fraction focus_ratio focus_fraction pointing_game mass_accuracy rank_accuracy
+  topk_intersection roc_auc   (against a segmenter's predicted mask)
+  gt_area_fraction gt_focus_ratio ... gt_roc_auc dice iou   (--mask or gt/mask)
+  deletion_auc insertion_auc   (with -m)
+  rand_spearman_top rand_spearman_all rand_flag rand_spearman_<layer>...
+                               (with -m --randomize)
+  stat n                       (with --summary)
+
+Maps: an attribution (T,C,H,W) is summed over channels, signed, for every spatial
+metric; metrics of |a| take |.| after that sum. The value statistics (mean ... neg_mass,
+per-channel R/G/B sums and means) use the raw values; R/G/B are null unless C = 3. A CAM
+(T,H,W) is used as it is.
+
+null means undefined, never an error: focus_ratio with an empty or full mask or zero
+attribution outside it (the infinite ratio; focus_fraction is then 1); every mask
+metric without a mask (a classifier gets them only from --mask or gt/mask); pointing_game
+for a constant map; mass_accuracy without positive mass; dice/iou when both regions are
+empty; std of fewer than two values; and every spatial metric of a map holding NaN or
+inf (nonfinite counts them; value statistics use the finite values).
+"""
+
+
+def stats(
+    inputs: RecordInputs = None,
+    fmt: Annotated[str, typer.Option("--format", "-f", help="jsonl (default), csv, or json (one array).",
+                                     autocompletion=lambda: list(FORMATS))] = "jsonl",
+    summary: Annotated[bool, typer.Option("--summary", help="Add aggregate rows: mean, std (n-1), median, min, "
+                                                            "max of every metric per map x target over all "
+                                                            "records (key 'stat'; 'n' rows aggregated).")] = False,
+    mask: Annotated[Optional[str], typer.Option("--mask", help="Ground-truth region: a mask image (or .npy), "
+                                                               "non-zero = inside, for every record; or a folder "
+                                                               "of masks named by record id (file stem). Default: "
+                                                               "the record's gt/mask, when present.",
+                                                show_default=False)] = None,
+    maps: Annotated[Optional[List[str]], typer.Option("--map", help="Only maps whose key matches this glob, e.g. "
+                                                                     "'attr/*' or 'cam/gradcam/*' (repeatable).",
+                                                      show_default=False)] = None,
+    top_k: Annotated[float, typer.Option("--top-k", help="Pixels for topk_intersection: a fraction of the image "
+                                                         "when < 1, else a pixel count.")] = 0.05,
+    output: Annotated[Optional[str], typer.Option("--output", "-o", help="Write to FILE (atomically) instead of "
+                                                                          "stdout.", show_default=False)] = None,
+    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Run the model for deletion/insertion "
+                                                                      "(and --randomize): the model the records "
+                                                                      "were made with (see xai predict -m). "
+                                                                      "Without it no model is loaded.",
+                                                 show_default=False)] = None,
+    arch: Arch = None,
+    classes: Classes = None,
+    trust_pickle: TrustPickle = False,
+    device: Device = "auto",
+    batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="With -m: perturbed images per "
+                                                                       "forward.")] = 16,
+    steps: Annotated[int, typer.Option("--steps", help="With -m: fractions on the deletion/insertion axis "
+                                                       "(steps + 1 forwards per curve).")] = 20,
+    perturb_baseline: Annotated[str, typer.Option("--perturb-baseline",
+                                                  help="With -m: what deleted pixels become: black, mean "
+                                                       "(per-channel image mean) or blur.",
+                                                  autocompletion=lambda: ["black", "mean", "blur"])] = "black",
+    randomize: Annotated[bool, typer.Option("--randomize", help="With -m: cascading parameter randomisation "
+                                                                "from the top layer down; Spearman of each "
+                                                                "recomputed map with the original.")] = False,
+    rand_steps: Annotated[int, typer.Option("--rand-steps", help="With --randomize: maps recomputed along the "
+                                                                 "cascade (the first after the top layer, the "
+                                                                 "last with every layer randomised).")] = 4,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the randomisation.")] = 0,
+) -> None:
+    import sys
+
+    from xaicli.cli.pipeline import progress
+    from xaicli.cli.state import log
+    from xaicli.errors import XaiUsageError
+    from xaicli.io.inputs import resolve
+    from xaicli.metrics import report
+
+    if fmt not in FORMATS:
+        raise XaiUsageError(f"--format {fmt!r}: use one of {', '.join(FORMATS)}")
+    if not top_k > 0:
+        raise XaiUsageError(f"--top-k {top_k}: must be > 0 (a fraction < 1 or a pixel count)")
+    if model is None and randomize:
+        raise XaiUsageError("--randomize re-computes maps with the model: pass -m MODEL")
+    if steps < 1 or rand_steps < 1 or batch_size < 1:
+        raise XaiUsageError("--steps, --rand-steps and --batch-size must be at least 1")
+    if perturb_baseline not in ("black", "mean", "blur"):
+        raise XaiUsageError(f"--perturb-baseline {perturb_baseline!r}: use black, mean or blur")
+    records = resolve(inputs or [], images=False, records=True)
+    masks = _MaskSource(mask) if mask else None
+    evaluator = _ModelEvaluator(model, arch, classes, trust_pickle, device, batch_size, steps,
+                                perturb_baseline, randomize, rand_steps, seed) if model else None
+    stream = fmt == "jsonl" and output is None
+    out = sys.stdout
+    rows: list = []
+    matched = False
+    seen = 0
+    for record in progress(records, records.count, "stats"):
+        seen += 1
+        gt = report.ground_truth(record, masks.get(record) if masks else None)
+        for mt in report.iter_map_targets(record, maps):
+            matched = True
+            row = report.map_row(mt, gt, top_k)
+            if evaluator is not None:
+                row.update(evaluator.evaluate(mt))
+            if summary:
+                row = {**row, "stat": None, "n": None}
+            if stream:
+                out.write(report.json_line(row) + "\n")
+                out.flush()
+            if summary or not stream:
+                rows.append(row)
+        log.info("stats: %s done", record.id)
+    if seen and not matched:
+        raise XaiUsageError(f"no map matches --map {' '.join(maps or [])}; list the maps with "
+                            "'xai stats FILE | jq -r .map | sort -u'")
+    extra = report.summarise([r for r in rows if r.get("stat") is None]) if summary else []
+    if stream:
+        for row in extra:
+            out.write(report.json_line(row) + "\n")
+        out.flush()
+        return
+    rows += extra
+    text = {"jsonl": lambda: "".join(report.json_line(r) + "\n" for r in rows),
+            "csv": lambda: report.csv_text(rows), "json": lambda: report.json_document(rows)}[fmt]()
+    if output is None or output == "-":
+        out.write(text)
+        out.flush()
+    else:
+        _write_file(output, text)
+
+
+stats.__doc__ = HELP
+
+
+def _write_file(path: str, text: str) -> None:
+    from pathlib import Path
+
+    from xaicli.errors import XaiError
+    from xaicli.io.atomic import atomic_open
+
+    p = Path(path)
+    if not p.parent.exists():
+        raise XaiError(f"{p.parent}: output folder does not exist; create it or choose another -o")
+    try:
+        with atomic_open(p) as f:
+            f.write(text.encode())
+    except OSError as exc:
+        raise XaiError(f"{p}: cannot write ({exc.strerror}); choose a writable -o path") from None
+
+
+class _MaskSource:
+    """`--mask FILE|DIR`: one mask for every record, or masks matched by record id (file stem)."""
+
+    EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".npy"}
+
+    def __init__(self, spec: str):
+        from pathlib import Path
+
+        from xaicli.errors import XaiError
+
+        self.path = Path(spec)
+        if not self.path.exists():
+            raise XaiError(f"--mask {spec}: no such file or directory; pass a mask image or a folder of masks "
+                           "named by record id")
+        self.files = {}
+        self.single = None
+        if self.path.is_dir():
+            self.files = {p.stem: p for p in sorted(self.path.iterdir())
+                          if p.is_file() and p.suffix.lower() in self.EXTS and not p.name.startswith(".")}
+            if not self.files:
+                raise XaiError(f"--mask {spec}: folder holds no mask images (.png, .tif, .npy, ...)")
+        else:
+            self.single = _read_mask(self.path)
+
+    def get(self, record):
+        from xaicli.cli.state import log
+
+        if self.single is not None:
+            mask, path = self.single, self.path
+        else:
+            path = self.files.get(record.id)
+            if path is None:
+                log.warning("--mask %s: no mask named %s.*; its gt_ metrics are null", self.path, record.id)
+                return None
+            mask = _read_mask(path)
+        _check_size(mask, record, path)
+        return mask
+
+
+def _read_mask(path):
+    import numpy as np
+
+    from xaicli.errors import XaiError
+
+    if path.suffix.lower() == ".npy":
+        try:
+            m = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise XaiError(f"{path}: not a readable .npy mask ({exc})") from None
+    else:
+        from xaicli.io.images import read_image
+
+        m = read_image(path)
+    m = np.asarray(m)
+    if m.ndim == 3:
+        m = (m != 0).any(axis=-1)
+    if m.ndim != 2:
+        raise XaiError(f"{path}: a mask is a 2-D image, got shape {m.shape}")
+    return m != 0
+
+
+def _check_size(mask, record, path) -> None:
+    from xaicli.errors import XaiError
+
+    hw = None
+    if record.image is not None:
+        hw = tuple(record.image.shape[:2])
+    else:
+        for key in record.map_keys():
+            hw = tuple(record.arrays[key].shape[-2:])
+            break
+    if hw is not None and tuple(mask.shape) != hw:
+        raise XaiError(f"{path}: mask is {mask.shape[1]}x{mask.shape[0]} but record {record.id} is "
+                       f"{hw[1]}x{hw[0]}; give a mask of the image's size")
+
+
+class _ModelEvaluator:
+    """The metrics that run the model: loaded once, at the first record (torch only from here)."""
+
+    def __init__(self, spec, arch, classes, trust_pickle, device, batch_size, steps, baseline,
+                 randomize, rand_steps, seed):
+        self.spec, self.arch, self.classes, self.trust_pickle = spec, arch, classes, trust_pickle
+        self.device, self.batch_size, self.steps, self.baseline = device, batch_size, steps, baseline
+        self.randomize, self.rand_steps, self.seed = randomize, rand_steps, seed
+        self.adapter = self.session = self._checked = None
+        self.randomizer = None
+
+    def _load(self, record):
+        """Load with the record's own load options (size, mean, std), refusing records of other models."""
+        from xaicli.cli.pipeline import ModelSession
+        from xaicli.models.loader import LoadOptions
+
+        opts = LoadOptions.from_meta(((record.meta.get("model") or {}).get("load")) or {})
+        opts.arch = self.arch or opts.arch
+        opts.classes = self.classes or opts.classes
+        opts.trust_pickle = self.trust_pickle
+        self.session = ModelSession(self.spec, opts, self.device)
+        self.adapter = self.session.get(record)
+        if self.randomize:
+            from xaicli.explain.randomization import Randomizer
+
+            self.randomizer = Randomizer(self.adapter, steps=self.rand_steps, seed=self.seed)
+
+    def evaluate(self, mt) -> dict:
+        from xaicli.errors import XaiError
+        from xaicli.explain.faithfulness import deletion_insertion
+
+        if self.adapter is None:
+            self._load(mt.record)
+        elif mt.record is not self._checked:
+            self.session.check(mt.record)
+        self._checked = mt.record
+        image = mt.record.image
+        if image is None:
+            raise XaiError(f"record {mt.record.id} holds no image (written with --no-image); deletion/insertion "
+                           "needs it: re-create the record without --no-image")
+        index = int(mt.target.get("index", mt.t))
+        res = deletion_insertion(self.adapter, image, mt.smap, index, region=mt.pred_mask, steps=self.steps,
+                                 baseline=self.baseline, batch_size=self.batch_size)
+        out = {"deletion_auc": res["deletion_auc"], "insertion_auc": res["insertion_auc"]}
+        if self.randomizer is not None:
+            out.update(self.randomizer.evaluate(mt))
+        return out

@@ -64,6 +64,7 @@ def main(argv: list[str] | None = None) -> None:
 
 def run(argv: list[str] | None = None) -> int:
     from typer import _click
+    from typer.exceptions import Abort
 
     command = typer.main.get_command(app)
     try:
@@ -72,7 +73,7 @@ def run(argv: list[str] | None = None) -> int:
     except _click.exceptions.ClickException as exc:
         exc.show()
         return exc.exit_code
-    except _click.exceptions.Abort:
+    except Abort:
         return 130
     except XaiError as exc:
         _say_error(str(exc))

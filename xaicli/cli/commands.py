@@ -1,3 +1,15 @@
-"""The registered subcommands, in `xai --help` order. Only working commands are listed."""
+"""The registered subcommands, in `xai --help` order. Only working commands are listed.
 
-COMMANDS: list = []
+Each command module imports torch, matplotlib and the model stack inside its
+function, never at module top, so this import stays cheap.
+"""
+
+from xaicli.cli.predict import predict
+from xaicli.cli.stats import stats
+from xaicli.cli.render import render
+
+COMMANDS: list = [
+    ("predict", predict),
+    ("stats", stats),
+    ("render", render),
+]

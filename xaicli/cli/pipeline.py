@@ -1,0 +1,109 @@
+"""The loop every model command shares: inputs → records → (model) → process → sink.
+
+Inputs are checked before the model loads; the model loads once, from -m or from the
+first record's meta; each image becomes a record with its source and prediction; a
+record made with another model is refused; every record gets a history entry.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, Iterable, Iterator
+
+from xaicli.cli.state import log, settings
+from xaicli.errors import XaiError
+from xaicli.io.images import read_image, sha256_file
+from xaicli.io.inputs import ImageInput, Inputs
+from xaicli.io.record import Record
+
+
+class ModelSession:
+    """Loads the model on first use and checks that records belong to it."""
+
+    def __init__(self, spec: str | None, options, device: str):
+        self.spec, self.options, self.device = spec, options, device
+        self.adapter = None
+
+    def get(self, record: Record | None = None):
+        if self.adapter is None:
+            from xaicli.models.loader import load_for_record, load_model
+
+            t0 = time.perf_counter()
+            if self.spec:
+                self.adapter = load_model(self.spec, self.options, self.device)
+            elif record is not None and record.meta.get("model"):
+                self.adapter = load_for_record(record.meta["model"], self.device)
+            else:
+                raise XaiError("no model: pass -m MODEL (images carry no model, and these records name none)")
+            log.info("model %s loaded on %s in %.1f s", self.adapter.info.get("spec"), self.adapter.device,
+                     time.perf_counter() - t0)
+        if record is not None:
+            self.check(record)
+        return self.adapter
+
+    def check(self, record: Record) -> None:
+        theirs = (record.meta.get("model") or {}).get("sha256")
+        if theirs and theirs != self.adapter.sha256:
+            spec = record.meta["model"].get("spec")
+            raise XaiError(f"record {record.id} was made with another model ({spec}, weights sha256 {theirs[:12]}), "
+                           f"not {self.adapter.info.get('spec')}; use the same -m as the command that made it")
+
+
+def record_for_image(item: ImageInput, adapter, *, max_pixels: int | None = None):
+    """A new record for an image: source provenance, the image as displayed, model meta."""
+    image = read_image(item.path, max_pixels)
+    rec = Record.new(item.id, {"path": str(item.path), "sha256": sha256_file(item.path),
+                               "shape": list(image.shape), "dtype": str(image.dtype)})
+    rec.meta["task"] = adapter.task
+    rec.meta["model"] = adapter.meta()
+    rec.meta["preprocessing"] = adapter.preprocessing.to_meta(image.shape[:2])
+    rec.arrays["image"] = image  # `finish` drops it again under --no-image
+    return rec, image
+
+
+def iter_records(inputs: Inputs, session: ModelSession, *, max_pixels: int | None = None, skip: Callable[[str, str | None], bool] | None = None,
+                 ) -> Iterator[tuple[Record, Any]]:
+    """(record, image array) per input; images become new records, records are copied and checked."""
+    for item in inputs:
+        if isinstance(item, ImageInput):
+            if skip is not None and skip(item.id, sha256_file(item.path)):
+                log.info("%s: output exists, skipped", item.id)
+                continue
+            adapter = session.get()
+            rec, image = record_for_image(item, adapter, max_pixels=max_pixels)
+        else:
+            if skip is not None and skip(item.id, (item.meta.get("source") or {}).get("sha256")):
+                continue
+            session.get(item)
+            rec = item
+            image = item.arrays.get("image")
+            if image is None:
+                raise XaiError(f"record {item.id} holds no image (written with --no-image); re-run from the images")
+        yield rec, image
+
+
+def progress(iterable: Iterable, total: int | None, desc: str):
+    """tqdm on stderr, only when a person watches (stderr is a terminal, not --quiet)."""
+    if not settings.progress:
+        return iterable
+    from tqdm import tqdm
+
+    return tqdm(iterable, total=total, desc=desc, unit="img", file=__import__("sys").stderr, leave=False)
+
+
+def finish(record: Record, command: str, params: dict[str, Any], seconds: float, device, keep_image: bool = True) -> Record:
+    if not keep_image:
+        record.arrays.pop("image", None)
+    record.add_history(command, params, seconds, str(device) if device is not None else None)
+    return record
+
+
+def load_options(arch=None, classes=None, labels=None, size=None, mean=None, std=None, trust_pickle=False):
+    """LoadOptions from the shared model options (validated here, before any loading)."""
+    from xaicli.models.loader import LoadOptions
+    from xaicli.models.preprocess import parse_floats, parse_size
+
+    return LoadOptions(arch=arch, classes=classes,
+                       labels=[s.strip() for s in labels.split(",")] if labels else None,
+                       size=parse_size(size), mean=parse_floats(mean, "--mean"), std=parse_floats(std, "--std"),
+                       trust_pickle=trust_pickle)

@@ -1,0 +1,1 @@
+"""Explanation methods (one file per family), targets, baselines, model-running evaluations."""

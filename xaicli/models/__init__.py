@@ -1,0 +1,1 @@
+"""Loading models into one adapter: task, labels, preprocessing and a logits forward."""

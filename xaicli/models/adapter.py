@@ -1,0 +1,120 @@
+"""One interface over every model kind: a logits forward plus what explaining needs.
+
+Methods take and return torch tensors on `self.device`. Images enter as uint8/uint16
+arrays; `image_to_unit` makes them float in [0,1] at their own size, `normalize`
+resizes and standardises them for the model (differentiably), `forward` gives logits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from xaicli.models.preprocess import Preprocessing
+
+
+class LogitsModule(nn.Module):
+    """Wraps a model so forward returns a plain logits tensor (HF returns output objects)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.model(x)
+        if isinstance(out, torch.Tensor):
+            return out
+        logits = getattr(out, "logits", None)
+        if logits is None and isinstance(out, (tuple, list)):
+            logits = out[0]
+        if logits is None and isinstance(out, dict):
+            logits = out.get("logits", out.get("out"))
+        return logits
+
+
+@dataclass
+class ModelAdapter:
+    net: LogitsModule
+    task: str                          # "classification" | "segmentation"
+    labels: list[str]
+    preprocessing: Preprocessing
+    device: torch.device
+    info: dict[str, Any] = field(default_factory=dict)  # spec, sha256, arch, format, load options
+
+    @property
+    def module(self) -> nn.Module:
+        """The user's model itself: layer names (for CAM) are relative to it."""
+        return self.net.model
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.labels)
+
+    @property
+    def sha256(self) -> str:
+        return self.info.get("sha256", "")
+
+    def meta(self) -> dict[str, Any]:
+        return {**self.info, "task": self.task, "labels": list(self.labels)}
+
+    # -- preprocessing ----------------------------------------------------------
+    def image_to_unit(self, image: np.ndarray) -> torch.Tensor:
+        """(1, C, H, W) float32 in [0,1] at the image's own size, channels as the model wants."""
+        scale = 65535.0 if image.dtype == np.uint16 else 255.0
+        x = torch.from_numpy(np.ascontiguousarray(image)).to(self.device, torch.float32) / scale
+        x = x[None, None] if x.ndim == 2 else x.permute(2, 0, 1)[None]
+        return self.match_channels(x)
+
+    def match_channels(self, x: torch.Tensor) -> torch.Tensor:
+        want, have = self.preprocessing.channels, x.shape[1]
+        if have == want:
+            return x
+        if have == 1:
+            return x.expand(-1, want, -1, -1).contiguous()
+        if want == 1 and have == 3:
+            w = torch.tensor([0.299, 0.587, 0.114], device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+            return (x * w).sum(1, keepdim=True)
+        raise ValueError(f"cannot feed a {have}-channel image to a {want}-channel model")
+
+    def input_size(self, image_hw: tuple[int, int]) -> tuple[int, int]:
+        return self.preprocessing.input_size(image_hw)
+
+    def normalize(self, unit: torch.Tensor) -> torch.Tensor:
+        """Resize to the model's input size and standardise; differentiable."""
+        size = self.input_size(tuple(unit.shape[-2:]))
+        x = unit
+        if tuple(x.shape[-2:]) != tuple(size):
+            x = F.interpolate(x, size=size, mode="bilinear", align_corners=False,
+                              antialias=size[0] < x.shape[-2] or size[1] < x.shape[-1])
+        mean = torch.tensor(self.preprocessing.mean, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
+        std = torch.tensor(self.preprocessing.std, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
+        return (x - mean) / std
+
+    def prepare(self, image: np.ndarray) -> torch.Tensor:
+        return self.normalize(self.image_to_unit(image))
+
+    # -- outputs ----------------------------------------------------------------
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        """Softmax over classes; sigmoid for a one-class segmenter (foreground vs background)."""
+        if self.task == "segmentation" and logits.shape[1] == 1:
+            return torch.sigmoid(logits)
+        return torch.softmax(logits, dim=1)
+
+    def to_image_size(self, maps: torch.Tensor, image_hw: tuple[int, int]) -> torch.Tensor:
+        """Bilinear resize of (B, K, h, w) model-resolution maps back to the image size."""
+        if tuple(maps.shape[-2:]) == tuple(image_hw):
+            return maps
+        return F.interpolate(maps, size=tuple(image_hw), mode="bilinear", align_corners=False)
+
+    def release(self) -> None:
+        """Drop cached GPU memory between images (hooks are owned by the explainers)."""
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()

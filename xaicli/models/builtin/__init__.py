@@ -1,0 +1,23 @@
+"""The built-in demo models, trained on synthetic images whose answer is known.
+
+`shapes-seg`: U-Net++ (smp) that segments bright blobs on a noisy gray background.
+`shapes-cls`: ConvNeXt (transformers) that names the one shape in an image:
+circle, square or cross. `shapes.make_sample` draws both kinds with their
+evidence masks; `train.py` re-creates the weights deterministically.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from xaicli.errors import XaiUsageError
+
+HERE = Path(__file__).parent
+NAMES = ("shapes-seg", "shapes-cls")
+
+
+def builtin_path(name: str) -> Path:
+    if name not in NAMES:
+        raise XaiUsageError(f"builtin:{name} is not a built-in model; use one of "
+                            + ", ".join(f"builtin:{n}" for n in NAMES))
+    return HERE / name

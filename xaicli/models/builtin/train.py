@@ -1,0 +1,126 @@
+"""Re-create the built-in demo models: `python -m xaicli.models.builtin.train`.
+
+Deterministic (fixed seeds, synthetic data from shapes.make_sample with seeds ≥ 100000,
+so demo and test images, seeds < 100000, are never trained on). A few minutes on a
+2-core CPU. Writes shapes-seg/ (smp save_pretrained) and shapes-cls/ (transformers
+save_pretrained + preprocessor_config.json), each with an xai.json sidecar.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from xaicli.models.builtin.shapes import CLS_LABELS, CLS_SIZE, SEG_LABELS, SEG_SIZE, make_sample
+from xaicli.models.preprocess import IMAGENET_MEAN, IMAGENET_STD
+
+HERE = Path(__file__).parent
+TRAIN_SEED0 = 100_000
+
+
+def _batch(task: str, seeds) -> tuple[torch.Tensor, torch.Tensor]:
+    imgs, targets = [], []
+    for s in seeds:
+        img, mask, label = make_sample(int(s), task)
+        x = torch.from_numpy(img).float() / 255
+        x = x[None].expand(3, -1, -1) if x.ndim == 2 else x.permute(2, 0, 1)
+        imgs.append(x)
+        targets.append(torch.from_numpy(mask).float()[None] if task == "segmentation" else torch.tensor(label))
+    x = torch.stack(imgs)
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    return (x - mean) / std, torch.stack(targets)
+
+
+def build_seg():
+    import segmentation_models_pytorch as smp
+
+    return smp.UnetPlusPlus(encoder_name="tu-resnet10t", encoder_depth=3, decoder_channels=(32, 16, 8),
+                            encoder_weights=None, classes=1)
+
+
+def build_cls():
+    from transformers import ConvNextConfig, ConvNextForImageClassification
+
+    cfg = ConvNextConfig(num_channels=3, hidden_sizes=[16, 32, 64, 96], depths=[1, 1, 2, 1], image_size=CLS_SIZE,
+                         num_labels=len(CLS_LABELS), id2label=dict(enumerate(CLS_LABELS)),
+                         label2id={n: i for i, n in enumerate(CLS_LABELS)})
+    return ConvNextForImageClassification(cfg)
+
+
+def train(task: str, steps: int, batch: int, lr: float) -> torch.nn.Module:
+    torch.manual_seed(0)
+    model = build_seg() if task == "segmentation" else build_cls()
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
+    model.train()
+    t0 = time.time()
+    for step in range(steps):
+        seeds = range(TRAIN_SEED0 + step * batch, TRAIN_SEED0 + (step + 1) * batch)
+        x, y = _batch(task, seeds)
+        out = model(x)
+        if task == "segmentation":
+            p = torch.sigmoid(out)
+            dice = 1 - (2 * (p * y).sum() + 1) / (p.sum() + y.sum() + 1)
+            loss = F.binary_cross_entropy_with_logits(out, y) + dice
+        else:
+            loss = F.cross_entropy(out.logits, y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        if step % 50 == 0 or step == steps - 1:
+            print(f"{task} step {step} loss {loss.item():.4f} ({time.time() - t0:.0f} s)", flush=True)
+    return model.eval()
+
+
+@torch.no_grad()
+def evaluate(task: str, model, n: int = 200) -> float:
+    x, y = _batch(task, range(n))
+    out = model(x)
+    if task == "segmentation":
+        pred = (out > 0).float()
+        return float((2 * (pred * y).sum() / (pred.sum() + y.sum())).item())
+    return float((out.logits.argmax(1) == y).float().mean().item())
+
+
+def save_seg(model, folder: Path) -> None:
+    model.save_pretrained(str(folder))
+    (folder / "README.md").unlink(missing_ok=True)
+    (folder / "xai.json").write_text(json.dumps({"labels": list(SEG_LABELS), "size": [SEG_SIZE, SEG_SIZE],
+                                                 "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}, indent=1))
+
+
+def save_cls(model, folder: Path) -> None:
+    from transformers import ConvNextImageProcessor
+
+    model.save_pretrained(str(folder))
+    ConvNextImageProcessor(size={"shortest_edge": CLS_SIZE}, crop_pct=1.0, image_mean=list(IMAGENET_MEAN),
+                           image_std=list(IMAGENET_STD)).save_pretrained(str(folder))
+    (folder / "xai.json").write_text(json.dumps({"labels": list(CLS_LABELS), "size": [CLS_SIZE, CLS_SIZE]}, indent=1))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--only", choices=["segmentation", "classification"])
+    ap.add_argument("--steps", type=int, default=0, help="override the step count")
+    args = ap.parse_args()
+    torch.set_num_threads(2)
+    if args.only in (None, "segmentation"):
+        m = train("segmentation", args.steps or 500, 16, 3e-3)
+        print(f"segmentation dice on seeds 0-199: {evaluate('segmentation', m):.4f}")
+        save_seg(m, HERE / "shapes-seg")
+    if args.only in (None, "classification"):
+        m = train("classification", args.steps or 700, 32, 4e-3)
+        print(f"classification accuracy on seeds 0-199: {evaluate('classification', m):.4f}")
+        save_cls(m, HERE / "shapes-cls")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,390 @@
+"""`-m SPEC` → ModelAdapter. Local files only; code runs from a file only with --trust-pickle.
+
+Spec kinds: builtin:NAME, an smp `save_pretrained` folder, a Hugging Face
+image-classification folder, a state dict (+ --arch), a TorchScript file, a pickled
+model (--trust-pickle). An optional `xai.json` beside a folder's config supplies
+labels, size, mean and std.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import os
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from xaicli.errors import XaiError, XaiUsageError
+from xaicli.io.images import sha256_file
+from xaicli.models.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
+
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.pth", "model.pt")
+STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model", "net")
+
+
+@dataclass
+class LoadOptions:
+    """Everything besides the spec that decides how a model loads; kept in record meta."""
+
+    arch: str | None = None
+    classes: int | None = None
+    labels: list[str] | None = None
+    size: tuple[int, int] | None = None
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    trust_pickle: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_meta(self) -> dict[str, Any]:
+        return {"arch": self.arch, "classes": self.classes, "labels": self.labels,
+                "size": list(self.size) if self.size else None,
+                "mean": list(self.mean) if self.mean else None, "std": list(self.std) if self.std else None}
+
+    @classmethod
+    def from_meta(cls, d: dict[str, Any]) -> "LoadOptions":
+        return cls(arch=d.get("arch"), classes=d.get("classes"), labels=d.get("labels"),
+                   size=tuple(d["size"]) if d.get("size") else None,
+                   mean=tuple(d["mean"]) if d.get("mean") else None, std=tuple(d["std"]) if d.get("std") else None)
+
+
+def load_model(spec: str, options: LoadOptions | None = None, device: str = "auto"):
+    """Load `spec` into a ModelAdapter on `device` (eval mode, gradients off for parameters)."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    from xaicli.models.device import resolve_device
+
+    options = options or LoadOptions()
+    dev = resolve_device(device)
+    path, fmt = _locate(spec)
+    # smp prints "Loading weights..." to stdout: keep stdout for records, chatter for -vv.
+    chatter = io.StringIO()
+    with contextlib.redirect_stdout(chatter):
+        adapter = _LOADERS[fmt](path, options)
+    if chatter.getvalue().strip():
+        logging.getLogger("xai").debug("model loader said: %s", chatter.getvalue().strip())
+    adapter.info.update({"spec": spec, "path": str(path.resolve()), "load": options.to_meta()})
+    _apply_overrides(adapter, options)
+    adapter.net.to(dev).eval()
+    for p in adapter.net.parameters():
+        p.requires_grad_(False)
+    adapter.device = dev
+    return adapter
+
+
+def load_for_record(meta_model: dict[str, Any], device: str = "auto"):
+    """Reload the model a record names (commands downstream of `predict` without -m)."""
+    spec = meta_model.get("spec")
+    if not spec:
+        raise XaiUsageError("records do not name their model; pass -m MODEL")
+    if not spec.startswith("builtin:") and not Path(spec).exists() and meta_model.get("path"):
+        spec = meta_model["path"] if Path(meta_model["path"]).exists() else spec
+    if not spec.startswith("builtin:") and not Path(spec).exists():
+        raise XaiError(f"the model the records were made with ({spec}) is not here; pass -m MODEL")
+    return load_model(spec, LoadOptions.from_meta(meta_model.get("load") or {}), device)
+
+
+# -- locating ------------------------------------------------------------------
+
+def _locate(spec: str) -> tuple[Path, str]:
+    if spec.startswith("builtin:"):
+        from xaicli.models.builtin import builtin_path
+
+        path = builtin_path(spec[len("builtin:"):])
+        return path, _dir_format(path)
+    path = Path(spec).expanduser()
+    if not path.exists():
+        raise XaiError(f"model {spec}: no such file or directory; pass an smp/Hugging Face folder, a weights "
+                       "file, or builtin:shapes-seg / builtin:shapes-cls")
+    if path.is_dir():
+        return path, _dir_format(path)
+    if path.suffix.lower() == ".safetensors":
+        return path, "state_dict"
+    if _is_torchscript(path):
+        return path, "torchscript"
+    return path, "torch_file"
+
+
+def _dir_format(path: Path) -> str:
+    cfg = path / "config.json"
+    if not cfg.exists():
+        raise XaiError(f"model {path}: folder has no config.json; pass a folder written by save_pretrained "
+                       "(smp or transformers), or a weights file with --arch")
+    config = _read_json(cfg)
+    if "_model_class" in config:
+        return "smp"
+    if "model_type" in config or "architectures" in config:
+        return "hf"
+    raise XaiError(f"model {path}: config.json is neither from smp nor transformers save_pretrained")
+
+
+def _is_torchscript(path: Path) -> bool:
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as z:
+        return any("/code/" in n or n.endswith("constants.pkl") for n in z.namelist())
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise XaiError(f"{path}: unreadable JSON ({exc}); re-save the model") from None
+
+
+def _sidecar(path: Path) -> dict[str, Any]:
+    side = path / "xai.json"
+    return _read_json(side) if side.exists() else {}
+
+
+def _weights_sha(path: Path) -> str:
+    if path.is_file():
+        return sha256_file(path)
+    for name in WEIGHT_FILES:
+        if (path / name).exists():
+            return sha256_file(path / name)
+    raise XaiError(f"model {path}: no weights file ({', '.join(WEIGHT_FILES)}) in the folder")
+
+
+# -- loaders -------------------------------------------------------------------
+
+def _adapter(module, task, labels, prep, info):
+    import torch
+
+    from xaicli.models.adapter import LogitsModule, ModelAdapter
+
+    return ModelAdapter(LogitsModule(module), task, labels, prep, torch.device("cpu"), info)
+
+
+def _load_smp(path: Path, options: LoadOptions):
+    import segmentation_models_pytorch as smp
+
+    config = _read_json(path / "config.json")
+    try:
+        model = smp.from_pretrained(str(path))
+    except Exception as exc:
+        raise XaiError(f"model {path}: smp could not load it ({type(exc).__name__}: {exc})") from None
+    side = _sidecar(path)
+    classes = int(config.get("classes", 1))
+    labels = side.get("labels") or _default_labels(classes, "segmentation")
+    prep = Preprocessing(channels=int(config.get("in_channels", 3)), multiple=32,
+                         size=tuple(side["size"]) if side.get("size") else None,
+                         mean=tuple(side.get("mean", IMAGENET_MEAN)), std=tuple(side.get("std", IMAGENET_STD)),
+                         source="xai.json" if side else "imagenet-default")
+    arch = f"{config['_model_class']}({config.get('encoder_name', '?')})"
+    return _adapter(model, "segmentation", labels, prep,
+                    {"format": "smp", "arch": arch, "sha256": _weights_sha(path)})
+
+
+def _load_hf(path: Path, options: LoadOptions):
+    import transformers
+
+    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+    try:
+        model = transformers.AutoModelForImageClassification.from_pretrained(str(path), local_files_only=True)
+    except Exception as exc:
+        raise XaiError(f"model {path}: transformers could not load it as an image classifier "
+                       f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+    cfg = model.config
+    id2label = {int(k): v for k, v in (cfg.id2label or {}).items()}
+    labels = [str(id2label.get(i, f"class_{i}")) for i in range(cfg.num_labels)]
+    proc_path = path / "preprocessor_config.json"
+    proc = _read_json(proc_path) if proc_path.exists() else {}
+    side = _sidecar(path)
+    size = _hf_size(proc.get("size"), proc.get("crop_size")) or (
+        (cfg.image_size, cfg.image_size) if isinstance(getattr(cfg, "image_size", None), int) else None)
+    if proc.get("do_normalize", True):
+        mean, std = proc.get("image_mean", IMAGENET_MEAN), proc.get("image_std", IMAGENET_STD)
+    else:
+        mean, std = (0.0,) * cfg.num_channels, (1.0,) * cfg.num_channels
+    prep = Preprocessing(channels=int(getattr(cfg, "num_channels", 3)),
+                         size=tuple(side["size"]) if side.get("size") else size,
+                         mean=tuple(mean), std=tuple(std),
+                         source="preprocessor_config.json" if proc else "imagenet-default",
+                         notes=["whole image resized to the model size (no centre crop), so maps cover every pixel"])
+    arch = (cfg.architectures or [type(model).__name__])[0]
+    return _adapter(model, "classification", side.get("labels") or labels, prep,
+                    {"format": "hf", "arch": arch, "sha256": _weights_sha(path)})
+
+
+def _hf_size(size: Any, crop: Any) -> tuple[int, int] | None:
+    for s in (crop, size):
+        if isinstance(s, dict) and "height" in s and "width" in s:
+            return int(s["height"]), int(s["width"])
+    if isinstance(size, dict) and "shortest_edge" in size:
+        return int(size["shortest_edge"]), int(size["shortest_edge"])
+    if isinstance(size, int):
+        return size, size
+    return None
+
+
+def _load_state_dict_file(path: Path, options: LoadOptions):
+    state = _read_state(path, options)
+    if not isinstance(state, dict):
+        return _wrap_module(state, path, "pickle", options)
+    if not options.arch:
+        raise XaiUsageError(f"model {path} is a state dict (weights only): say what to build with "
+                            "--arch ARCH:ENCODER, e.g. --arch unetplusplus:efficientnet-b5")
+    from xaicli.models.arch import build_smp
+
+    state = _unwrap_state(state)
+    model, arch = build_smp(options.arch, state, options.classes)
+    _load_strict(model, state, path, options.arch)
+    classes = model.segmentation_head[0].out_channels
+    prep = Preprocessing(channels=_in_channels(state), multiple=32, source="imagenet-default")
+    return _adapter(model, "segmentation", _default_labels(classes, "segmentation"), prep,
+                    {"format": "state_dict", "arch": arch, "sha256": sha256_file(path)})
+
+
+def _read_state(path: Path, options: LoadOptions):
+    import pickle
+
+    import torch
+
+    if path.suffix.lower() == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path))
+        except Exception as exc:
+            raise XaiError(f"model {path}: not a readable safetensors file ({exc})") from None
+    try:
+        return torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        if not options.trust_pickle:
+            raise XaiUsageError(
+                f"model {path} holds pickled Python objects, and loading it would run code from the file; "
+                "pass --trust-pickle only if you trust it, or save model.state_dict() instead") from None
+    except Exception as exc:
+        raise XaiError(f"model {path}: not a PyTorch weights file ({type(exc).__name__}); "
+                       "pass a .pth/.pt/.safetensors state dict, a TorchScript file or a model folder") from None
+    try:
+        return torch.load(str(path), map_location="cpu", weights_only=False)
+    except Exception as exc:
+        raise XaiError(f"model {path}: the pickle did not load ({type(exc).__name__}: {exc})") from None
+
+
+def _unwrap_state(state: dict) -> dict:
+    import torch
+
+    for key in STATE_DICT_KEYS:
+        inner = state.get(key)
+        if isinstance(inner, dict) and inner and all(isinstance(v, torch.Tensor) for v in inner.values()):
+            state = inner
+            break
+    if state and all(k.startswith("module.") for k in state):
+        state = {k[len("module."):]: v for k, v in state.items()}
+    return state
+
+
+def _load_strict(model, state: dict, path: Path, arch: str) -> None:
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
+              for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or shapes:
+        parts = []
+        for name, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", shapes)):
+            if keys:
+                parts.append(f"{len(keys)} {name} ({', '.join(keys[:3])}{', ...' if len(keys) > 3 else ''})")
+        raise XaiError(f"model {path} does not fit --arch {arch}: " + "; ".join(parts)
+                       + "; check --arch and --classes against the training script")
+    model.load_state_dict(state, strict=True)
+
+
+def _in_channels(state: dict) -> int:
+    for v in state.values():
+        if getattr(v, "ndim", 0) == 4:
+            return int(v.shape[1])
+    return 3
+
+
+def _load_torchscript(path: Path, options: LoadOptions):
+    import torch
+
+    try:
+        module = torch.jit.load(str(path), map_location="cpu")
+    except Exception as exc:
+        raise XaiError(f"model {path}: not a loadable TorchScript file ({type(exc).__name__})") from None
+    return _wrap_module(module, path, "torchscript", options)
+
+
+def _load_torch_file(path: Path, options: LoadOptions):
+    return _load_state_dict_file(path, options)
+
+
+def _wrap_module(module, path: Path, fmt: str, options: LoadOptions):
+    """A whole model (TorchScript or pickle): infer task and class count with one probe forward."""
+    import torch
+
+    from xaicli.models.adapter import LogitsModule
+
+    if not isinstance(module, torch.nn.Module):
+        raise XaiError(f"model {path}: holds a {type(module).__name__}, not a model or state dict")
+    channels = _first_conv_channels(module)
+    size = options.size or (64, 64)
+    net = LogitsModule(module).eval()
+    with torch.no_grad():
+        try:
+            out = net(torch.zeros(1, channels, *size))
+        except Exception as exc:
+            raise XaiError(f"model {path}: a probe forward at {size[0]}x{size[1]} failed ({type(exc).__name__}); "
+                           "pass --size the model was trained at") from None
+    if out.ndim == 2:
+        task = "classification"
+    elif out.ndim == 4:
+        task = "segmentation"
+    else:
+        raise XaiError(f"model {path}: output of shape {tuple(out.shape)} is neither (B,K) nor (B,K,H,W)")
+    prep = Preprocessing(channels=channels, size=options.size, multiple=1 if task == "classification" else 32,
+                         source="imagenet-default")
+    if channels != 3:
+        prep.mean, prep.std = (0.5,) * channels, (0.5,) * channels
+    return _adapter(module, task, _default_labels(out.shape[1], task), prep,
+                    {"format": fmt, "arch": type(module).__name__, "sha256": sha256_file(path)})
+
+
+def _first_conv_channels(module) -> int:
+    for p in module.parameters():
+        if p.ndim == 4:
+            return int(p.shape[1])
+    return 3
+
+
+def _default_labels(k: int, task: str) -> list[str]:
+    if task == "segmentation" and k == 1:
+        return ["foreground"]
+    return [f"class_{i}" for i in range(k)]
+
+
+def _apply_overrides(adapter, options: LoadOptions) -> None:
+    from xaicli.models.preprocess import parse_floats  # noqa: F401  (validation happens in the CLI)
+
+    prep = adapter.preprocessing
+    if options.size:
+        if prep.multiple > 1 and any(s % prep.multiple for s in options.size):
+            raise XaiUsageError(f"--size {options.size[0]}x{options.size[1]}: this model needs sides divisible by "
+                                f"{prep.multiple}; e.g. --size {max(prep.multiple, round(options.size[0] / prep.multiple) * prep.multiple)}")
+        prep.size = tuple(options.size)
+    for name in ("mean", "std"):
+        vals = getattr(options, name)
+        if vals:
+            if len(vals) == 1:
+                vals = vals * prep.channels
+            if len(vals) != prep.channels:
+                raise XaiUsageError(f"--{name}: {len(vals)} values for a {prep.channels}-channel model")
+            setattr(prep, name, tuple(vals))
+            prep.source = "command line"
+    if options.labels:
+        if len(options.labels) != adapter.num_classes:
+            raise XaiUsageError(f"--labels: {len(options.labels)} names for a model with {adapter.num_classes} classes")
+        adapter.labels = list(options.labels)
+
+
+_LOADERS = {"smp": _load_smp, "hf": _load_hf, "state_dict": _load_state_dict_file,
+            "torch_file": _load_torch_file, "torchscript": _load_torchscript}

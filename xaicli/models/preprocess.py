@@ -1,0 +1,66 @@
+"""Preprocessing: image pixels in [0,1] → model input (resize, channels, mean/std).
+
+Done in torch so gradients flow back to the original pixels: explanations can be
+taken with respect to the image as displayed, at its own resolution.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class Preprocessing:
+    channels: int = 3
+    size: tuple[int, int] | None = None  # (h, w); None: the image's own size (rounded to `multiple`)
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+    multiple: int = 1                    # smp needs sides divisible by 32
+    resize: str = "bilinear"
+    source: str = "default"              # where these numbers came from, for the record
+    notes: list[str] = field(default_factory=list)
+
+    def input_size(self, image_hw: tuple[int, int]) -> tuple[int, int]:
+        if self.size is not None:
+            return self.size
+        m = self.multiple
+        return tuple(max(m, int(round(s / m)) * m) for s in image_hw)  # type: ignore[return-value]
+
+    def to_meta(self, image_hw: tuple[int, int] | None = None) -> dict:
+        d = asdict(self)
+        d["size"] = list(self.input_size(image_hw)) if image_hw else (list(self.size) if self.size else None)
+        d["mean"], d["std"] = list(self.mean), list(self.std)
+        return d
+
+
+def parse_size(text: str | None) -> tuple[int, int] | None:
+    from xaicli.errors import XaiUsageError
+
+    if not text:
+        return None
+    try:
+        parts = [int(p) for p in text.lower().replace("x", ",").split(",")]
+    except ValueError:
+        raise XaiUsageError(f"--size {text!r}: expected N or HxW, e.g. 256 or 480x640") from None
+    if len(parts) == 1:
+        parts *= 2
+    if len(parts) != 2 or min(parts) < 1:
+        raise XaiUsageError(f"--size {text!r}: expected N or HxW, e.g. 256 or 480x640")
+    return parts[0], parts[1]
+
+
+def parse_floats(text: str | None, option: str, channels: int | None = None) -> tuple[float, ...] | None:
+    from xaicli.errors import XaiUsageError
+
+    if not text:
+        return None
+    try:
+        vals = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise XaiUsageError(f"{option} {text!r}: expected comma-separated numbers, e.g. 0.485,0.456,0.406") from None
+    if channels is not None and len(vals) not in (1, channels):
+        raise XaiUsageError(f"{option} {text!r}: expected 1 or {channels} values for a {channels}-channel model")
+    return vals

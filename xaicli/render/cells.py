@@ -1,0 +1,68 @@
+"""Cells shared by the standard panel and the grid: image, map, masks, prediction, bars."""
+
+from __future__ import annotations
+
+from functools import partial
+
+from xaicli.io.record import Record
+from xaicli.render import bars, content
+from xaicli.render.layout import Cell
+from xaicli.render.maps import MapView
+from xaicli.render.styles import (PRED_FILL, TRUTH_COLOUR, Context, Prepared, Scaler, draw, outline,
+                                  show_image, show_mask)
+
+
+def image_cell(ctx: Context, title: str = "original", outlines: bool = False) -> Cell | None:
+    if ctx.image is None:
+        return None
+
+    def paint(axes, ctx=ctx):
+        show_image(axes[0], ctx.image)
+        if outlines and ctx.pred is not None:
+            outline(axes[0], ctx.pred, ctx.image.shape[:2], "white", "solid")
+        if outlines and ctx.truth is not None:
+            outline(axes[0], ctx.truth, ctx.image.shape[:2], TRUTH_COLOUR, "dashed")
+
+    lines = [title]
+    if outlines and (ctx.pred is not None or ctx.truth is not None):
+        lines.append(", ".join(w for w, m in (("prediction solid", ctx.pred), ("truth dashed", ctx.truth))
+                               if m is not None))
+    return Cell(paint, lines, role="image", gid="original")
+
+
+def map_cell(p: Prepared, scaler: Scaler, ctx: Context, show_style: bool, role: str = "map") -> Cell:
+    title = p.view.title_lines()
+    if show_style:
+        title = [f"{title[0]} ({p.style})"] + title[1:]
+    n = len(p.planes)
+    return Cell(partial(draw, p=p, scaler=scaler, ctx=ctx), title, span=n, n_axes=n, role=role,
+                gid=f"{p.view.key}:{p.view.target}:{p.style}")
+
+
+def bars_cell(view: MapView, ctx: Context) -> Cell:
+    def paint(axes):
+        bars.attribution_bars(axes[0], view.values, view.feature_names, ctx.font)
+
+    title = view.title_lines()
+    if view.values.size > bars.MAX_FEATURES:
+        title = title + [f"top {bars.MAX_FEATURES} of {view.values.size} features by |attribution|"]
+    return Cell(paint, title, span=2, role="map", gid=f"{view.key}:{view.target}:bars")
+
+
+def prediction_cell(record: Record, ctx: Context) -> Cell | None:
+    text = content.prediction_text(record)
+    top = content.top_classes(record)
+    if top:
+        return Cell(lambda axes: bars.probability_bars(axes[0], top, ctx.font), ["prediction", text or ""],
+                    role="prediction", gid="prediction")
+    if ctx.pred is None:
+        return None
+    return Cell(lambda axes: show_mask(axes[0], ctx.pred, ctx.image, PRED_FILL, "solid"),
+                ["prediction", text or ""], role="prediction", gid="prediction")
+
+
+def truth_cell(ctx: Context) -> Cell | None:
+    if ctx.truth is None:
+        return None
+    return Cell(lambda axes: show_mask(axes[0], ctx.truth, ctx.image, TRUTH_COLOUR, "dashed"),
+                ["ground truth"], role="truth", gid="truth")

@@ -137,8 +137,3 @@ def build(rows: Sequence[Sequence[Cell | None]], *, panel: float, dpi: float, he
             bar.outline.set_linewidth(0.5)
             bar.set_label(cb.label, fontsize=m.font * 0.85)
     return fig
-
-
-def image_axes(ax: Axes) -> None:
-    """Images and maps: no ticks, no frame."""
-    ax.set_axis_off()

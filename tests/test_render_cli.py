@@ -1,0 +1,242 @@
+"""xai render through the real entry point: files, names, stdout, errors, and no torch."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import make_record
+
+FAST = ["--dpi", "20", "--panel-size", "1"]
+
+
+def blob(h=16, w=16):
+    yy, xx = np.mgrid[:h, :w].astype(np.float32)
+    return np.exp(-((yy - h / 3) ** 2 + (xx - w / 3) ** 2) / (h / 2))
+
+
+def mapped(record_id="r1", **kw):
+    b = blob()
+    info = {"kind": "attribution", "method": "integrated_gradients", "baseline": "black", "layer": None,
+            "targets": [{"kind": "mask", "label": "blob", "index": 0}], "steps": 8, "delta": [0.01]}
+    cam = {"kind": "cam", "method": "gradcam", "layer": "layer4",
+           "targets": [{"kind": "mask", "label": "blob", "index": 0}]}
+    return make_record(record_id, maps={"attr/integrated_gradients/black": (np.stack([b - 0.5] * 3)[None], info),
+                                        "cam/gradcam/layer4": (b[None], cam)}, **kw)
+
+
+def write(tmp_path: Path, *records) -> list[str]:
+    paths = []
+    for rec in records:
+        p = tmp_path / f"{rec.id}.npz"
+        p.write_bytes(rec.to_bytes())
+        paths.append(str(p))
+    return paths
+
+
+def tar_of(*records) -> bytes:
+    from xaicli.io.stream import TarWriter
+
+    buf = io.BytesIO()
+    w = TarWriter(buf)
+    for rec in records:
+        w.add_record(rec)
+    w.close()
+    return buf.getvalue()
+
+
+def lines(result) -> list[str]:
+    return result.output.splitlines()
+
+
+def png_shape(path) -> tuple:
+    import matplotlib.image
+
+    return matplotlib.image.imread(path).shape
+
+
+def assert_one_line_error(r, code, *words):
+    assert r.exit_code == code, (r.exit_code, r.stderr)
+    assert r.stderr.startswith("xai: error: ") and r.stderr.count("\n") == 1, r.stderr
+    assert "Traceback" not in r.stderr and r.stdout == b""
+    for w in words:
+        assert w in r.stderr, r.stderr
+
+
+def test_writes_one_figure_per_record_and_prints_only_the_paths(cli, tmp_path):
+    files = write(tmp_path, mapped("a"), mapped("b"))
+    out = tmp_path / "figs" / "deep"                            # created with its parents
+    r = cli(["render", *files, "-o", out, *FAST])
+    assert r.exit_code == 0, r.stderr
+    assert lines(r) == [str(out / "a.png"), str(out / "b.png")]
+    for p in lines(r):
+        h, w, _ = png_shape(p)
+        assert h > 10 and w > 10
+    manifest = [json.loads(x) for x in (out / "figures.jsonl").read_text().splitlines()]
+    assert [(m["file"], m["id"], m["sha256"]) for m in manifest] == [("a.png", "a", "0" * 64), ("b.png", "b", "0" * 64)]
+
+
+def test_reads_a_tar_stream_on_stdin(cli, tmp_path):
+    r = cli(["render", "-o", tmp_path, *FAST], input=tar_of(mapped("a"), mapped("b")))
+    assert r.exit_code == 0, r.stderr
+    assert [Path(p).name for p in lines(r)] == ["a.png", "b.png"]
+
+
+def test_dpi_sets_the_pixel_size(cli, tmp_path):
+    (f,) = write(tmp_path, mapped())
+    shapes = []
+    for dpi in ("20", "40"):
+        r = cli(["render", f, "-o", tmp_path / dpi, "--dpi", dpi, "--panel-size", "1"])
+        shapes.append(png_shape(lines(r)[0])[:2])
+    (h1, w1), (h2, w2) = shapes
+    assert abs(h2 - 2 * h1) <= 2 and abs(w2 - 2 * w1) <= 2
+
+
+def test_split_grid_and_styles_name_the_files(cli, tmp_path):
+    (f,) = write(tmp_path, mapped())
+    r = cli(["render", f, "-o", tmp_path / "o", "--split", *FAST])
+    assert [Path(p).name for p in lines(r)] == ["r1__integrated_gradients__black__blob.png",
+                                                "r1__gradcam__layer4__blob.png"]
+    r = cli(["render", f, "-o", tmp_path / "o", "--layout", "grid", "-s", "signed", "-s", "contours", *FAST])
+    assert [Path(p).name for p in lines(r)] == ["r1__grid__signed+contours.png"]
+
+
+@pytest.mark.parametrize("fmt,magic", [("pdf", b"%PDF"), ("svg", b"<svg")])
+def test_vector_formats(cli, tmp_path, fmt, magic):
+    (f,) = write(tmp_path, mapped())
+    r = cli(["render", f, "-o", tmp_path / "o", "--format", fmt, *FAST])
+    assert r.exit_code == 0, r.stderr
+    (p,) = lines(r)
+    assert p.endswith(f"r1.{fmt}") and magic in Path(p).read_bytes()[:2000]
+
+
+def test_record_without_image_and_record_without_maps_render(cli, tmp_path):
+    files = write(tmp_path, mapped("noimg", image=False), make_record("nomaps"))
+    r = cli(["render", *files, "-o", tmp_path / "o", *FAST])
+    assert r.exit_code == 0, r.stderr
+    assert [Path(p).name for p in lines(r)] == ["noimg.png", "nomaps.png"]
+
+
+def test_skip_existing_resumes_and_redraws_a_changed_source(cli, tmp_path):
+    (f,) = write(tmp_path, mapped())
+    out = tmp_path / "o"
+    assert cli(["render", f, "-o", out, *FAST]).exit_code == 0
+    before = (out / "r1.png").stat().st_mtime_ns
+    r = cli(["render", f, "-o", out, "--skip-existing", *FAST])
+    assert r.exit_code == 0 and r.stdout == b""
+    assert (out / "r1.png").stat().st_mtime_ns == before
+    changed = mapped()
+    changed.meta["source"]["sha256"] = "f" * 64
+    (tmp_path / "new").mkdir()
+    (g,) = write(tmp_path / "new", changed)
+    r = cli(["render", g, "-o", out, "--skip-existing", *FAST])
+    assert lines(r) == [str(out / "r1.png")]
+
+
+# -- errors: one line on stderr, exit 1 or 2, no traceback, no partial file -------------
+
+@pytest.mark.parametrize("args,code,words", [
+    (["--style", "sparkle"], 2, ["sparkle", "overlay, heatmap, signed, abs, channels, contours"]),
+    (["--format", "gif"], 2, ["gif", "png, pdf, svg"]),
+    (["--cmap", "nocmap"], 2, ["nocmap", "turbo", "jet", "viridis"]),
+    (["--signed-cmap", "nocmap"], 2, ["nocmap", "RdBu"]),
+    (["--layout", "mosaic"], 2, ["mosaic", "panel, grid"]),
+    (["--scale", "global"], 2, ["global", "per-map, shared"]),
+    (["--dpi", "0"], 2, ["--dpi"]),
+    (["--alpha", "1.5"], 2, ["--alpha"]),
+    (["--clip", "0"], 2, ["--clip"]),
+])
+def test_bad_options_are_usage_errors_before_any_output(cli, tmp_path, args, code, words):
+    (f,) = write(tmp_path, mapped())
+    out = tmp_path / "o"
+    r = cli(["render", f, "-o", out, *args])
+    assert_one_line_error(r, code, *words)
+    assert not out.exists()
+
+
+def test_missing_output_folder_option(cli, tmp_path):
+    (f,) = write(tmp_path, mapped())
+    assert_one_line_error(cli(["render", f]), 2, "-o DIR")
+
+
+def test_unwritable_output(cli, tmp_path):
+    (f,) = write(tmp_path, mapped())
+    a_file = tmp_path / "file.txt"
+    a_file.write_text("x")
+    assert_one_line_error(cli(["render", f, "-o", a_file]), 1, "not a folder")
+    assert_one_line_error(cli(["render", f, "-o", a_file / "figs"]), 1, "cannot create output folder")
+
+
+def test_empty_stdin_and_missing_file(cli, tmp_path):
+    out = tmp_path / "o"
+    assert_one_line_error(cli(["render", "-o", out], input=b""), 1, "stdin is empty")
+    assert_one_line_error(cli(["render", tmp_path / "nope.npz", "-o", out]), 1, "nope.npz")
+    assert not out.exists() or list(out.iterdir()) == []
+
+
+def test_grid_without_maps_and_record_with_nothing_to_draw(cli, tmp_path):
+    from xaicli.io.record import Record
+
+    files = write(tmp_path, make_record("nomaps"), Record.new("empty"))
+    out = tmp_path / "o"
+    assert_one_line_error(cli(["render", files[0], "-o", out, "--layout", "grid"]), 1, "nomaps", "no maps")
+    assert_one_line_error(cli(["render", files[1], "-o", out]), 1, "empty", "nothing to draw")
+    assert list(out.iterdir()) == []
+
+
+def test_a_failed_write_leaves_no_partial_file(cli, tmp_path, monkeypatch):
+    from matplotlib.figure import Figure
+
+    def failing_savefig(self, f, **kw):
+        f.write(b"\x89PNG half a figure")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Figure, "savefig", failing_savefig)
+    (f,) = write(tmp_path, mapped())
+    out = tmp_path / "o"
+    assert_one_line_error(cli(["render", f, "-o", out, *FAST]), 1, "r1.png", "No space left")
+    assert list(out.iterdir()) == []                           # neither the figure nor its temp file
+
+
+# -- no torch, no window ----------------------------------------------------------
+
+def test_render_imports_no_torch_and_uses_agg(tmp_path):
+    """The CPU host that renders never pays for torch; the backend is Agg even without MPLBACKEND."""
+    (f,) = write(tmp_path, mapped())
+    code = f"""
+import sys
+import xaicli.cli.render
+assert "matplotlib" not in sys.modules, "xaicli.cli.render imports matplotlib at module top"
+from xaicli.cli.app import run
+rc = run(["render", {f!r}, "-o", {str(tmp_path / "o")!r}, "--dpi", "20", "--panel-size", "1"])
+assert rc == 0, rc
+loaded = sorted(m for m in ("torch", "torchvision", "captum", "pytorch_grad_cam") if m in sys.modules)
+assert not loaded, loaded
+import matplotlib
+assert matplotlib.get_backend().lower() == "agg", matplotlib.get_backend()
+"""
+    env = {k: v for k, v in os.environ.items() if k not in ("MPLBACKEND", "DISPLAY", "WAYLAND_DISPLAY")}
+    p = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert (tmp_path / "o" / "r1.png").exists()
+
+
+def test_help_documents_names_and_styles(cli):
+    r = cli(["render", "--help"])
+    assert r.exit_code == 0
+    for word in ("<id>[__<method>__<layer or baseline>__<target>]", "contours", "--skip-existing", "--scale"):
+        assert word in r.output
+
+
+def test_cli_lists_match_the_library():
+    from xaicli.cli import render as cli_render
+    from xaicli.render import FORMATS, STYLES
+
+    assert cli_render.STYLES == STYLES and cli_render.FORMATS == FORMATS

@@ -42,6 +42,9 @@ lint: $(STAMP)
 bench: $(STAMP)
 	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
+reference-images: $(STAMP)
+	$(PY) tests/make_render_reference.py
+
 train-builtin: $(STAMP)
 	$(PY) -m xaicli.models.builtin.train
 

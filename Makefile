@@ -42,6 +42,15 @@ lint: $(STAMP)
 bench: $(STAMP)
 	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
+completions: $(STAMP)
+	mkdir -p completions
+	_XAI_COMPLETE=source_bash $(XAI) > completions/xai.bash
+	_XAI_COMPLETE=source_zsh $(XAI) > completions/_xai
+	_XAI_COMPLETE=source_fish $(XAI) > completions/xai.fish
+
+man: $(STAMP)
+	$(PY) -m xaicli.cli.manpages man/
+
 reference-images: $(STAMP)
 	$(PY) tests/make_render_reference.py
 

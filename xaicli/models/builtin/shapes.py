@@ -2,7 +2,9 @@
 
 Pure numpy, seeded: `make_sample(seed, task)` returns (image, evidence_mask, label).
 For segmentation the evidence is the blob mask (the target itself); for
-classification it is the shape's pixels, the only thing that decides the class.
+classification it is the object's pixels: its colour decides the class (its shape,
+circle, square or cross, is random), and the background is gray noise that carries
+no class information.
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ import numpy as np
 
 SEG_SIZE = 96
 CLS_SIZE = 64
-CLS_LABELS = ("circle", "square", "cross")
+CLS_LABELS = ("red", "green", "blue")
+SHAPES = ("circle", "square", "cross")
 SEG_LABELS = ("blob",)
 
 
@@ -44,21 +47,23 @@ def _seg_sample(rng):
 
 
 def _cls_sample(rng):
-    """RGB image: coloured noise background and one bright shape whose kind is the label."""
+    """RGB image: gray noise background and one object whose colour is the label."""
     n = CLS_SIZE
     label = int(rng.integers(0, len(CLS_LABELS)))
+    shape = int(rng.integers(0, len(SHAPES)))
     yy, xx = np.mgrid[0:n, 0:n]
     cy, cx = rng.uniform(16, n - 16, 2)
     r = rng.uniform(8, 13)
-    if label == 0:
+    if shape == 0:
         mask = (yy - cy) ** 2 + (xx - cx) ** 2 <= r ** 2
-    elif label == 1:
+    elif shape == 1:
         mask = (np.abs(yy - cy) <= r * 0.85) & (np.abs(xx - cx) <= r * 0.85)
     else:
         w = r * 0.35
         mask = ((np.abs(yy - cy) <= r) & (np.abs(xx - cx) <= w)) | ((np.abs(xx - cx) <= r) & (np.abs(yy - cy) <= w))
-    img = _noise(rng, (n, n, 3), 60, 20)
-    colour = rng.uniform(150, 230, 3)
+    img = _noise(rng, (n, n), 90, 25)[..., None].repeat(3, axis=2) + rng.normal(0, 6, (n, n, 3))
+    colour = rng.uniform(40, 100, 3)
+    colour[label] = rng.uniform(170, 240)
     img[mask] = colour + rng.normal(0, 10, (int(mask.sum()), 3))
     img = np.clip(img, 0, 255).astype(np.uint8)
     return img, mask.astype(np.uint8), label

@@ -49,7 +49,7 @@ def build_cls():
     from transformers import ConvNextConfig, ConvNextForImageClassification
 
     cfg = ConvNextConfig(num_channels=3, hidden_sizes=[16, 32, 64, 96], depths=[1, 1, 2, 1], image_size=CLS_SIZE,
-                         num_labels=len(CLS_LABELS), id2label=dict(enumerate(CLS_LABELS)),
+                         layer_scale_init_value=1.0, num_labels=len(CLS_LABELS), id2label=dict(enumerate(CLS_LABELS)),
                          label2id={n: i for i, n in enumerate(CLS_LABELS)})
     return ConvNextForImageClassification(cfg)
 
@@ -117,7 +117,7 @@ def main() -> None:
         print(f"segmentation dice on seeds 0-199: {evaluate('segmentation', m):.4f}")
         save_seg(m, HERE / "shapes-seg")
     if args.only in (None, "classification"):
-        m = train("classification", args.steps or 700, 32, 4e-3)
+        m = train("classification", args.steps or 300, 32, 4e-3)
         print(f"classification accuracy on seeds 0-199: {evaluate('classification', m):.4f}")
         save_cls(m, HERE / "shapes-cls")
 

@@ -124,11 +124,13 @@ def stats(
     for record in progress(records, records.count, "stats"):
         seen += 1
         gt = report.ground_truth(record, masks.get(record) if masks else None)
-        for mt in report.iter_map_targets(record, maps):
+        targets = list(report.iter_map_targets(record, maps))
+        found = [report.map_row(mt, gt, top_k) for mt in targets]
+        if evaluator is not None and targets:
+            for row, extra in zip(found, evaluator.evaluate(targets)):
+                row.update(extra)
+        for row in found:
             matched = True
-            row = report.map_row(mt, gt, top_k)
-            if evaluator is not None:
-                row.update(evaluator.evaluate(mt))
             if summary:
                 row = {**row, "stat": None, "n": None}
             if stream:
@@ -259,7 +261,7 @@ class _ModelEvaluator:
         self.spec, self.arch, self.classes, self.trust_pickle = spec, arch, classes, trust_pickle
         self.device, self.batch_size, self.steps, self.baseline = device, batch_size, steps, baseline
         self.randomize, self.rand_steps, self.seed = randomize, rand_steps, seed
-        self.adapter = self.session = self._checked = None
+        self.adapter = self.session = None
         self.randomizer = None
 
     def _load(self, record):
@@ -278,23 +280,32 @@ class _ModelEvaluator:
 
             self.randomizer = Randomizer(self.adapter, steps=self.rand_steps, seed=self.seed)
 
-    def evaluate(self, mt) -> dict:
+    def evaluate(self, targets: list) -> list[dict]:
+        """Model metrics for every map target of one record; maps sharing a target share forwards."""
         from xaicli.errors import XaiError
-        from xaicli.explain.faithfulness import deletion_insertion
+        from xaicli.explain.faithfulness import deletion_insertion_many
 
+        record = targets[0].record
         if self.adapter is None:
-            self._load(mt.record)
-        elif mt.record is not self._checked:
-            self.session.check(mt.record)
-        self._checked = mt.record
-        image = mt.record.image
+            self._load(record)
+        else:
+            self.session.check(record)
+        image = record.image
         if image is None:
-            raise XaiError(f"record {mt.record.id} holds no image (written with --no-image); deletion/insertion "
+            raise XaiError(f"record {record.id} holds no image (written with --no-image); deletion/insertion "
                            "needs it: re-create the record without --no-image")
-        index = int(mt.target.get("index", mt.t))
-        res = deletion_insertion(self.adapter, image, mt.smap, index, region=mt.pred_mask, steps=self.steps,
-                                 baseline=self.baseline, batch_size=self.batch_size)
-        out = {"deletion_auc": res["deletion_auc"], "insertion_auc": res["insertion_auc"]}
+        out: list[dict] = [{} for _ in targets]
+        groups: dict = {}
+        for i, mt in enumerate(targets):
+            region = None if mt.pred_mask is None else mt.pred_mask.tobytes()
+            groups.setdefault((int(mt.target.get("index", mt.t)), region), []).append(i)
+        for (index, _), members in groups.items():
+            res = deletion_insertion_many(self.adapter, image, [targets[i].smap for i in members], index,
+                                          region=targets[members[0]].pred_mask, steps=self.steps,
+                                          baseline=self.baseline, batch_size=self.batch_size)
+            for i, r in zip(members, res):
+                out[i].update(deletion_auc=r["deletion_auc"], insertion_auc=r["insertion_auc"])
         if self.randomizer is not None:
-            out.update(self.randomizer.evaluate(mt))
+            for i, mt in enumerate(targets):
+                out[i].update(self.randomizer.evaluate(mt))
         return out

@@ -13,8 +13,9 @@ MAX_LEN = 80
 
 
 def safe_id(text: str) -> str:
-    """A file-name-safe id: no separators, no leading dots (so never `..`)."""
-    s = _UNSAFE.sub("_", text).strip("._") or "record"
+    """A file-name-safe id: no separators, no leading dots (so never `..`), no leading
+    dash (which `tar`, `rm` or a shell loop over `*.npz` would take for an option)."""
+    s = _UNSAFE.sub("_", text).lstrip("._-").rstrip("._") or "record"
     return s[:MAX_LEN]
 
 

@@ -48,7 +48,29 @@ def _read_imageio(path: Path) -> np.ndarray:
         ) from None
     if img.ndim == 4:  # multi-frame (animated/multi-page): the first frame
         img = img[0]
+    if img.dtype == np.uint8 and img.ndim == 3 and _png_bit_depth(path) == 16:
+        img = _read_png16_colour(path, img)
     return np.asarray(img)
+
+
+def _png_bit_depth(path: Path) -> int | None:
+    with open(path, "rb") as f:
+        head = f.read(26)
+    if head[:8] != b"\x89PNG\r\n\x1a\n" or head[12:16] != b"IHDR" or len(head) < 26:
+        return None
+    return head[24]
+
+
+def _read_png16_colour(path: Path, img8: np.ndarray) -> np.ndarray:
+    """Pillow decodes 16-bit RGB(A) PNGs to 8 bits; OpenCV (a grad-cam dependency) keeps 16."""
+    try:
+        import cv2
+    except ImportError:
+        return img8
+    arr = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if arr is None or arr.dtype != np.uint16 or arr.ndim != 3 or arr.shape[:2] != img8.shape[:2]:
+        return img8
+    return arr[..., [2, 1, 0, 3][: arr.shape[-1]]]  # BGR(A) → RGB(A)
 
 
 def _read_dicom(path: Path) -> np.ndarray:

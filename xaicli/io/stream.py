@@ -72,14 +72,16 @@ def read_tar(fileobj: BinaryIO, name: str) -> Iterator[Record]:
     tracker = _TailTracker(fileobj)
     try:
         tar = tarfile.open(fileobj=tracker, mode="r|", ignore_zeros=True)
-    except tarfile.ReadError as exc:
+    except tarfile.TarError as exc:  # ReadError, or StreamError when ignore_zeros skips garbage
         raise XaiError(f"{name}: not a tar stream of records ({exc}); pipe the output of an xai command") from None
     with tar:
         while True:
             try:
                 member = tar.next()
-            except tarfile.ReadError as exc:
-                raise XaiError(f"{name}: truncated or corrupt record stream ({exc}); re-run the command that wrote it") from None
+            except tarfile.TarError as exc:
+                # StreamError: ignore_zeros skipped a block that is not a tar header
+                why = "bytes that are not a tar header" if isinstance(exc, tarfile.StreamError) else exc
+                raise XaiError(f"{name}: truncated or corrupt record stream ({why}); re-run the command that wrote it") from None
             if member is None:
                 break
             if not member.isfile() or not member.name.endswith(".npz"):
@@ -100,7 +102,7 @@ def _read_member(tar: tarfile.TarFile, member: tarfile.TarInfo, name: str) -> by
     try:
         f = tar.extractfile(member)
         data = f.read() if f is not None else b""
-    except (tarfile.ReadError, EOFError, OSError) as exc:
+    except (tarfile.TarError, EOFError, OSError) as exc:
         raise XaiError(f"{name}: truncated record stream inside {member.name} ({exc}); re-run the command that wrote it") from None
     if len(data) != member.size:
         raise XaiError(f"{name}: truncated record stream inside {member.name}; re-run the command that wrote it")

@@ -20,10 +20,17 @@ def build_smp(spec: str, state: dict, classes: int | None):
                             "segmentation_models_pytorch.encoders.get_encoder_names()")
     head = state.get("segmentation_head.0.weight")
     n = classes or (int(head.shape[0]) if head is not None else 1)
-    in_ch = next((int(v.shape[1]) for v in state.values() if getattr(v, "ndim", 0) == 4), 3)
     try:
-        model = smp.create_model(archs[arch.lower()], encoder_name=encoder, encoder_weights=None,
-                                 in_channels=in_ch, classes=n)
+        model = smp.create_model(archs[arch.lower()], encoder_name=encoder, encoder_weights=None, classes=n)
+        # Input channels from the state's tensor under the model's first conv (the stem):
+        # not the dict's first 4-D tensor, which is a decoder conv in a safetensors file
+        # (keys sorted) or a depthwise conv in some encoders.
+        stem = next((k for k, v in model.state_dict().items() if v.ndim == 4), None)
+        found = state.get(stem) if stem else None
+        in_ch = int(found.shape[1]) if getattr(found, "ndim", 0) == 4 else 3
+        if in_ch != 3:
+            model = smp.create_model(archs[arch.lower()], encoder_name=encoder, encoder_weights=None,
+                                     in_channels=in_ch, classes=n)
     except Exception as exc:
         raise XaiError(f"--arch {spec!r}: smp could not build it ({type(exc).__name__}: {exc})") from None
     return model, f"{archs[arch.lower()]}({encoder})"

@@ -235,7 +235,7 @@ def _load_state_dict_file(path: Path, options: LoadOptions):
     model, arch = build_smp(options.arch, state, options.classes)
     _load_strict(model, state, path, options.arch)
     classes = model.segmentation_head[0].out_channels
-    prep = Preprocessing(channels=_in_channels(state), multiple=32, source="imagenet-default")
+    prep = Preprocessing(channels=_first_conv_channels(model), multiple=32, source="imagenet-default")
     return _adapter(model, "segmentation", _default_labels(classes, "segmentation"), prep,
                     {"format": "state_dict", "arch": arch, "sha256": sha256_file(path)})
 
@@ -295,13 +295,6 @@ def _load_strict(model, state: dict, path: Path, arch: str) -> None:
         raise XaiError(f"model {path} does not fit --arch {arch}: " + "; ".join(parts)
                        + "; check --arch and --classes against the training script")
     model.load_state_dict(state, strict=True)
-
-
-def _in_channels(state: dict) -> int:
-    for v in state.values():
-        if getattr(v, "ndim", 0) == 4:
-            return int(v.shape[1])
-    return 3
 
 
 def _load_torchscript(path: Path, options: LoadOptions):

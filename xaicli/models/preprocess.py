@@ -23,6 +23,15 @@ class Preprocessing:
     source: str = "default"              # where these numbers came from, for the record
     notes: list[str] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        # The ImageNet defaults are RGB: a model with other input channels gets their
+        # channel average per channel (else the 3 values broadcast a 1-channel input to 3).
+        if self.channels != 3:
+            if tuple(self.mean) == IMAGENET_MEAN:
+                self.mean = (round(sum(IMAGENET_MEAN) / 3, 3),) * self.channels
+            if tuple(self.std) == IMAGENET_STD:
+                self.std = (round(sum(IMAGENET_STD) / 3, 3),) * self.channels
+
     def input_size(self, image_hw: tuple[int, int]) -> tuple[int, int]:
         if self.size is not None:
             return self.size

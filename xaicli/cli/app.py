@@ -66,6 +66,12 @@ def run(argv: list[str] | None = None) -> int:
     from typer import _click
     from typer.exceptions import Abort
 
+    if os.environ.get("_XAI_COMPLETE"):
+        # add_completion=False keeps --install-completion out of --help, but it also leaves
+        # Typer's shells unregistered: register them so `_XAI_COMPLETE=... xai` completes.
+        from typer.completion import completion_init
+
+        completion_init()
     command = typer.main.get_command(app)
     try:
         rv = command.main(args=argv, prog_name="xai", standalone_mode=False)
@@ -84,6 +90,12 @@ def run(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         _silence_stdout()
         return 0
+    except SystemExit as exc:
+        # Click turns a broken pipe (EPIPE) into SystemExit(1) even with standalone_mode=False.
+        if isinstance(exc.__context__, BrokenPipeError):
+            _silence_stdout()
+            return 0
+        raise
     except MemoryError:
         _say_error("out of memory; lower --batch-size or the image size (--size)")
         return 1

@@ -229,34 +229,31 @@ def _seg_target(model, seed):
     return image, Target("mask", 0, "blob", (logits[0, 0] > 0).numpy())
 
 
-def _ig(model, image, target):
-    from xaicli.explain.integrated_gradients import integrated_gradients
-
-    unit = model.image_to_unit(image)
-    hw = tuple(unit.shape[-2:])
-    w = target.weight(model.num_classes, model.input_size(hw), hw)[None]
-    res = integrated_gradients(lambda x: model.forward(model.normalize(x)), unit, torch.zeros_like(unit), w, steps=8)
-    return res.attributions[0].sum(0).numpy()
+RECORDED = {
+    "integrated_gradients": ("attr/integrated_gradients/black",
+                             {"kind": "attribution", "method": "integrated_gradients", "baseline": "black",
+                              "layer": None, "steps": 8, "quadrature": "gausslegendre"}),
+    "gradcam": ("cam/gradcam/decoder_last", {"kind": "cam", "method": "gradcam", "layer": "decoder_last"}),
+}
 
 
-def _gradcam(model, image, target):
-    from pytorch_grad_cam import GradCAM
-    from pytorch_grad_cam.utils.model_targets import SemanticSegmentationTarget
-
-    layer = dict(model.module.named_modules())["decoder.blocks.x_0_2"]
-    x = model.prepare(image).clone().requires_grad_(True)
-    with GradCAM(model=model.net, target_layers=[layer]) as cam:
-        return cam(input_tensor=x, targets=[SemanticSegmentationTarget(0, target.mask.astype(np.float32))])[0]
-
-
-@pytest.mark.parametrize("method", [_ig, _gradcam], ids=["integrated_gradients", "gradcam"])
+@pytest.mark.parametrize("method", list(RECORDED))
 def test_randomising_the_trained_segmenter_decorrelates_ig_and_gradcam(seg_model, method):
-    """The cascade ends with |ρ| < 0.3 and no flag. The top layer alone (the 8→1 head conv)
-    leaves |ρ| at 0.3-0.8 on this model (its decoder features already outline the blob),
+    """The cascade ends with |rho| < 0.3 and no flag. The top layer alone (the 8->1 head conv)
+    leaves |rho| at 0.3-0.8 on this model (its decoder features already outline the blob),
     so the top-layer value is only required to be further from 0 than the bottom one."""
+    from xaicli.io.record import Record
+    from xaicli.metrics.report import MapTarget
+
     image, target = _seg_target(seg_model, 2)
+    rec = Record.new("r")
+    rec.meta["task"] = "segmentation"
+    rec.arrays["image"] = image
+    key, info = RECORDED[method]
+    mt = MapTarget(rec, key, info, 0, {"kind": "mask", "index": 0, "label": "blob"}, None, None, target.mask)
+    explain = rz.recompute_function(mt)                  # the library path `xai stats --randomize` takes
     r = rz.Randomizer(seg_model, steps=2, seed=0)
-    out = r.scores(image, lambda model: method(model, image, target))
+    out = r.scores(image, explain)
     assert r.layers[0] == "segmentation_head.0" and r.layers[-1] == "encoder.model.conv1.0"
     assert out["rand_spearman_segmentation_head_0"] == out["rand_spearman_top"]
     assert out["rand_spearman_encoder_model_conv1_0"] == out["rand_spearman_all"]
@@ -265,23 +262,29 @@ def test_randomising_the_trained_segmenter_decorrelates_ig_and_gradcam(seg_model
     assert abs(out["rand_spearman_top"]) < 0.95                      # the map did change
 
 
-def test_stats_randomize_recomputes_a_records_ig_map(cli, tmp_path, seg_model):
-    from xaicli.explain.targets import Target
-
-    records, _ = _predicted_records(cli, tmp_path, n=1)
-    rec = records[0]
-    target = Target("mask", 0, "blob", rec.arrays["pred/mask"] != 0)
-    ig = _ig(seg_model, rec.arrays["image"], target)
-    rec.add_map("attr/integrated_gradients/black", np.repeat(ig[None, None] / 3, 3, axis=1).astype(np.float32),
-                {"kind": "attribution", "method": "integrated_gradients", "baseline": "black", "layer": None,
-                 "steps": 8, "quadrature": "gausslegendre", "targets": [{"kind": "mask", "label": "blob", "index": 0}]})
-    r = cli(["stats", "-m", "builtin:shapes-seg", "--randomize", "--rand-steps", "2", "--steps", "2",
-             "-f", "csv"], input=rec.to_bytes())
-    assert r.exit_code == 0, r.stderr
+def test_pipeline_attribute_cam_stats_randomize(cli, tmp_path):
+    """predict | attribute | cam | stats -m --randomize: every map gets its rand_ and AUC keys."""
     import csv
 
-    [row] = list(csv.DictReader(io.StringIO(r.output)))
-    for key in ("rand_spearman_top", "rand_spearman_all", "rand_flag", "rand_spearman_segmentation_head_0",
-                "rand_spearman_encoder_model_conv1_0", "deletion_auc", "insertion_auc"):
-        assert row[key] != "", key
-    assert abs(float(row["rand_spearman_all"])) < 0.3 and row["rand_flag"] == "0"
+    import imageio.v3 as iio
+
+    from xaicli.models.builtin.shapes import make_sample
+
+    image, _, _ = make_sample(2, "segmentation")
+    iio.imwrite(tmp_path / "img.png", image)
+    m = ["-m", "builtin:shapes-seg", "--device", "cpu"]
+    r = cli(["predict", *m, tmp_path / "img.png"])
+    r = cli(["attribute", *m, "-n", "8"], input=r.stdout)
+    assert r.exit_code == 0, r.stderr
+    r = cli(["cam", *m, "-M", "gradcam"], input=r.stdout)
+    assert r.exit_code == 0, r.stderr
+    r = cli(["stats", *m, "--randomize", "--rand-steps", "2", "--steps", "2", "-f", "csv"], input=r.stdout)
+    assert r.exit_code == 0, r.stderr
+    rows = list(csv.DictReader(io.StringIO(r.output)))
+    assert sorted(row["method"] for row in rows) == ["gradcam", "integrated_gradients"]
+    for row in rows:
+        for key in ("rand_spearman_top", "rand_spearman_all", "rand_flag", "rand_spearman_segmentation_head_0",
+                    "rand_spearman_encoder_model_conv1_0", "deletion_auc", "insertion_auc", "delta"
+                    if row["method"] == "integrated_gradients" else "roc_auc"):
+            assert row[key] != "", (row["method"], key)
+        assert abs(float(row["rand_spearman_all"])) < 0.3 and row["rand_flag"] == "0"

@@ -150,6 +150,9 @@ def _target(mt):
     return None                                   # a --target-mask region is not stored in the record
 
 
+GRADIENT_METHODS = ("integrated_gradients", "smoothgrad_ig", "saliency", "input_x_gradient", "smoothgrad")
+
+
 def recompute_function(mt) -> Callable[[Any], np.ndarray | None] | None:
     """A function adapter → (H,W) spatial map that redoes this map's method; None if unsupported."""
     info, method = mt.info, (mt.info.get("method") or "")
@@ -158,33 +161,81 @@ def recompute_function(mt) -> Callable[[Any], np.ndarray | None] | None:
         log.warning("%s %s: cannot rebuild target %s for --randomize; its rand_ keys are null",
                     mt.record.id, mt.key, mt.target)
         return None
-    if mt.key.startswith("attr/") and method == "integrated_gradients":
-        return lambda ad: _integrated_gradients(ad, mt, target)
-    if mt.key.startswith("cam/"):
-        fn = _cam_function(mt, target)
-        if fn is not None:
-            return fn
+    if mt.key.startswith("attr/") and method in GRADIENT_METHODS:
+        if method in ("integrated_gradients", "smoothgrad_ig") and _baseline(info) is None:
+            log.warning("%s %s: baseline %r cannot be rebuilt for --randomize; its rand_ keys are null",
+                        mt.record.id, mt.key, info.get("baseline"))
+            return None
+        return lambda ad: _gradient_map(ad, mt, target)
+    if mt.key.startswith("cam/") and method:
+        return lambda ad: _cam_map(ad, mt, target)
     log.warning("%s %s: --randomize cannot recompute method %r; its rand_ keys are null", mt.record.id, mt.key, method)
     return None
 
 
-def _integrated_gradients(ad, mt, target) -> np.ndarray:
-    from xaicli.explain.baselines import make_baselines, parse_baseline
-    from xaicli.explain.integrated_gradients import integrated_gradients
+def _baseline(info: dict[str, Any]):
+    from xaicli.errors import XaiError
+    from xaicli.explain.baselines import parse_baseline
 
-    info = mt.info
-    image = mt.record.image
-    unit = ad.image_to_unit(image)
+    spec = info.get("baseline_path") if info.get("baseline") == "file" else (info.get("baseline") or "black")
+    try:
+        return parse_baseline(spec) if spec else None
+    except XaiError:
+        return None
+
+
+def _gradient_map(ad, mt, target) -> np.ndarray:
+    """Redo an `xai attribute` map with the settings its meta records (fixed steps, no tolerance)."""
+    import torch
+
+    from xaicli.explain import gradients as gm
+    from xaicli.explain.baselines import make_baselines
+    from xaicli.explain.integrated_gradients import Job, attribute
+
+    info, method, key = mt.info, mt.info["method"], mt.record.id
+    unit = ad.image_to_unit(mt.record.image).contiguous()
     hw = tuple(unit.shape[-2:])
-    base = make_baselines(parse_baseline(info.get("baseline") or "black"), unit, mean=tuple(ad.preprocessing.mean),
-                          samples=int(info.get("samples") or 1), seed=int(info.get("seed") or 0), key=mt.record.id,
-                          to_unit=ad.image_to_unit)
-    weights = target.weight(ad.num_classes, ad.input_size(hw), hw, unit.device)[None]
-    res = integrated_gradients(lambda x: ad.forward(ad.normalize(x)), unit, base, weights,
-                               steps=int(info.get("steps") or 32),
-                               quadrature=info.get("quadrature") or "gausslegendre")
-    return spatial(res.attributions[0].detach().cpu().numpy())
+
+    def forward(x):
+        return ad.forward(ad.normalize(x))
+
+    out_hw = None
+    if ad.task == "segmentation":
+        with torch.no_grad():
+            out_hw = tuple(forward(unit).shape[-2:])
+    weights = target.weight(ad.num_classes, out_hw, hw, unit.device)[None]
+    seed, samples = int(info.get("seed") or 0), int(info.get("samples") or 10)
+    noise_std = float(info.get("noise_std") or 0.15)
+    if method in ("integrated_gradients", "smoothgrad_ig"):
+        base = make_baselines(_baseline(info), unit, mean=tuple(ad.preprocessing.mean),
+                              samples=int(info.get("baseline_samples") or 1), seed=seed, key=key,
+                              blur_sigma=info.get("blur_sigma"), noise_std=noise_std, to_unit=ad.image_to_unit)
+        job = (Job(method, base, unit.expand(base.shape[0], *unit.shape[1:])) if method == "integrated_gradients"
+               else gm.smoothgrad_ig_job(unit, base, samples, noise_std, seed=seed, key=key))
+    elif method == "saliency":
+        job = gm.saliency_job(unit)
+    elif method == "input_x_gradient":
+        job = gm.input_x_gradient_job(unit)
+    else:
+        job = gm.smoothgrad_job(unit, samples, noise_std, seed=seed, key=key)
+    res = attribute(forward, [job], weights, steps=int(info.get("steps") or 32),
+                    quadrature=info.get("quadrature") or "gausslegendre")[0]
+    return spatial(res.attributions[0].detach().float().cpu().numpy())
 
 
-def _cam_function(mt, target):
-    return None
+def _cam_map(ad, mt, target) -> np.ndarray:
+    """Redo an `xai cam` map: same method, layer (by module path), smoothing options and target."""
+    from xaicli.explain.cam import CamEngine
+    from xaicli.models.layers import layer_table
+
+    info, image = mt.info, mt.record.image
+    table = layer_table(ad, ad.input_size(tuple(image.shape[:2])))
+    module = info.get("module")
+    if info.get("method") == "fullgrad" or not (module or info.get("layer")):
+        layers = table.resolve(None)
+    else:
+        layers = [table.one(p) for p in (module or info["layer"]).split("+")]
+    engine = CamEngine(ad, layers, [info["method"]], aug_smooth=bool(info.get("aug_smooth")),
+                       eigen_smooth=bool(info.get("eigen_smooth")))
+    maps = engine.explain(image, [target])
+    return np.asarray(maps[0].values[0], dtype=np.float64)

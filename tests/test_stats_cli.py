@@ -173,3 +173,17 @@ def test_stats_without_a_model_imports_no_torch(tmp_path):
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
     assert p.stdout.strip() == "[]"
+
+
+def test_empty_predicted_mask_gives_nulls_not_a_crash(cli):
+    cam = np.random.default_rng(0).random((1, 16, 16)).astype(np.float32)
+    rec = make_record("e", size=(16, 16), mask=np.zeros((16, 16), np.uint8),
+                      maps={CAM: (cam, {"targets": [{"kind": "mask", "label": "blob", "index": 0}]})})
+    r = cli(["stats"], input=rec.to_bytes())
+    assert r.exit_code == 0, r.stderr
+    [row] = lines(r)
+    assert row["area_fraction"] == 0.0
+    for key in ("focus_ratio", "focus_fraction", "pointing_game", "mass_accuracy", "rank_accuracy",
+                "topk_intersection", "roc_auc"):
+        assert row[key] is None, key
+    assert row["mean"] == pytest.approx(float(cam.astype(np.float64).mean()))

@@ -1,0 +1,157 @@
+"""Tiny models and input files for tests, built in milliseconds.
+
+Importable from any test (pytest puts tests/ on sys.path). `TinyClassifier` and
+`TinySegmenter` live here, not in a test file, so a whole module pickled by one test
+unpickles by import path (`helpers_models.TinyClassifier`) in the CLI under test.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+HF_LABELS = ["alpha", "beta", "gamma", "delta"]
+
+
+# -- plain torch modules (pickle / TorchScript) ---------------------------------
+
+class TinyClassifier(nn.Module):
+    """conv → relu → global average pool → linear: (B, C, H, W) → (B, K) logits."""
+
+    def __init__(self, classes: int = 3, channels: int = 3):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, 4, 3, padding=1)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(4, classes)
+
+    def forward(self, x):
+        return self.fc(self.pool(self.conv(x).relu()).flatten(1))
+
+
+class TinySegmenter(nn.Module):
+    """Two convs keeping the spatial size: (B, C, H, W) → (B, K, H, W) logits."""
+
+    def __init__(self, classes: int = 2, channels: int = 3):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, 4, 3, padding=1)
+        self.head = nn.Conv2d(4, classes, 1)
+
+    def forward(self, x):
+        return self.head(self.conv(x).relu())
+
+
+def tiny_classifier(classes: int = 3, seed: int = 0):
+    torch.manual_seed(seed)
+    return TinyClassifier(classes).eval()
+
+
+def tiny_segmenter(classes: int = 2, seed: int = 0):
+    torch.manual_seed(seed)
+    return TinySegmenter(classes).eval()
+
+
+class CreatesFile:
+    """Pickles to "call open(path, 'w') when unpickled": loading it creates `path`."""
+
+    def __init__(self, path: str | Path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+# -- segmentation-models-pytorch --------------------------------------------------
+
+def smp_unet_resnet18(classes: int = 2, in_channels: int = 3, seed: int = 0):
+    """A cheap smp model (default decoder), for the state-dict variants."""
+    import segmentation_models_pytorch as smp
+
+    torch.manual_seed(seed)
+    return smp.Unet(encoder_name="resnet18", encoder_weights=None, classes=classes,
+                    in_channels=in_channels).eval()
+
+
+# -- Hugging Face ------------------------------------------------------------------
+
+def save_tiny_convnext(folder: Path, labels=HF_LABELS, size: int = 32, seed: int = 0) -> Path:
+    """ConvNeXt with custom id2label + its image processor, saved like a user's model."""
+    import transformers
+    from transformers import ConvNextConfig, ConvNextForImageClassification, ConvNextImageProcessor
+
+    transformers.utils.logging.disable_progress_bar()
+    cfg = ConvNextConfig(num_channels=3, hidden_sizes=[8, 16], depths=[1, 1], num_stages=2, image_size=size,
+                         id2label=dict(enumerate(labels)), label2id={lab: i for i, lab in enumerate(labels)})
+    torch.manual_seed(seed)
+    ConvNextForImageClassification(cfg).eval().save_pretrained(folder)
+    ConvNextImageProcessor(size={"shortest_edge": size}, crop_pct=1.0,
+                           image_mean=[0.4, 0.5, 0.6], image_std=[0.2, 0.25, 0.3]).save_pretrained(folder)
+    return folder
+
+
+def save_tiny_vit(folder: Path, labels=HF_LABELS[:3], size: int = 32, seed: int = 0) -> Path:
+    import transformers
+    from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
+
+    transformers.utils.logging.disable_progress_bar()
+    cfg = ViTConfig(image_size=size, patch_size=8, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                    intermediate_size=32, id2label=dict(enumerate(labels)),
+                    label2id={lab: i for i, lab in enumerate(labels)})
+    torch.manual_seed(seed)
+    ViTForImageClassification(cfg).eval().save_pretrained(folder)
+    ViTImageProcessor(size={"height": size, "width": size}).save_pretrained(folder)
+    return folder
+
+
+# -- input files -----------------------------------------------------------------
+
+def rgb_image(h: int = 32, w: int = 32, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def write_png(path: Path, arr: np.ndarray) -> Path:
+    """A PNG written by hand (any of gray/RGB/RGBA, 8 or 16 bit): independent of Pillow,
+    which cannot write 16-bit colour."""
+    arr = np.asarray(arr)
+    h, w = arr.shape[:2]
+    colour = 0 if arr.ndim == 2 else {2: 4, 3: 2, 4: 6}[arr.shape[2]]
+    depth = 16 if arr.dtype == np.uint16 else 8
+    rows = arr.reshape(h, -1).astype(">u2" if depth == 16 else "u1")
+    raw = b"".join(b"\0" + rows[y].tobytes() for y in range(h))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    Path(path).write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, depth, colour, 0, 0, 0))
+                           + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+    return Path(path)
+
+
+def write_dicom(path: Path, pixels: np.ndarray, photometric: str = "MONOCHROME2",
+                slope: float | None = None, intercept: float | None = None) -> Path:
+    """A minimal valid DICOM file (Secondary Capture, explicit VR little endian, uint16)."""
+    import pydicom
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+    pixels = np.ascontiguousarray(pixels, dtype=np.uint16)
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.Modality, ds.PatientName, ds.PatientID = "OT", "Test^Phantom", "0"
+    ds.Rows, ds.Columns = pixels.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, photometric
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+    if slope is not None:
+        ds.RescaleSlope, ds.RescaleIntercept = slope, intercept or 0
+    ds.PixelData = pixels.tobytes()
+    pydicom.dcmwrite(path, ds, enforce_file_format=True)
+    return Path(path)

@@ -1,0 +1,343 @@
+"""Model kinds behind -m: Hugging Face folders, smp state dicts (+ --arch), TorchScript,
+pickles (only with --trust-pickle). Predictions are checked against the model run directly."""
+
+from __future__ import annotations
+
+import io
+import json
+import pickle
+import tarfile
+
+import numpy as np
+import pytest
+import torch
+from helpers_models import (HF_LABELS, CreatesFile, rgb_image, save_tiny_convnext, save_tiny_vit,
+                            smp_unet_resnet18, tiny_classifier, tiny_segmenter, write_png)
+
+IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+
+
+def _chw(img: np.ndarray) -> torch.Tensor:
+    x = torch.from_numpy(img.astype(np.float32) / 255.0)
+    return (x[None, None] if x.ndim == 2 else x.permute(2, 0, 1)[None]).contiguous()
+
+
+def _imagenet(img: np.ndarray) -> torch.Tensor:
+    x = _chw(img)
+    if x.shape[1] == 1:
+        x = x.repeat(1, 3, 1, 1)
+    return (x - IMAGENET_MEAN) / IMAGENET_STD
+
+
+def _records(stdout: bytes) -> list[dict]:
+    out = []
+    with tarfile.open(fileobj=io.BytesIO(stdout)) as t:
+        for m in t.getmembers():
+            with np.load(t.extractfile(m), allow_pickle=False) as npz:
+                arrays = {k: npz[k] for k in npz.files}
+            arrays["meta"] = json.loads(str(arrays["meta"][()]))
+            out.append(arrays)
+    return out
+
+
+def _error_line(r) -> str:
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("xai: error:"), r.stderr
+    assert "Traceback" not in r.stderr
+    assert r.stdout == b""
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("imgs")
+    arrays = {}
+    for i in range(3):
+        arrays[f"img{i}"] = rgb_image(32, 32, seed=i)
+        write_png(folder / f"img{i}.png", arrays[f"img{i}"])
+    return folder, arrays
+
+
+@pytest.fixture(scope="module")
+def image64(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("img64")
+    img = rgb_image(64, 64, seed=7)
+    return write_png(folder / "scan.png", img), img
+
+
+# -- Hugging Face ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("kind", ["convnext", "vit"])
+def test_hf_folder_json_lines_with_config_labels(cli, tmp_path, images, kind):
+    from transformers import AutoImageProcessor, AutoModelForImageClassification
+
+    folder, arrays = images
+    model_dir = (save_tiny_convnext if kind == "convnext" else save_tiny_vit)(tmp_path / kind)
+    labels = HF_LABELS if kind == "convnext" else HF_LABELS[:3]
+    r = cli(["predict", "-m", model_dir, "--json", folder])
+    assert r.exit_code == 0, r.stderr
+    lines = [json.loads(s) for s in r.output.splitlines()]
+    assert [ln["id"] for ln in lines] == ["img0", "img1", "img2"]
+
+    model = AutoModelForImageClassification.from_pretrained(model_dir).eval()
+    proc = AutoImageProcessor.from_pretrained(model_dir)
+    for ln in lines:
+        x = proc(images=arrays[ln["id"]], do_resize=False, do_center_crop=False, return_tensors="pt")["pixel_values"]
+        with torch.no_grad():
+            want = torch.softmax(model(x).logits, -1)[0].numpy()
+        assert ln["task"] == "classification"
+        assert list(ln["probabilities"]) == labels
+        np.testing.assert_allclose([ln["probabilities"][lab] for lab in labels], want, atol=1e-5)
+        order = np.argsort(-want)
+        assert [t["label"] for t in ln["top3"]] == [labels[i] for i in order[:3]]
+        np.testing.assert_allclose([t["prob"] for t in ln["top3"]], want[order[:3]], atol=1e-5)
+        assert ln["predicted_class"] == labels[order[0]] and ln["predicted_index"] == int(order[0])
+        assert ln["confidence"] == pytest.approx(float(want[order[0]]), abs=1e-5)
+
+
+def test_hf_records_carry_labels_and_probabilities(cli, tmp_path, images):
+    folder, _ = images
+    model_dir = save_tiny_convnext(tmp_path / "cnx")
+    r = cli(["predict", "-m", model_dir, folder / "img1.png"])
+    assert r.exit_code == 0, r.stderr
+    (rec,) = _records(r.stdout)
+    assert rec["meta"]["model"]["labels"] == HF_LABELS and rec["meta"]["task"] == "classification"
+    assert rec["pred/probs"].shape == (4,) and rec["pred/probs"].sum() == pytest.approx(1, abs=1e-5)
+    np.testing.assert_allclose(rec["pred/probs"], torch.softmax(torch.from_numpy(rec["pred/logits"]), 0), atol=1e-6)
+    assert rec["meta"]["preprocessing"]["mean"] == pytest.approx([0.4, 0.5, 0.6])
+
+
+# -- smp state dicts -------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def effb5_state(tmp_path_factory):
+    import segmentation_models_pytorch as smp
+
+    torch.manual_seed(0)
+    model = smp.UnetPlusPlus(encoder_name="efficientnet-b5", encoder_weights=None, classes=1).eval()
+    path = tmp_path_factory.mktemp("effb5") / "unetpp_b5.pth"
+    torch.save(model.state_dict(), path)
+    return path, model
+
+
+def test_effb5_unetplusplus_state_dict_predicts_with_arch(cli, effb5_state, image64):
+    path, model = effb5_state
+    img_path, img = image64
+    r = cli(["predict", "-m", path, "--arch", "unetplusplus:efficientnet-b5", img_path])
+    assert r.exit_code == 0, r.stderr
+    (rec,) = _records(r.stdout)
+    with torch.no_grad():
+        want = model(_imagenet(img))[0].numpy()
+    assert rec["meta"]["task"] == "segmentation"
+    assert rec["pred/logits"].shape == (1, 64, 64)
+    np.testing.assert_allclose(rec["pred/logits"], want, atol=1e-4, rtol=1e-4)
+    np.testing.assert_array_equal(rec["pred/mask"], (1 / (1 + np.exp(-want[0])) > 0.5).astype(np.uint8))
+    assert "efficientnet-b5" in rec["meta"]["model"]["arch"]
+
+
+@pytest.fixture(scope="module")
+def unet():
+    return smp_unet_resnet18(classes=2)
+
+
+def _wrapped(kind: str, sd: dict):
+    if kind == "plain":
+        return sd
+    if kind == "state_dict":
+        return {"state_dict": sd, "epoch": 7, "best_dice": 0.9}
+    if kind == "model_state_dict+module":
+        return {"model_state_dict": {f"module.{k}": v for k, v in sd.items()}, "optimizer_state_dict": {"lr": 1e-3}}
+    if kind == "module":
+        return {f"module.{k}": v for k, v in sd.items()}
+    raise AssertionError(kind)
+
+
+@pytest.mark.parametrize("kind", ["plain", "state_dict", "model_state_dict+module", "module", "safetensors"])
+def test_state_dict_layouts(cli, tmp_path, unet, image64, kind):
+    img_path, img = image64
+    sd = unet.state_dict()
+    if kind == "safetensors":
+        from safetensors.torch import save_file
+
+        path = tmp_path / "w.safetensors"
+        save_file({k: v.contiguous() for k, v in sd.items()}, path)
+    else:
+        path = tmp_path / "w.pth"
+        torch.save(_wrapped(kind, sd), path)
+    r = cli(["predict", "-m", path, "--arch", "unet:resnet18", img_path])
+    assert r.exit_code == 0, r.stderr
+    (rec,) = _records(r.stdout)
+    with torch.no_grad():
+        want = unet(_imagenet(img))[0].numpy()
+    assert rec["pred/logits"].shape == (2, 64, 64)
+    np.testing.assert_allclose(rec["pred/logits"], want, atol=1e-4, rtol=1e-4)
+    np.testing.assert_array_equal(rec["pred/mask"], want.argmax(0))
+
+
+@pytest.mark.parametrize("fmt", ["pth", "safetensors"])
+def test_one_channel_state_dict(cli, tmp_path, fmt):
+    model = smp_unet_resnet18(classes=1, in_channels=1, seed=3)
+    sd = model.state_dict()
+    path = tmp_path / f"gray.{fmt}"
+    if fmt == "pth":
+        torch.save(sd, path)
+    else:
+        from safetensors.torch import save_file
+
+        save_file(sd, path)
+    gray = np.random.default_rng(1).integers(0, 256, (64, 64), dtype=np.uint8)
+    img_path = write_png(tmp_path / "g.png", gray)
+    r = cli(["predict", "-m", path, "--arch", "unet:resnet18", "--mean", "0.5", "--std", "0.25", img_path])
+    assert r.exit_code == 0, r.stderr
+    (rec,) = _records(r.stdout)
+    with torch.no_grad():
+        want = model((_chw(gray) - 0.5) / 0.25)[0].numpy()
+    np.testing.assert_allclose(rec["pred/logits"], want, atol=1e-4, rtol=1e-4)
+    assert rec["meta"]["preprocessing"]["channels"] == 1
+
+    # Default normalisation: one value per input channel, and the record says which.
+    r = cli(["predict", "-m", path, "--arch", "unet:resnet18", img_path])
+    assert r.exit_code == 0, r.stderr
+    (rec,) = _records(r.stdout)
+    prep = rec["meta"]["preprocessing"]
+    assert len(prep["mean"]) == len(prep["std"]) == 1
+    with torch.no_grad():
+        want = model((_chw(gray) - prep["mean"][0]) / prep["std"][0])[0].numpy()
+    np.testing.assert_allclose(rec["pred/logits"], want, atol=1e-4, rtol=1e-4)
+
+
+def test_state_dict_that_does_not_fit_names_the_keys(cli, tmp_path, unet, image64):
+    import segmentation_models_pytorch as smp
+
+    img_path, _ = image64
+    sd = unet.state_dict()
+    path = tmp_path / "w.pth"
+    torch.save(sd, path)
+
+    r = cli(["predict", "-m", path, "--arch", "unet:resnet34", img_path])
+    assert r.exit_code == 1
+    line = _error_line(r)
+    missing = set(smp.Unet("resnet34", encoder_weights=None, classes=2).state_dict()) - set(sd)
+    assert "missing" in line and any(k in line for k in missing)
+
+    r = cli(["predict", "-m", path, "--arch", "unetplusplus:resnet18", img_path])
+    line = _error_line(r)
+    unexpected = set(sd) - set(smp.UnetPlusPlus("resnet18", encoder_weights=None, classes=2).state_dict())
+    assert "unexpected" in line and any(k in line for k in unexpected)
+
+    r = cli(["predict", "-m", path, "--arch", "unet:resnet18", "--classes", "3", img_path])
+    line = _error_line(r)
+    assert "segmentation_head.0.weight" in line
+
+
+@pytest.mark.parametrize("arch, word", [("nosuch:resnet18", "architecture"), ("unet:nosuch-encoder", "encoder"),
+                                        ("unet", "encoder")])
+def test_unknown_arch_is_a_usage_error(cli, tmp_path, unet, image64, arch, word):
+    path = tmp_path / "w.pth"
+    torch.save(unet.state_dict(), path)
+    r = cli(["predict", "-m", path, "--arch", arch, image64[0]])
+    assert r.exit_code == 2
+    assert word in _error_line(r)
+
+
+def test_state_dict_without_arch_asks_for_it(cli, tmp_path, unet, image64):
+    path = tmp_path / "w.pth"
+    torch.save(unet.state_dict(), path)
+    r = cli(["predict", "-m", path, image64[0]])
+    assert r.exit_code == 2
+    assert "--arch" in _error_line(r)
+
+
+# -- pickles ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("how", ["torch.save", "pickle.dump", "inside a checkpoint"])
+def test_code_running_pickle_is_refused_and_runs_nothing(cli, tmp_path, image64, unet, how):
+    target = tmp_path / "pwned.txt"
+    path = tmp_path / "evil.pth"
+    if how == "torch.save":
+        torch.save(CreatesFile(target), path)
+    elif how == "pickle.dump":
+        path.write_bytes(pickle.dumps(CreatesFile(target)))
+    else:
+        torch.save({"state_dict": unet.state_dict(), "extra": CreatesFile(target)}, path)
+    for extra in ([], ["--arch", "unet:resnet18"]):
+        r = cli(["predict", "-m", path, *extra, image64[0]])
+        assert r.exit_code == 2
+        assert "--trust-pickle" in _error_line(r)
+        assert not target.exists()
+    with open(path, "rb") as f:  # the payload is real: unpickling it does create the file
+        loaded = torch.load(f, weights_only=False) if how != "pickle.dump" else pickle.load(f)
+    (loaded["extra"] if isinstance(loaded, dict) else loaded).close()
+    assert target.exists()
+
+
+def test_pickled_whole_module_needs_trust_pickle(cli, tmp_path, images):
+    folder, arrays = images
+    model = tiny_classifier(classes=3)
+    path = tmp_path / "whole.pth"
+    torch.save(model, path)
+    r = cli(["predict", "-m", path, "--json", folder / "img0.png"])
+    assert r.exit_code == 2
+    assert "--trust-pickle" in _error_line(r)
+
+    r = cli(["predict", "-m", path, "--trust-pickle", "--json", folder])
+    assert r.exit_code == 0, r.stderr
+    lines = [json.loads(s) for s in r.output.splitlines()]
+    assert len(lines) == 3
+    for ln in lines:
+        with torch.no_grad():
+            want = torch.softmax(model(_imagenet(arrays[ln["id"]])), -1)[0].numpy()
+        assert ln["task"] == "classification"
+        assert list(ln["probabilities"]) == ["class_0", "class_1", "class_2"]
+        np.testing.assert_allclose(list(ln["probabilities"].values()), want, atol=1e-5)
+
+
+# -- TorchScript -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("how", ["script", "trace"])
+def test_torchscript_classifier_task_inferred(cli, tmp_path, images, how):
+    folder, arrays = images
+    model = tiny_classifier(classes=5, seed=1)
+    ts = torch.jit.script(model) if how == "script" else torch.jit.trace(model, torch.zeros(1, 3, 32, 32))
+    path = tmp_path / "cls.pt"
+    ts.save(str(path))
+    r = cli(["predict", "-m", path, folder / "img2.png"])
+    assert r.exit_code == 0, r.stderr
+    (rec,) = _records(r.stdout)
+    assert rec["meta"]["task"] == "classification"
+    assert rec["meta"]["model"]["format"] == "torchscript"
+    with torch.no_grad():
+        want = model(_imagenet(arrays["img2"]))[0].numpy()
+    np.testing.assert_allclose(rec["pred/logits"], want, atol=1e-5)
+    assert rec["meta"]["prediction"]["index"] == int(want.argmax())
+
+
+def test_torchscript_segmenter_task_inferred(cli, tmp_path, image64):
+    img_path, img = image64
+    model = tiny_segmenter(classes=2, seed=2)
+    path = tmp_path / "seg.pt"
+    torch.jit.trace(model, torch.zeros(1, 3, 64, 64)).save(str(path))
+    r = cli(["predict", "-m", path, img_path])
+    assert r.exit_code == 0, r.stderr
+    (rec,) = _records(r.stdout)
+    assert rec["meta"]["task"] == "segmentation"
+    with torch.no_grad():
+        want = model(_imagenet(img))[0].numpy()
+    np.testing.assert_allclose(rec["pred/logits"], want, atol=1e-5)
+    np.testing.assert_array_equal(rec["pred/mask"], want.argmax(0))
+
+
+# -- devices -------------------------------------------------------------------------------
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this host has CUDA")
+def test_cuda_without_cuda_is_a_usage_error(cli, image64):
+    r = cli(["predict", "-m", "builtin:shapes-seg", "--device", "cuda", image64[0]])
+    assert r.exit_code == 2
+    assert "cuda" in _error_line(r).lower()
+
+
+def test_unknown_device_is_a_usage_error(cli, image64):
+    r = cli(["predict", "-m", "builtin:shapes-seg", "--device", "tpu", image64[0]])
+    assert r.exit_code == 2
+    assert "tpu" in _error_line(r)

@@ -90,7 +90,8 @@ def test_predict_segmenter_json(cli, seg_image):
     r = cli(["predict", "-m", SEG, "--json", path, path.parent])
     assert r.exit_code == 0, r.stderr
     lines = [json.loads(s) for s in r.output.splitlines()]
-    assert len(lines) == 2 and lines[0]["task"] == "segmentation"
+    # the folder holds only `path`: a file named twice is read once (one id, one line)
+    assert len(lines) == 1 and lines[0]["task"] == "segmentation"
     assert set(lines[0]["area_fraction"]) == {"blob"} and lines[0]["mask_pixels"] > 0
 
 
@@ -115,7 +116,9 @@ def cases(tmp_path_factory, seg_image):
     good = seg_image[0]
     (d / "notes.txt").write_text("not an image\n")
     (d / "garbage.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 8)
-    stream = invoke(["predict", "-m", SEG, good, good.parent]).stdout
+    twin = d / "twin.png"
+    shutil.copyfile(good, twin)  # a second input (the same path twice is read once)
+    stream = invoke(["predict", "-m", SEG, good, twin]).stdout
     with tarfile.open(fileobj=io.BytesIO(stream)) as t:
         second = t.getmembers()[1]
     buf = io.BytesIO()

@@ -71,7 +71,10 @@ def run(argv: list[str] | None = None) -> int:
         # Typer's shells unregistered: register them so `_XAI_COMPLETE=... xai` completes.
         from typer.completion import completion_init
 
+        from xaicli.cli.completion import skip_value_coercion
+
         completion_init()
+        skip_value_coercion()  # completion needs no converted values: keeps pydantic out of every TAB
     command = typer.main.get_command(app)
     try:
         rv = command.main(args=argv, prog_name="xai", standalone_mode=False)

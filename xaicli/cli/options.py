@@ -75,8 +75,10 @@ TrustPickle = Annotated[
 ]
 SkipExisting = Annotated[
     bool,
-    typer.Option("--skip-existing", help="With -o DIR/ or figures: skip inputs whose output already exists "
-                                         "(same record id and source sha256)."),
+    typer.Option("--skip-existing", help="Skip inputs whose output is already in -o: a record in -o DIR/ made by "
+                                         "this command (predict --json: a line in -o FILE; render: the figure) with "
+                                         "the same record id and source sha256. A rerun or a cron job then does only "
+                                         "new or changed inputs."),
 ]
 MaxPixels = Annotated[
     int,
@@ -85,4 +87,12 @@ MaxPixels = Annotated[
 NoImage = Annotated[
     bool,
     typer.Option("--no-image", help="Do not store the image in the record (smaller records)."),
+]
+Shard = Annotated[
+    Optional[str],
+    typer.Option("--shard", help="Process only shard K of N (K/N, 0-based), split by a stable hash of the record "
+                                 "id (sha1 mod N): N tasks with K = 0..N-1 cover every input exactly once. "
+                                 "'slurm' reads SLURM_ARRAY_TASK_ID and SLURM_ARRAY_TASK_COUNT "
+                                 "(sbatch --array=0-3 gives 0/4 ... 3/4).",
+                 show_default=False, autocompletion=lambda: ["slurm", "0/2", "1/2", "0/4"]),
 ]

@@ -11,7 +11,7 @@ import time
 from typing import Any, Callable, Iterable, Iterator
 
 from xaicli.cli.state import log, settings
-from xaicli.errors import XaiError
+from xaicli.errors import XaiError, XaiUsageError
 from xaicli.io.images import read_image, sha256_file
 from xaicli.io.inputs import ImageInput, Inputs
 from xaicli.io.record import Record
@@ -49,10 +49,10 @@ class ModelSession:
                            f"not {self.adapter.info.get('spec')}; use the same -m as the command that made it")
 
 
-def record_for_image(item: ImageInput, adapter, *, max_pixels: int | None = None):
+def record_for_image(item: ImageInput, adapter, *, max_pixels: int | None = None, sha256: str | None = None):
     """A new record for an image: source provenance, the image as displayed, model meta."""
     image = read_image(item.path, max_pixels)
-    rec = Record.new(item.id, {"path": str(item.path), "sha256": sha256_file(item.path),
+    rec = Record.new(item.id, {"path": str(item.path), "sha256": sha256 or source_sha256(item.path),
                                "shape": list(image.shape), "dtype": str(image.dtype)})
     rec.meta["task"] = adapter.task
     rec.meta["model"] = adapter.meta()
@@ -61,18 +61,31 @@ def record_for_image(item: ImageInput, adapter, *, max_pixels: int | None = None
     return rec, image
 
 
-def iter_records(inputs: Inputs, session: ModelSession, *, max_pixels: int | None = None, skip: Callable[[str, str | None], bool] | None = None,
-                 ) -> Iterator[tuple[Record, Any]]:
-    """(record, image array) per input; images become new records, records are copied and checked."""
+def iter_records(inputs: Inputs, session: ModelSession, *, max_pixels: int | None = None,
+                 skip: Callable[[str, str | None], bool] | None = None) -> Iterator[tuple[Record, Any]]:
+    """(record, image array) per input; images become new records, records are copied and checked.
+
+    `inputs` already holds only this task's shard (`resolve(..., shard=)`). `skip(id, sha256)`
+    (`sink.exists` under --skip-existing) drops inputs whose output is finished, before the
+    image is decoded or the model loaded; a sink that cannot tell (a stream) is a usage error.
+    """
+    owner = getattr(skip, "__self__", None)
+    if skip is not None and owner is not None and not getattr(owner, "can_skip", True):
+        raise XaiUsageError("--skip-existing needs -o DIR/ (one record per file, with manifest.jsonl); "
+                            "a stream or tar file has nothing to skip against")
     for item in inputs:
         if isinstance(item, ImageInput):
-            if skip is not None and skip(item.id, sha256_file(item.path)):
-                log.info("%s: output exists, skipped", item.id)
-                continue
+            sha = None
+            if skip is not None:
+                sha = source_sha256(item.path)
+                if skip(item.id, sha):
+                    log.info("%s: output exists, skipped", item.id)
+                    continue
             adapter = session.get()
-            rec, image = record_for_image(item, adapter, max_pixels=max_pixels)
+            rec, image = record_for_image(item, adapter, max_pixels=max_pixels, sha256=sha)
         else:
             if skip is not None and skip(item.id, (item.meta.get("source") or {}).get("sha256")):
+                log.info("%s: output exists, skipped", item.id)
                 continue
             session.get(item)
             rec = item
@@ -80,6 +93,13 @@ def iter_records(inputs: Inputs, session: ModelSession, *, max_pixels: int | Non
             if image is None:
                 raise XaiError(f"record {item.id} holds no image (written with --no-image); re-run from the images")
         yield rec, image
+
+
+def source_sha256(path) -> str:
+    try:
+        return sha256_file(path)
+    except OSError as exc:
+        raise XaiError(f"{path}: cannot read ({exc.strerror}); check the path and permissions") from None
 
 
 def progress(iterable: Iterable, total: int | None, desc: str):

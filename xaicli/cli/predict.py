@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import sys
 import time
 
 import typer
@@ -24,8 +22,9 @@ def predict(
     std: opt.Std = None,
     trust_pickle: opt.TrustPickle = False,
     output: opt.Output = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Write one JSON object per image to stdout "
-                                                         "instead of records.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Write one JSON object per image (JSON Lines, strict: "
+                                                         "null for NaN) instead of records, to stdout or to -o "
+                                                         "FILE (written atomically).")] = False,
     threshold: Annotated[float, typer.Option("--threshold", min=0.0, max=1.0,
                                              help="Foreground probability cut for one-class segmenters.")] = 0.5,
     top_k: Annotated[int, typer.Option("--top-k", min=1, help="Classes listed in 'top' (classifiers).")] = 3,
@@ -33,6 +32,7 @@ def predict(
     no_image: opt.NoImage = False,
     max_pixels: opt.MaxPixels = 100_000_000,
     skip_existing: opt.SkipExisting = False,
+    shard: opt.Shard = None,
 ) -> None:
     """Predict classes (classifiers) or masks (segmenters) for images.
 
@@ -40,16 +40,16 @@ def predict(
     image size) and the mask; or, with --json, one line per image with the predicted
     class, confidence, top-k and all probabilities (segmenters: area fractions).
     """
-    from xaicli.cli.pipeline import ModelSession, finish, iter_records, load_options, progress
+    from xaicli.cli.pipeline import ModelSession, iter_records, load_options, progress
     from xaicli.io.inputs import resolve
-    from xaicli.io.outputs import open_sink
+    from xaicli.io.outputs import LinesSink, open_sink
 
-    items = resolve(inputs or [], images=True, records=True)
+    items = resolve(inputs or [], images=True, records=True, shard=shard)
     session = ModelSession(model, load_options(arch, classes, labels, size, mean, std, trust_pickle), device)
     if as_json:
-        sink = _JsonSink(sys.stdout)
+        sink = _JsonSink(LinesSink(output, keep_existing=skip_existing))
     else:
-        sink = open_sink(output)
+        sink = open_sink(output, command="predict")
     params = {"threshold": threshold, "top_k": top_k, "batch_size": batch_size}
     skip = sink.exists if skip_existing else None
     with sink:
@@ -81,21 +81,21 @@ def _flush(batch, session, sink, params, threshold, top_k, keep_image) -> None:
 class _JsonSink:
     """JSON Lines with the fields users know from notebooks; same context protocol as a Sink."""
 
-    def __init__(self, out):
-        self.out = out
+    def __init__(self, lines):
+        self.lines = lines
+        self.can_skip = lines.can_skip
 
     def exists(self, record_id, sha256=None) -> bool:
-        return False
+        return self.lines.exists(record_id, sha256)
 
     def write(self, rec) -> None:
-        self.out.write(json.dumps(json_line(rec)) + "\n")
-        self.out.flush()
+        self.lines.write_line(json_line(rec))
 
     def __enter__(self):
         return self
 
-    def __exit__(self, *exc) -> None:
-        return None
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.lines.__exit__(exc_type, exc, tb)
 
 
 def json_line(rec) -> dict:

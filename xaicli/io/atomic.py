@@ -2,22 +2,44 @@
 
 An interrupted run never leaves a half-written file under the final name, which is
 what lets `--skip-existing` trust that an existing output is complete.
+
+Temp files are hidden and named `.<name>.xai-<host>-<pid>-<random>.tmp`. Ctrl-C and
+errors remove them; `kill -9` (or a power cut) cannot, so `sweep_stale_temps` removes
+those of processes on this host that no longer run. It never touches a temp file of a
+live process or of another host, so concurrent writers (SLURM tasks sharing a folder on
+a network file system) are safe.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import re
+import socket
 import tempfile
 from pathlib import Path
 from typing import BinaryIO, Iterator
+
+_HOST = re.sub(r"[^A-Za-z0-9]+", "_", socket.gethostname() or "host")[:40]
+_TEMP = re.compile(r"^\..+\.xai-(?P<host>[A-Za-z0-9_]+)-(?P<pid>\d+)-[^.]*\.tmp$")
+
+
+def temp_prefix(name: str) -> str:
+    """Prefix of a temp file for `name`, by this process (mkstemp adds random letters)."""
+    return f".{name}.xai-{_HOST}-{os.getpid()}-"
+
+
+def make_temp(path: Path) -> tuple[int, str]:
+    """mkstemp in the target's folder: (fd, temp path)."""
+    return tempfile.mkstemp(prefix=temp_prefix(path.name), suffix=".tmp", dir=path.parent or ".")
 
 
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike) -> Iterator[BinaryIO]:
     """Open a binary temp file that replaces `path` only if the block succeeds."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
+    fd, tmp = make_temp(path)
     try:
         with os.fdopen(fd, "wb") as f:
             yield f
@@ -39,14 +61,51 @@ def append_line(path: str | os.PathLike, line: str) -> None:
     """Append one line with a single write(2) on an O_APPEND descriptor.
 
     POSIX makes such appends atomic with respect to each other, so concurrent SLURM
-    tasks sharing one manifest never interleave half lines.
+    tasks sharing one manifest never interleave half lines. If the file does not end
+    in a newline (a writer cut short by a full disk), the line starts on a new one, so
+    one damaged line never swallows the next.
     """
     data = (line.rstrip("\n") + "\n").encode()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o666)
     try:
-        os.write(fd, data)
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            data = b"\n" + data
+        written = os.write(fd, data)
+        if written != len(data):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
     finally:
         os.close(fd)
+
+
+def sweep_stale_temps(folder: str | os.PathLike) -> list[Path]:
+    """Remove temp files left in `folder` by killed xai processes of this host; return them."""
+    removed = []
+    try:
+        names = [n for n in os.listdir(folder) if n.startswith(".") and n.endswith(".tmp")]
+    except OSError:
+        return removed
+    for name in names:
+        m = _TEMP.match(name)
+        if not m or m["host"] != _HOST or _alive(int(m["pid"])):
+            continue
+        p = Path(folder) / name
+        with contextlib.suppress(OSError):
+            p.unlink()
+            removed.append(p)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: it exists, owned by someone else
+        return True
+    return True
 
 
 def _umask() -> int:

@@ -34,3 +34,72 @@ def ids_for_paths(paths: list[Path]) -> list[str]:
             stem = f"{stem[:MAX_LEN - 9]}-{digest}"
         out.append(stem)
     return out
+
+
+# -- shards: split the inputs of one run over N workers (SLURM array tasks) -----------------
+
+def shard_of(record_id: str, count: int) -> int:
+    """The shard (0 ≤ k < count) a record id belongs to: sha1 of the UTF-8 id, first 8 bytes
+    as a big-endian integer, modulo `count`.
+
+    It depends on the id alone, never on Python's per-process `hash()` salt, the host, the
+    input order or the other inputs, so every task of an array job agrees on the split: the
+    shards are disjoint and together hold every input.
+    """
+    digest = hashlib.sha1(record_id.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") % count
+
+
+class Shard:
+    """`--shard K/N`: keep the inputs whose id falls in shard K of N."""
+
+    def __init__(self, index: int, count: int, origin: str = ""):
+        if count < 1 or not 0 <= index < count:
+            raise ValueError(f"shard {index}/{count}: need 0 <= K < N")
+        self.index, self.count, self.origin = index, count, origin
+
+    def __contains__(self, record_id: str) -> bool:
+        return self.count == 1 or shard_of(record_id, self.count) == self.index
+
+    def __repr__(self) -> str:
+        return f"Shard({self.index}/{self.count})"
+
+    def to_meta(self) -> str:
+        return f"{self.index}/{self.count}"
+
+
+def parse_shard(spec: str | None, environ: dict[str, str] | None = None) -> Shard | None:
+    """`K/N` (0-based K), or `slurm`: K = (SLURM_ARRAY_TASK_ID - SLURM_ARRAY_TASK_MIN) /
+    SLURM_ARRAY_TASK_STEP, N = SLURM_ARRAY_TASK_COUNT, so `--array=0-3`, `--array=1-4`
+    and `--array=0-6:2` all give shards 0..3 of 4. Raises ValueError with a message
+    that names the fix."""
+    if spec is None or spec == "":
+        return None
+    spec = spec.strip()
+    if spec.lower() == "slurm":
+        env = os.environ if environ is None else environ
+        if "SLURM_ARRAY_TASK_ID" not in env:
+            raise ValueError("--shard slurm: SLURM_ARRAY_TASK_ID is not set; run it inside an array job "
+                             "(sbatch --array=0-N), or pass --shard K/N")
+        try:
+            task = int(env["SLURM_ARRAY_TASK_ID"])
+            count = int(env.get("SLURM_ARRAY_TASK_COUNT", ""))
+            first = int(env.get("SLURM_ARRAY_TASK_MIN", "0"))
+            step = int(env.get("SLURM_ARRAY_TASK_STEP", "1") or 1)
+        except ValueError:
+            raise ValueError("--shard slurm: SLURM_ARRAY_TASK_ID / SLURM_ARRAY_TASK_COUNT are not integers; "
+                             "pass --shard K/N") from None
+        offset = task - first
+        if step < 1 or offset % step or not 0 <= offset // step < count:
+            raise ValueError(f"--shard slurm: task {task} is not one of {count} evenly spaced tasks "
+                             f"starting at {first}; submit a range such as --array=0-{count - 1}, "
+                             "or pass --shard K/N")
+        return Shard(offset // step, count, "slurm")
+    k, sep, n = spec.partition("/")
+    try:
+        index, count = int(k), int(n)
+    except ValueError:
+        raise ValueError(f"--shard {spec!r}: use K/N (e.g. 0/4 for the first of four shards) or 'slurm'") from None
+    if not sep or count < 1 or not 0 <= index < count:
+        raise ValueError(f"--shard {spec!r}: need 0 <= K < N, e.g. 0/4 ... 3/4")
+    return Shard(index, count, spec)

@@ -1,19 +1,22 @@
 """Resolve command-line inputs (images, records, tars, directories, `-`) into items.
 
 Everything is checked before the first item is produced, so a missing file fails
-the command before any output exists.
+the command before any output exists. A file named twice (`a.png ./a.png`, or a file and
+its folder) is read once. With a `Shard`, only the items whose record id falls in it are
+produced: images are dropped before they are read, records after their meta is parsed.
 """
 
 from __future__ import annotations
 
 import io
+import logging
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Iterator, Union
 
 from xaicli.errors import XaiError, XaiUsageError
-from xaicli.io.ids import ids_for_paths
+from xaicli.io.ids import Shard, ids_for_paths, parse_shard
 from xaicli.io.record import Record
 from xaicli.io.stream import NPZ_MAGIC, read_tar
 
@@ -35,39 +38,61 @@ class _Source:
 
 
 Item = Union[ImageInput, Record]
+log = logging.getLogger("xai")
 
 
 class Inputs:
     """The resolved inputs of one command; iterate to get images and records in order."""
 
-    def __init__(self, sources: list[_Source], image_ids: dict[Path, str], stdin: BinaryIO | None):
+    def __init__(self, sources: list[_Source], image_ids: dict[Path, str], stdin: BinaryIO | None,
+                 shard: Shard | None = None):
         self.sources = sources
         self._image_ids = image_ids
         self._stdin = stdin
+        self.shard = shard
 
     @property
     def count(self) -> int | None:
         """Number of items when known without reading streams (for progress bars)."""
         if any(s.kind in ("stream", "stdin") for s in self.sources):
             return None
-        return len(self.sources)
+        if self.shard is None:
+            return len(self.sources)
+        if any(s.kind == "record" for s in self.sources):
+            return None  # a record's id is known only once it is read
+        return sum(self._image_ids[s.path] in self.shard for s in self.sources)
 
     def __iter__(self) -> Iterator[Item]:
+        shard = self.shard
         for src in self.sources:
             if src.kind == "image":
-                yield ImageInput(src.path, self._image_ids[src.path])
-            elif src.kind == "record":
-                yield Record.from_bytes(_read_bytes(src.path), str(src.path))
+                item_id = self._image_ids[src.path]
+                if shard is None or item_id in shard:
+                    yield ImageInput(src.path, item_id)
+                continue
+            if src.kind == "record":
+                records: Iterator[Record] = iter([Record.from_bytes(_read_bytes(src.path), str(src.path))])
             elif src.kind == "stream":
-                with open(src.path, "rb") as f:
-                    yield from read_tar(f, str(src.path))
+                records = _read_tar_file(src.path)
             else:
-                yield from read_stdin(self._stdin)
+                records = read_stdin(self._stdin)
+            for rec in records:
+                if shard is None or rec.id in shard:
+                    yield rec
 
 
 def resolve(args: list[str], *, images: bool = True, records: bool = True,
-            stdin: BinaryIO | None = None) -> Inputs:
-    """Check and expand `args`; with no args, read stdin unless it is a terminal."""
+            stdin: BinaryIO | None = None, shard: Shard | str | None = None) -> Inputs:
+    """Check and expand `args`; with no args, read stdin unless it is a terminal.
+
+    `shard` is a Shard or the text of `--shard` (K/N or slurm). Record ids of images are
+    assigned over the whole list before it selects, so every task of an array job sees
+    the same ids and the shards partition them."""
+    if isinstance(shard, str):
+        try:
+            shard = parse_shard(shard)
+        except ValueError as exc:
+            raise XaiUsageError(str(exc)) from None
     stdin = stdin if stdin is not None else sys.stdin.buffer
     what = " or ".join(w for w, ok in (("images", images), ("records", records)) if ok)
     if not args:
@@ -93,9 +118,40 @@ def resolve(args: list[str], *, images: bool = True, records: bool = True,
             sources.append(_classify(path, images, records, explicit=True))
         else:
             raise XaiError(f"{path}: no such file or directory; check the path")
+    sources = _dedupe(sources)
     image_paths = [s.path for s in sources if s.kind == "image"]
     ids = dict(zip(image_paths, ids_for_paths(image_paths)))
-    return Inputs(sources, ids, stdin)
+    return Inputs(sources, ids, stdin, shard)
+
+
+def _dedupe(sources: list[_Source]) -> list[_Source]:
+    """Drop repeats of a file (same resolved path) or of stdin; the first mention keeps its place."""
+    seen: set = set()
+    out = []
+    for src in sources:
+        key = "-" if src.path is None else _resolved(src.path)
+        if key in seen:
+            log.debug("%s: given more than once, read once", src.path or "-")
+            continue
+        seen.add(key)
+        out.append(src)
+    return out
+
+
+def _resolved(path: Path) -> str:
+    try:
+        return str(path.resolve())
+    except (OSError, RuntimeError):
+        return str(path.absolute())
+
+
+def _read_tar_file(path: Path) -> Iterator[Record]:
+    try:
+        f = open(path, "rb")
+    except OSError as exc:
+        raise XaiError(f"{path}: cannot read ({exc.strerror}); check the path and permissions") from None
+    with f:
+        yield from read_tar(f, str(path))
 
 
 def _classify(path: Path, images: bool, records: bool, explicit: bool) -> _Source | None:

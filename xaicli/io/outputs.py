@@ -2,6 +2,15 @@
 
 `open_sink` picks the sink from `-o`: nothing or `-` is stdout, an existing folder or a
 path ending in `/` is a folder, anything else a tar file.
+
+A folder is what cron jobs and SLURM arrays write to. Each `<id>.npz` is written to a
+temp name and renamed; only then is its line appended to `manifest.jsonl` (one
+`write(2)` on an O_APPEND descriptor, so concurrent writers never interleave). An output
+counts as done (`exists`, used by `--skip-existing`) only when both are there and agree:
+the file exists, the manifest's last line for the id has the same source sha256, and
+the record was made (or passed through) by the command asking. So after `kill -9`
+between the rename and the append the record is redone; a manifest line whose file was
+deleted is redone; a record of a changed image (new sha256) is redone.
 """
 
 from __future__ import annotations
@@ -9,12 +18,11 @@ from __future__ import annotations
 import json
 import os
 import sys
-import tempfile
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TextIO
 
 from xaicli.errors import XaiError, XaiUsageError
-from xaicli.io.atomic import append_line, atomic_write
+from xaicli.io.atomic import append_line, atomic_write, make_temp, sweep_stale_temps
 from xaicli.io.record import Record
 from xaicli.io.stream import TarWriter
 
@@ -23,6 +31,9 @@ MANIFEST = "manifest.jsonl"
 
 class Sink:
     """Context manager: `write` each record; success finalises, failure leaves no partial file."""
+
+    #: whether `exists` can tell finished outputs apart (`--skip-existing` needs it)
+    can_skip = False
 
     def write(self, record: Record) -> None:
         raise NotImplementedError
@@ -63,21 +74,29 @@ class TarFileSink(Sink):
 
     def __init__(self, path: Path):
         self.path = path
+        sweep_stale_temps(path.parent)
         try:
-            fd, self.tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+            fd, self.tmp = make_temp(path)
         except OSError as exc:
             raise XaiError(f"{path}: cannot write output ({exc.strerror}); choose a writable -o path") from None
         self.f = os.fdopen(fd, "wb")
         self.stream = StreamSink(self.f)
 
     def write(self, record: Record) -> None:
-        self.stream.write(record)
+        try:
+            self.stream.write(record)
+        except OSError as exc:
+            raise _write_error(self.path, exc) from None
 
     def commit(self) -> None:
-        self.stream.commit()
-        self.f.close()
-        os.chmod(self.tmp, 0o644)
-        os.replace(self.tmp, self.path)
+        try:
+            self.stream.commit()
+            self.f.close()
+            os.chmod(self.tmp, 0o644)
+            os.replace(self.tmp, self.path)
+        except OSError as exc:
+            self.abort()
+            raise _write_error(self.path, exc) from None
 
     def abort(self) -> None:
         self.f.close()
@@ -88,16 +107,27 @@ class TarFileSink(Sink):
 
 
 class DirSink(Sink):
-    """One `<id>.npz` per record (each written atomically) plus an appended manifest."""
+    """One `<id>.npz` per record (each written atomically) plus an appended manifest.
 
-    def __init__(self, path: Path):
+    `command` (e.g. "attribute") makes `exists` require that the finished record went
+    through that command, so `xai attribute recs/ -o recs/ --skip-existing` over the
+    records of `xai predict` still adds the maps.
+    """
+
+    can_skip = True
+
+    def __init__(self, path: Path, command: str | None = None):
         self.path = path
+        self.command = command
+        if path.exists() and not path.is_dir():
+            raise XaiError(f"{path}: exists and is not a folder; -o DIR/ takes a folder for the records")
         try:
             path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise XaiError(f"{path}: cannot create output folder ({exc.strerror}); choose a writable -o path") from None
-        if not os.access(path, os.W_OK):
+        if not os.access(path, os.W_OK | os.X_OK):
             raise XaiError(f"{path}: output folder is not writable; choose a writable -o path")
+        sweep_stale_temps(path)
         self._done = _load_manifest(path / MANIFEST)
 
     def file_for(self, record_id: str) -> Path:
@@ -106,50 +136,184 @@ class DirSink(Sink):
     def exists(self, record_id: str, sha256: str | None = None) -> bool:
         if not self.file_for(record_id).exists():
             return False
-        return sha256 is None or self._done.get(record_id) == sha256
+        entry = self._done.get(record_id)
+        if entry is None:
+            return False  # file without manifest line: killed between the two, redo it
+        if sha256 is not None and entry.get("sha256") != sha256:
+            return False
+        if self.command is not None:
+            commands = entry.get("commands") or [entry.get("command")]
+            return self.command in commands
+        return True
 
     def write(self, record: Record) -> None:
         target = self.file_for(record.id)
         try:
             atomic_write(target, record.to_bytes())
         except OSError as exc:
-            raise XaiError(f"{target}: cannot write record ({exc.strerror}); free space or choose another -o") from None
+            raise _write_error(target, exc) from None
         entry = manifest_entry(record, target.name)
-        append_line(self.path / MANIFEST, json.dumps(entry))
-        self._done[record.id] = entry.get("sha256")
+        try:
+            append_line(self.path / MANIFEST, json.dumps(entry))
+        except OSError as exc:
+            # A record without its manifest line would be redone anyway: leave no such file.
+            try:
+                target.unlink()
+            except OSError:
+                pass
+            raise _write_error(self.path / MANIFEST, exc) from None
+        self._done[record.id] = entry
 
 
 def manifest_entry(record: Record, file: str) -> dict[str, Any]:
     src = record.meta.get("source", {})
-    last = (record.meta.get("history") or [{}])[-1]
+    history = record.meta.get("history") or [{}]
     return {"id": record.id, "file": file, "source": src.get("path"), "sha256": src.get("sha256"),
-            "task": record.task, "command": last.get("command"), "maps": record.map_keys()}
+            "task": record.task, "command": history[-1].get("command"),
+            "commands": [h.get("command") for h in history if h.get("command")], "maps": record.map_keys()}
 
 
-def _load_manifest(path: Path) -> dict[str, str | None]:
-    done: dict[str, str | None] = {}
-    if not path.exists():
+def _load_manifest(path: Path) -> dict[str, dict[str, Any]]:
+    """id → its last manifest entry (later lines win: a redone record appends a new line)."""
+    done: dict[str, dict[str, Any]] = {}
+    try:
+        text = path.read_text(errors="replace")
+    except FileNotFoundError:
         return done
-    for line in path.read_text().splitlines():
+    except OSError as exc:
+        raise XaiError(f"{path}: cannot read the manifest ({exc.strerror}); check permissions") from None
+    for line in text.splitlines():
         try:
             entry = json.loads(line)
         except ValueError:
-            continue  # a line cut by a crash of another writer; its record is redone
-        done[entry.get("id")] = entry.get("sha256")
+            continue  # a line cut short (full disk); its record is redone
+        if isinstance(entry, dict) and isinstance(entry.get("id"), str):
+            done[entry["id"]] = entry
     return done
 
 
-def open_sink(output: str | None, *, stdout: BinaryIO | None = None) -> Sink:
+def _write_error(path: Path, exc: OSError) -> XaiError:
+    return XaiError(f"{path}: cannot write ({exc.strerror or exc}); free space or choose another -o")
+
+
+class LinesSink:
+    """Text lines (JSON Lines) to stdout, or to `-o FILE` written atomically on success.
+
+    With `keep_existing`, the lines already in FILE are kept and the ids they name (with
+    their `sha256`) count as done, so `--skip-existing` appends only new inputs' lines;
+    the file is still replaced in one rename, never left half-written.
+    """
+
+    def __init__(self, output: str | None, *, stdout: TextIO | None = None, keep_existing: bool = False):
+        self.path = None if output in (None, "-") else Path(output)
+        self.can_skip = self.path is not None
+        self._done: dict[str, str | None] = {}
+        self._kept: list[str] = []
+        if self.path is None:
+            self.out = stdout if stdout is not None else sys.stdout
+            return
+        if self.path.is_dir() or output.endswith(("/", os.sep)):
+            raise XaiUsageError(f"-o {output}: JSON Lines go to a file (e.g. -o predictions.jsonl), not a folder")
+        if not self.path.parent.exists():
+            raise XaiError(f"{self.path.parent}: output folder does not exist; create it or choose another -o")
+        if keep_existing and self.path.exists():
+            for line in self.path.read_text(errors="replace").splitlines():
+                try:
+                    entry = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(entry, dict) and isinstance(entry.get("id"), str):
+                    self._kept.append(line)
+                    self._done[entry["id"]] = entry.get("sha256")
+        sweep_stale_temps(self.path.parent)
+        try:
+            fd, self.tmp = make_temp(self.path)
+        except OSError as exc:
+            raise XaiError(f"{self.path}: cannot write output ({exc.strerror}); choose a writable -o path") from None
+        self.out = os.fdopen(fd, "w", encoding="utf-8")
+        try:
+            for line in self._kept:
+                self.out.write(line + "\n")
+        except OSError as exc:
+            self.abort()
+            raise _write_error(self.path, exc) from None
+
+    def exists(self, record_id: str, sha256: str | None = None) -> bool:
+        return record_id in self._done and (sha256 is None or self._done[record_id] == sha256)
+
+    def write_line(self, obj: dict[str, Any]) -> None:
+        try:
+            self.out.write(json_dumps_strict(obj) + "\n")
+            self.out.flush()
+        except OSError as exc:
+            if self.path is None:
+                raise
+            raise _write_error(self.path, exc) from None
+
+    def commit(self) -> None:
+        if self.path is None:
+            return
+        try:
+            self.out.close()
+            os.chmod(self.tmp, 0o644)
+            os.replace(self.tmp, self.path)
+        except OSError as exc:
+            self.abort()
+            raise _write_error(self.path, exc) from None
+
+    def abort(self) -> None:
+        if self.path is None:
+            return
+        try:
+            self.out.close()
+        except OSError:
+            pass
+        try:
+            os.unlink(self.tmp)
+        except OSError:
+            pass
+
+    def __enter__(self) -> "LinesSink":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.abort()
+
+
+def json_dumps_strict(obj: Any) -> str:
+    """Strict JSON (RFC 8259): NaN and infinities become null, as in record meta."""
+    from xaicli.io.record import _finite, _json_default
+
+    return json.dumps(_finite(obj), allow_nan=False, default=_json_default)
+
+
+def open_sink(output: str | None, *, stdout: BinaryIO | None = None, command: str | None = None) -> Sink:
+    """The sink for `-o OUTPUT`. `command` (default: the running xai subcommand) keys
+    `--skip-existing` in a folder; see DirSink."""
     if output in (None, "-"):
         out = stdout if stdout is not None else sys.stdout.buffer
         refuse_tty(out, "a record stream")
         return StreamSink(out)
     path = Path(output)
     if output.endswith(("/", os.sep)) or path.is_dir():
-        return DirSink(path)
+        return DirSink(path, command if command is not None else _current_command())
     if not path.parent.exists():
         raise XaiError(f"{path.parent}: output folder does not exist; create it, or end -o with '/' to write a folder of records")
     return TarFileSink(path)
+
+
+def _current_command() -> str | None:
+    """Name of the xai subcommand being run (Click's context), None outside the CLI."""
+    try:
+        from typer import _click
+
+        ctx = _click.get_current_context(silent=True)
+    except Exception:  # another Typer layout: skipping then ignores the command
+        return None
+    return ctx.info_name if ctx is not None and ctx.parent is not None else None
 
 
 def refuse_tty(f: BinaryIO, what: str) -> None:

@@ -17,6 +17,22 @@ EXIT_STATUS = [("0", "success"), ("1", "runtime error: one line on stderr naming
                ("2", "usage error (bad option or argument)"), ("130", "interrupted")]
 
 
+ENVIRONMENT = [("HF_HUB_OFFLINE", "Set to 1 by xai for its own process: models load from local paths only, "
+                                    "never from the network.")]
+SHARD_ENVIRONMENT = [
+    ("SLURM_ARRAY_TASK_ID", "With --shard slurm: this task's index in the array."),
+    ("SLURM_ARRAY_TASK_COUNT", "With --shard slurm: the number of tasks N; the shard is (ID - MIN) / STEP of N."),
+    ("SLURM_ARRAY_TASK_MIN, SLURM_ARRAY_TASK_STEP", "With --shard slurm: the first index (default 0) and the "
+                                                    "step (default 1) of the array."),
+]
+COMPLETION_ENVIRONMENT = [("_XAI_COMPLETE", "Set by the shell completion scripts (completions/ in the source; "
+                                            "source_bash, source_zsh, source_fish print them).")]
+MANIFEST_TEXT = ("With -o DIR/: one line per record written (id, file, source path and sha256, task, commands, "
+                 "maps), appended after the record's file is complete. --skip-existing treats a record as done "
+                 "only when its file exists and its last manifest line has the same source sha256 and this "
+                 "command.")
+
+
 def _esc(text: str) -> str:
     text = text.replace("\\", "\\e").replace("-", "\\-")
     lines = []
@@ -67,6 +83,18 @@ def _page(name: str, command, ctx, summary: str) -> str:
         for sub_name, sub in subs.items():
             lines += [".TP", f".B {_esc(sub_name)}", _esc(sub.get_short_help_str(limit=200)),
                       f"See \\fBxai\\-{_esc(sub_name)}\\fR(1)."]
+    names = {o for prm in params for o in getattr(prm, "opts", [])}
+    env = list(ENVIRONMENT)
+    if "--shard" in names:
+        env += SHARD_ENVIRONMENT
+    if subs:
+        env += COMPLETION_ENVIRONMENT
+    lines.append(".SH ENVIRONMENT")
+    for var, meaning in env:
+        lines += [".TP", f".B {_esc(var)}", _esc(meaning)]
+    if "--skip-existing" in names and "--output" in names and name != "xai-render":
+        lines.append(".SH FILES")
+        lines += [".TP", ".B DIR/manifest.jsonl", _esc(MANIFEST_TEXT)]
     lines.append(".SH EXIT STATUS")
     for code, meaning in EXIT_STATUS:
         lines += [".TP", f".B {code}", _esc(meaning)]

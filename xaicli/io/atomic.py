@@ -61,19 +61,32 @@ def append_line(path: str | os.PathLike, line: str) -> None:
     """Append one line with a single write(2) on an O_APPEND descriptor.
 
     POSIX makes such appends atomic with respect to each other, so concurrent SLURM
-    tasks sharing one manifest never interleave half lines. If the file does not end
-    in a newline (a writer cut short by a full disk), the line starts on a new one, so
-    one damaged line never swallows the next.
+    tasks sharing one manifest never interleave half lines. A short write (full disk)
+    raises OSError; `close_cut_line` repairs what it leaves before the next run appends.
     """
     data = (line.rstrip("\n") + "\n").encode()
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o666)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)
     try:
-        size = os.fstat(fd).st_size
-        if size and os.pread(fd, 1, size - 1) != b"\n":
-            data = b"\n" + data
         written = os.write(fd, data)
         if written != len(data):
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+    finally:
+        os.close(fd)
+
+
+def close_cut_line(path: str | os.PathLike) -> None:
+    """If the file ends inside a line (a writer cut short by a full disk), end that line,
+    so the damaged line never swallows the next one appended. Called once when a writer
+    opens the file, not per line: a check racing another task's append could only add a
+    blank line, which readers skip."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_APPEND)
+    except FileNotFoundError:
+        return
+    try:
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            os.write(fd, b"\n")
     finally:
         os.close(fd)
 

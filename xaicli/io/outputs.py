@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, TextIO
 
 from xaicli.errors import XaiError, XaiUsageError
-from xaicli.io.atomic import append_line, atomic_write, make_temp, sweep_stale_temps
+from xaicli.io.atomic import append_line, atomic_write, close_cut_line, make_temp, sweep_stale_temps
 from xaicli.io.record import Record
 from xaicli.io.stream import TarWriter
 
@@ -129,6 +129,10 @@ class DirSink(Sink):
             raise XaiError(f"{path}: output folder is not writable; choose a writable -o path")
         sweep_stale_temps(path)
         self._done = _load_manifest(path / MANIFEST)
+        try:
+            close_cut_line(path / MANIFEST)
+        except OSError as exc:
+            raise _write_error(path / MANIFEST, exc) from None
 
     def file_for(self, record_id: str) -> Path:
         return self.path / f"{record_id}.npz"

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Cron job over a growing folder of scans: each run explains only the scans that are new (or
+# changed) since the last run, draws their figures and refreshes the statistics table.
+#
+#   examples/cron.sh [MODEL] [INBOX] [OUT]
+#
+#   MODEL   default builtin:shapes-seg
+#   INBOX   the folder new scans arrive in (default: inbox)
+#   OUT     default out/cron: OUT/records/ (one .npz per scan + manifest.jsonl), OUT/figures/,
+#           OUT/stats.csv, OUT/cron.log
+#   env     XAI_ARGS: extra `xai attribute` options, e.g. "--baseline blur --steps 64"
+#
+# crontab -e, every 10 minutes (cron has a bare PATH: name the environment's bin folder):
+#   */10 * * * * PATH=/opt/xai/.venv/bin:/usr/bin:/bin /opt/xai/examples/cron.sh /models/unetpp /data/inbox /data/xai
+#
+# Why it is safe to run unattended:
+# - --skip-existing keys each record by its id (the file stem) and the scan's sha256: a scan
+#   is redone only when its record is missing or the file changed.
+# - Records are written to a temp name and renamed, then their manifest line is appended, so
+#   a run that is killed (reboot, kill -9, Ctrl-C) leaves no partial file; the next run
+#   redoes exactly what is missing.
+# - flock: a run that starts while the previous one is still busy exits at once.
+set -euo pipefail
+model=${1:-builtin:shapes-seg}
+inbox=${2:-inbox}
+out=${3:-out/cron}
+mkdir -p "$out"
+if command -v flock > /dev/null; then
+    exec 9> "$out/.lock"
+    if ! flock -n 9; then
+        echo "$(date -Is) previous run still busy; nothing to do" >> "$out/cron.log"
+        exit 0
+    fi
+fi
+read -r -a extra <<< "${XAI_ARGS:-}"
+before=$(cat "$out/records/manifest.jsonl" 2> /dev/null | wc -l || true)
+
+# -q: no progress bars or info lines in the cron mail; errors still go to cron.log.
+xai -q attribute -m "$model" "$inbox" -o "$out/records/" --skip-existing "${extra[@]}" 2>> "$out/cron.log"
+xai -q render "$out/records" -o "$out/figures" --skip-existing > /dev/null 2>> "$out/cron.log"
+xai -q stats "$out/records" --format csv -o "$out/stats.csv" 2>> "$out/cron.log"
+
+after=$(wc -l < "$out/records/manifest.jsonl")
+echo "$(date -Is) $((after - before)) new record(s); $(ls "$out/records" | grep -c '\.npz$') in total" >> "$out/cron.log"

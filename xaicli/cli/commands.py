@@ -4,12 +4,14 @@ Each command module imports torch, matplotlib and the model stack inside its
 function, never at module top, so this import stays cheap.
 """
 
+from xaicli.cli.attribute import attribute
 from xaicli.cli.predict import predict
 from xaicli.cli.stats import stats
 from xaicli.cli.render import render
 
 COMMANDS: list = [
     ("predict", predict),
+    ("attribute", attribute),
     ("stats", stats),
     ("render", render),
 ]

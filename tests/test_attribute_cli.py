@@ -1,0 +1,199 @@
+"""`xai attribute` end to end through the real entry point: records, reuse of predictions,
+maps equal to Captum on the same function, options, and one-line user errors."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+
+import numpy as np
+import pytest
+import torch
+
+from test_integrated_gradients import save_tiny_convnext, save_tiny_unetpp
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    import imageio.v3 as iio
+
+    root = tmp_path_factory.mktemp("attr_cli")
+    rng = np.random.default_rng(0)
+    seg_img = rng.integers(0, 256, (50, 70, 3), dtype=np.uint8)     # not a multiple of 32: resized for smp
+    cls_img = rng.integers(0, 256, (40, 36, 3), dtype=np.uint8)
+    iio.imwrite(root / "seg.png", seg_img)
+    iio.imwrite(root / "cls.png", cls_img)
+    region = np.zeros((50, 70), np.uint8)
+    region[10:30, 20:50] = 255
+    iio.imwrite(root / "region.png", region)
+    iio.imwrite(root / "small.png", region[:20])
+    return {"root": root, "seg": str(save_tiny_unetpp(root / "unetpp")), "cls": str(save_tiny_convnext(root / "cnx")),
+            "seg_img": seg_img, "cls_img": cls_img, "seg_png": str(root / "seg.png"), "cls_png": str(root / "cls.png"),
+            "region": str(root / "region.png"), "small": str(root / "small.png")}
+
+
+def records(stdout: bytes):
+    from xaicli.io.record import Record
+
+    out = []
+    with tarfile.open(fileobj=io.BytesIO(stdout)) as t:
+        for m in t.getmembers():
+            out.append(Record.from_bytes(t.extractfile(m).read(), m.name))
+    return out
+
+
+def ok(result):
+    assert result.exit_code == 0, result.stderr
+    return records(result.stdout)
+
+
+def error_line(result, code=None):
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("xai: error:"), result.stderr
+    assert "Traceback" not in result.stderr and result.stdout == b""
+    assert result.exit_code in ((1, 2) if code is None else (code,))
+    return lines[0]
+
+
+def captum_map(spec, image, weight, steps):
+    """Captum IG on S(u) = Σ W·logits(normalize(u)) for the image's unit pixels, black baseline."""
+    from captum.attr import IntegratedGradients
+
+    from xaicli.models.loader import load_model
+
+    ad = load_model(spec, device="cpu")
+    u = ad.image_to_unit(image).contiguous()
+    w = torch.as_tensor(weight)
+
+    def score(x):
+        return (ad.forward(ad.normalize(x)) * w).flatten(1).sum(1)
+
+    return IntegratedGradients(score).attribute(u, torch.zeros_like(u), n_steps=steps)[0].numpy()
+
+
+def test_segmentation_images_to_records_equal_captum(cli, files):
+    from xaicli.explain.targets import Target
+
+    (rec,) = ok(cli(["attribute", "-m", files["seg"], files["seg_png"], "--steps", "12"]))
+    arr = rec.arrays["attr/integrated_gradients/black"]
+    assert arr.dtype == np.float32 and arr.shape == (1, 3, 50, 70)            # (T, C, H, W) at image size
+    info = rec.meta["maps"]["attr/integrated_gradients/black"]
+    assert info["kind"] == "attribution" and info["method"] == "integrated_gradients" and info["layer"] is None
+    assert info["baseline"] == "black" and info["steps"] == 12 and info["quadrature"] == "gausslegendre"
+    assert info["targets"][0]["kind"] == "mask" and info["targets"][0]["region"] == "predicted"
+    assert len(info["delta"]) == len(info["relative_delta"]) == len(info["f_x"]) == len(info["f_baseline"]) == 1
+    assert [h["command"] for h in rec.meta["history"]] == ["attribute"]
+    assert "pred/mask" in rec.arrays and "prediction" in rec.meta                 # predicted here
+    # the same map from Captum, on the target built from the record's own predicted mask
+    mask = rec.arrays["pred/mask"].astype(bool)
+    weight = Target("mask", 0, "foreground", mask).weight(1, (64, 64), (50, 70))
+    ref = captum_map(files["seg"], files["seg_img"], weight, 12)
+    assert np.abs(arr[0] - ref).max() <= 1e-4 * np.abs(ref).max()
+    # the stored delta is the completeness gap of the stored map
+    assert info["delta"][0] == pytest.approx(float(arr.astype(np.float64).sum()) - (info["f_x"][0] - info["f_baseline"][0]),
+                                             abs=1e-4 * abs(info["f_x"][0] - info["f_baseline"][0]) + 1e-6)
+
+
+def test_records_from_predict_reuse_the_prediction(cli, files):
+    pred = cli(["predict", "-m", files["cls"], files["cls_png"]])
+    assert pred.exit_code == 0, pred.stderr
+    (before,) = records(pred.stdout)
+    (rec,) = ok(cli(["attribute", "--target", "top2", "-M", "ig", "-M", "saliency", "--steps", "8"], input=pred.stdout))
+    assert [h["command"] for h in rec.meta["history"]] == ["predict", "attribute"]
+    np.testing.assert_array_equal(rec.arrays["pred/probs"], before.arrays["pred/probs"])
+    ig = rec.arrays["attr/integrated_gradients/black"]
+    assert ig.shape == (2, 3, 40, 36)
+    order = np.argsort(-before.arrays["pred/probs"])[:2]
+    info = rec.meta["maps"]["attr/integrated_gradients/black"]
+    assert [t["index"] for t in info["targets"]] == [int(i) for i in order]
+    ref = captum_map(files["cls"], files["cls_img"], np.eye(3, dtype=np.float32)[order[1]], 8)
+    assert np.abs(ig[1] - ref).max() <= 1e-4 * np.abs(ref).max()
+    sal = rec.meta["maps"]["attr/saliency/none"]
+    assert sal["baseline"] is None and sal["steps"] is None and rec.arrays["attr/saliency/none"].min() >= 0
+
+
+def test_several_baselines_and_seeded_noise(cli, files):
+    args = ["attribute", "-m", files["cls"], files["cls_png"], "-B", "black", "-B", "zero", "-B", "noise",
+            "-B", "blur", "--baseline-samples", "2", "--steps", "4"]
+    (a,) = ok(cli(args))
+    (b,) = ok(cli(args))
+    (c,) = ok(cli(args + ["--seed", "7"]))
+    for key in ("black", "zero", "noise", "blur"):
+        assert f"attr/integrated_gradients/{key}" in a.arrays
+    noise = "attr/integrated_gradients/noise"
+    np.testing.assert_array_equal(a.arrays[noise], b.arrays[noise])
+    assert not np.array_equal(a.arrays[noise], c.arrays[noise])
+    assert a.meta["maps"][noise]["baseline_samples"] == 2 and a.meta["maps"][noise]["seed"] == 0
+    assert a.meta["maps"]["attr/integrated_gradients/zero"]["baseline_samples"] == 1
+    assert a.meta["maps"]["attr/integrated_gradients/blur"]["blur_sigma"] == pytest.approx(36 / 16)
+
+
+def test_tolerance_is_met_and_recorded(cli, files):
+    (rec,) = ok(cli(["attribute", "-m", files["seg"], files["seg_png"], "--tolerance", "0.005", "-t", "all-pixels"]))
+    info = rec.meta["maps"]["attr/integrated_gradients/black"]
+    assert info["tolerance"] == 0.005 and info["converged"] == [True]
+    assert info["relative_delta"][0] <= 0.005 and info["target_steps"][0] >= 8
+    arr = rec.arrays["attr/integrated_gradients/black"].astype(np.float64)
+    gap = info["f_x"][0] - info["f_baseline"][0]
+    assert abs(arr.sum() - gap) <= 0.005 * abs(gap) * 1.001
+
+
+def test_target_mask_region(cli, files):
+    (rec,) = ok(cli(["attribute", "-m", files["seg"], files["seg_png"], "--target-mask", files["region"],
+                     "--steps", "4", "-o", "-"]))
+    t = rec.meta["maps"]["attr/integrated_gradients/black"]["targets"]
+    assert t[0]["kind"] == "region" and t[0]["mask_pixels"] == 20 * 30 and t[0]["region"] == "region.png"
+
+
+@pytest.fixture(scope="module")
+def bad_records(files, tmp_path_factory):
+    from xaicli.cli.pipeline import record_for_image  # noqa: F401 (the fixture only needs the CLI)
+    from conftest import invoke
+
+    root = tmp_path_factory.mktemp("bad")
+    no_image = invoke(["predict", "-m", files["cls"], files["cls_png"], "--no-image"])
+    other = invoke(["predict", "-m", files["seg"], files["seg_png"]])
+    (root / "noimg.tar").write_bytes(no_image.stdout)
+    (root / "other.tar").write_bytes(other.stdout)
+    return root
+
+
+@pytest.mark.parametrize("case,args", [
+    ("bad baseline name", ["-B", "grey"]),
+    ("missing baseline file", ["-B", "nowhere/base.png"]),
+    ("bad target", ["-t", "top0"]),
+    ("unknown label", ["-t", "zebra"]),
+    ("bad quadrature", ["--quadrature", "simpson"]),
+    ("bad method", ["-M", "lime"]),
+    ("target mask on a classifier", ["--target-mask", "REGION"]),
+])
+def test_usage_errors_on_a_classifier(cli, files, case, args):
+    args = [files["region"] if a == "REGION" else a for a in args]
+    line = error_line(cli(["attribute", "-m", files["cls"], files["cls_png"], *args]), 2)
+    assert args[-1].split("/")[0] in line or case in ("target mask on a classifier",)
+
+
+def test_target_mask_size_mismatch(cli, files):
+    line = error_line(cli(["attribute", "-m", files["seg"], files["seg_png"], "--target-mask", files["small"]]))
+    assert "differs" in line
+
+
+def test_segmenter_rejects_classifier_targets(cli, files):
+    error_line(cli(["attribute", "-m", files["seg"], files["seg_png"], "-t", "top1"]), 2)
+
+
+def test_record_without_image(cli, files, bad_records):
+    line = error_line(cli(["attribute", str(bad_records / "noimg.tar")]), 1)
+    assert "no image" in line
+
+
+def test_record_from_another_model(cli, files, bad_records):
+    line = error_line(cli(["attribute", "-m", files["cls"], str(bad_records / "other.tar")]), 1)
+    assert "another model" in line
+
+
+def test_help_lists_the_options(cli):
+    r = cli(["attribute", "--help"])
+    assert r.exit_code == 0
+    for opt in ("--baseline", "--quadrature", "--tolerance", "--target-mask", "--baseline-samples", "--noise-std"):
+        assert opt in r.output

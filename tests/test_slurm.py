@@ -163,15 +163,26 @@ def test_sbatch_array_shards_cover_every_input_exactly_once(cluster, tmp_path):
     from xaicli.io.ids import shard_of
     from xaicli.models.builtin.shapes import make_sample
 
+    import warnings
+
+    import torch
+    from helpers_models import tiny_segmenter
+
     scans, out = tmp_path / "scans", tmp_path / "out"
     scans.mkdir()
+    # A tiny TorchScript segmenter: each task then imports torch only (not smp), which keeps
+    # four tasks on two cores at seconds, not a minute.
+    model = tmp_path / "seg.pt"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.jit.save(torch.jit.script(tiny_segmenter(classes=1)), str(model))
     ids = [f"scan_{i:02d}" for i in range(10)]
     for i, rid in enumerate(ids):
         write_png(scans / f"{rid}.png", make_sample(i, "segmentation")[0][:64, :64])
     bindir = str(Path(sys.executable).parent)
     env = {**cluster.env, "PATH": bindir + os.pathsep + os.environ.get("PATH", ""), "HF_HUB_OFFLINE": "1"}
     proc = subprocess.run(["sbatch", "--array=0-3", "--wait", "--output", str(tmp_path / "task-%a.log"),
-                           str(ROOT / "examples" / "slurm_array.sbatch"), "builtin:shapes-seg", str(scans), str(out),
+                           str(ROOT / "examples" / "slurm_array.sbatch"), str(model), str(scans), str(out),
                            "--steps", "2", "--no-image"],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     logs = {p.name: p.read_text(errors="replace") for p in tmp_path.glob("task-*.log")}

@@ -106,6 +106,7 @@ def attribute(
     no_image: opt.NoImage = False,
     max_pixels: opt.MaxPixels = 100_000_000,
     skip_existing: opt.SkipExisting = False,
+    shard: opt.Shard = None,
 ) -> None:
     from xaicli.cli.pipeline import ModelSession, finish, iter_records, load_options, progress
     from xaicli.errors import XaiUsageError
@@ -135,7 +136,7 @@ def attribute(
         if all(p.name != parsed.name for p in baselines):
             baselines.append(parsed)
     masks = _MaskSource(target_mask) if target_mask else None
-    items = resolve(inputs or [], images=True, records=True)
+    items = resolve(inputs or [], images=True, records=True, shard=shard)
     session = ModelSession(model, load_options(arch, classes, labels, size, mean, std, trust_pickle), device)
     sink = open_sink(output)
     params = {"methods": methods, "baselines": [b.name for b in baselines], "steps": steps,

@@ -447,3 +447,18 @@ def test_dir_output_that_is_a_file_is_an_error(tmp_path):
     f.write_text("x")
     with pytest.raises(XaiError, match="not a folder"):
         DirSink(f)
+
+
+def test_attribute_in_place_over_predict_records_with_skip_existing(cli, tmp_path):
+    """The folder of `xai predict` records, enriched in place: skipping is per command."""
+    inbox, recs = tmp_path / "inbox", tmp_path / "recs"
+    _scans(inbox, 1)
+    assert cli(["predict", "-m", SEG, inbox, "-o", f"{recs}/"]).exit_code == 0
+    args = ["attribute", recs, "-o", recs, "--steps", "2", "--skip-existing"]
+    r = cli(args)
+    assert r.exit_code == 0, r.stderr
+    entries = _manifest(recs)
+    assert [e["command"] for e in entries] == ["predict", "attribute"]
+    assert entries[-1]["maps"] == ["attr/integrated_gradients/black"]
+    r = cli(["-v", *args])  # done now: skipped
+    assert r.exit_code == 0 and len(_manifest(recs)) == 2 and "skipped" in r.stderr

@@ -312,11 +312,13 @@ def open_sink(output: str | None, *, stdout: BinaryIO | None = None, command: st
 def _current_command() -> str | None:
     """Name of the xai subcommand being run (Click's context), None outside the CLI."""
     try:
-        from typer import _click
-
-        ctx = _click.get_current_context(silent=True)
-    except Exception:  # another Typer layout: skipping then ignores the command
-        return None
+        from typer._click.globals import get_current_context  # Typer >= 0.26 vendors Click
+    except ImportError:
+        try:
+            from click import get_current_context
+        except ImportError:  # no CLI at all: skipping then ignores the command
+            return None
+    ctx = get_current_context(silent=True)
     return ctx.info_name if ctx is not None and ctx.parent is not None else None
 
 

@@ -5,6 +5,7 @@ function, never at module top, so this import stays cheap.
 """
 
 from xaicli.cli.attribute import attribute
+from xaicli.cli.cam import cam
 from xaicli.cli.predict import predict
 from xaicli.cli.stats import stats
 from xaicli.cli.render import render
@@ -12,6 +13,7 @@ from xaicli.cli.render import render
 COMMANDS: list = [
     ("predict", predict),
     ("attribute", attribute),
+    ("cam", cam),
     ("stats", stats),
     ("render", render),
 ]

@@ -1,0 +1,217 @@
+"""`xai cam`: the Grad-CAM family (grad-cam's methods) into records, on segmenters and classifiers."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import List, Optional
+
+import typer
+from typing_extensions import Annotated
+
+from xaicli.cli import options as opt
+
+METHOD_CHOICES = ["gradcam", "hirescam", "gradcam++", "xgradcam", "layercam", "gradcam-elementwise", "eigencam",
+                  "eigengradcam", "segeigencam", "scorecam", "ablationcam", "shapleycam", "fem", "kpcacam",
+                  "finercam", "fullgrad", "refinecam", "randomcam", "all"]
+
+HELP = """Class activation maps (Grad-CAM and its family) for images or records.
+
+Reads images (the prediction is made here) or records (their prediction is reused; a
+record made with another model is an error) and writes records with one map per method
+and layer under cam/<method>/<layer>: float32 (targets, H, W) at the image's own size,
+raw (ReLU'd, resized bilinearly; not min-max scaled) where the method allows, with the
+layer, module, targets and whether it is normalised in the record's meta.
+
+Methods (grad-cam's, tested against it): gradcam (default), hirescam, gradcam++, xgradcam,
+layercam, gradcam-elementwise, eigencam, eigengradcam, segeigencam, scorecam,
+ablationcam, shapleycam, fem, kpcacam, finercam (classifiers), fullgrad (ignores
+--layer), refinecam (one map over all --layer values), randomcam (a baseline); `all`
+runs every method that fits the model except randomcam. Repeatable.
+
+Layers: aliases found by probing the model (xai cam -m MODEL --list-layers shows them
+with their modules and shapes): smp encoder_early, encoder_mid, encoder_last,
+encoder_1..N, decoder_last (default), seg_head; ConvNeXt last (default), stage0..N;
+ViT last (default), block0..N; Swin last (default), stage0..N; or any module path
+(encoder._blocks[-1], decoder.blocks.x_0_4). Repeatable, to compare layers.
+
+\b
+  xai cam -m builtin:shapes-seg scans/ --method gradcam++ --layer decoder_last > cams.tar
+  xai predict -m builtin:shapes-cls imgs/ | xai cam --target all --method all | xai render -o figs/
+  xai cam -m model/ --list-layers
+"""
+
+
+def cam(
+    inputs: opt.Inputs = None,
+    model: opt.Model = None,
+    method: Annotated[Optional[List[str]], typer.Option(
+        "--method", "-M", help="CAM method (repeatable, or comma-separated): " + ", ".join(METHOD_CHOICES[:-1])
+        + "; all = every method that fits the model. Default gradcam.",
+        autocompletion=lambda: METHOD_CHOICES, show_default=False)] = None,
+    layer: Annotated[Optional[List[str]], typer.Option(
+        "--layer", "-l", help="Layer alias (see --list-layers) or module path; repeatable. Default: the "
+                              "model family's (smp decoder_last, ConvNeXt/ViT/Swin last).", show_default=False)] = None,
+    list_layers: Annotated[bool, typer.Option(
+        "--list-layers", help="Print each layer alias, the module it resolves to and its output shape at the "
+                              "model's input size (that of the first image, if given), then exit.")] = False,
+    target: Annotated[Optional[List[str]], typer.Option(
+        "--target", "-t", help="Classifier: top1 (default), topK, all, a class index or label (repeatable). "
+                               "Segmenter: predicted (default: logits summed over the predicted mask), all-pixels, "
+                               "or mask (the --target-mask region).", show_default=False)] = None,
+    target_mask: Annotated[Optional[str], typer.Option(
+        "--target-mask", help="Segmenter: explain the logits summed over this region (a mask image or .npy, "
+                              "non-zero inside, the image's size; or a folder of masks named by record id).",
+        show_default=False)] = None,
+    class_: Annotated[Optional[List[int]], typer.Option(
+        "--class", help="Segmenter class to explain (repeatable; default: the predicted classes).",
+        show_default=False)] = None,
+    aug_smooth: Annotated[bool, typer.Option(
+        "--aug-smooth", help="Average over horizontal flips x brightness 0.9/1/1.1 (grad-cam's test-time "
+                             "augmentation; 6x the cost). Maps are then min-max scaled before averaging.")] = False,
+    eigen_smooth: Annotated[bool, typer.Option(
+        "--eigen-smooth", help="Replace the channel sum by the first principal component of the weighted "
+                               "activations (thin SVD).")] = False,
+    scorecam_exact: Annotated[bool, typer.Option(
+        "--scorecam-exact", help="ScoreCAM: score every channel in float32, as grad-cam does, instead of "
+                                 "screening channels with a cheap pass first (slower, same map within 1e-4 "
+                                 "softmax share).")] = False,
+    threshold: Annotated[float, typer.Option("--threshold", min=0.0, max=1.0, help="One-class segmenters: "
+                                             "mask cut when the prediction is made here.")] = 0.5,
+    batch_size: opt.BatchSize = None,
+    arch: opt.Arch = None,
+    classes: opt.Classes = None,
+    labels: opt.Labels = None,
+    device: opt.Device = "auto",
+    size: opt.Size = None,
+    mean: opt.Mean = None,
+    std: opt.Std = None,
+    trust_pickle: opt.TrustPickle = False,
+    output: opt.Output = None,
+    no_image: opt.NoImage = False,
+    max_pixels: opt.MaxPixels = 100_000_000,
+    skip_existing: opt.SkipExisting = False,
+    shard: opt.Shard = None,
+) -> None:
+    from xaicli.cli.pipeline import ModelSession, finish, iter_records, load_options, progress
+    from xaicli.cli.state import settings
+    from xaicli.explain.cam import resolve_methods
+    from xaicli.io.inputs import resolve
+    from xaicli.io.outputs import open_sink
+
+    resolve_methods(method)               # unknown names fail before anything loads
+    session = ModelSession(model, load_options(arch, classes, labels, size, mean, std, trust_pickle), device)
+    if list_layers:
+        _list_layers(session, inputs, max_pixels)
+        return
+    from xaicli.cli.attribute import _MaskSource
+
+    masks = _MaskSource(target_mask) if target_mask else None
+    items = resolve(inputs or [], images=True, records=True, shard=shard)
+    sink = open_sink(output)
+    skip = sink.exists if skip_existing else None
+    state: dict = {}
+    with sink:
+        for rec, image in progress(iter_records(items, session, max_pixels=max_pixels, skip=skip), items.count, "cam"):
+            adapter = session.get()
+            if not state:
+                state.update(_setup(adapter, image, method, layer, aug_smooth, eigen_smooth, batch_size,
+                                    scorecam_exact, settings.progress))
+                state["params"] = {"methods": state["methods"], "layers": state["layer_map"], "targets": target,
+                                   "target_mask": target_mask, "classes": class_, "aug_smooth": aug_smooth,
+                                   "eigen_smooth": eigen_smooth, "scorecam_exact": scorecam_exact,
+                                   "batch_size": batch_size}
+            t0 = time.perf_counter()
+            explain_record(rec, image, adapter, state["engine"], target, masks, class_, threshold)
+            sink.write(finish(rec, "cam", state["params"], time.perf_counter() - t0, adapter.device, not no_image))
+            adapter.release()
+
+
+cam.__doc__ = HELP
+
+
+def _setup(adapter, image, method, layer, aug_smooth, eigen_smooth, batch_size, scorecam_exact, show_progress):
+    """Methods, layers (probed at this image's input size) and the engine, checked before any output."""
+    from xaicli.explain.cam import CamEngine, resolve_methods
+    from xaicli.models.layers import layer_table
+
+    hw = adapter.input_size(tuple(image.shape[:2]))
+    table = layer_table(adapter, hw)
+    layers = table.resolve(layer)
+    methods = resolve_methods(method, adapter.task, len(layers))
+    engine = CamEngine(adapter, layers, methods, aug_smooth=aug_smooth, eigen_smooth=eigen_smooth,
+                       batch_size=batch_size, progress=show_progress, largest_bytes=table.largest_bytes,
+                       scorecam_exact=scorecam_exact)
+    return {"engine": engine, "methods": methods, "layer_map": {la.name: la.path for la in layers}}
+
+
+def explain_record(rec, image, adapter, engine, target, masks, classes, threshold) -> None:
+    """Add every cam/<method>/<layer> map of `engine` to `rec`.
+
+    A record without a prediction (an image) gets it from the CAM's own forward pass:
+    the targets (top class, predicted mask) are resolved from those logits.
+    """
+    from xaicli.cli.attribute import _targets
+    from xaicli.cli.state import log
+    from xaicli.io.record import LOGITS, MASK
+    from xaicli.models.predict import add_prediction
+
+    hw = tuple(image.shape[:2])
+
+    def resolve(logits=None):
+        if logits is not None:
+            lg = adapter.to_image_size(logits, hw) if adapter.task == "segmentation" else logits
+            add_prediction(rec, adapter, lg[0].detach().float().cpu(), threshold)
+        targets = _targets(rec, adapter, target, masks, classes, hw)
+        for t in targets:
+            if t.mask is not None and not t.mask.any():
+                log.warning("%s: target %s has an empty region; its maps are all zeros", rec.id, t.label)
+        return targets
+
+    predicted = LOGITS in rec.arrays and (adapter.task != "segmentation" or MASK in rec.arrays)
+    t0 = time.perf_counter()
+    maps = engine.explain(image, resolve() if predicted else resolve)
+    seconds = round(time.perf_counter() - t0, 4)
+    for m in maps:
+        m.info["seconds"] = seconds
+        rec.add_map(m.key, m.values, m.info)
+
+
+def _list_layers(session, inputs, max_pixels) -> None:
+    from xaicli.errors import XaiUsageError
+    from xaicli.io.images import read_image
+    from xaicli.io.inputs import ImageInput, resolve
+    from xaicli.models.layers import layer_table
+
+    image = None
+    record = None
+    if inputs:
+        for item in resolve(inputs, images=True, records=True):
+            if isinstance(item, ImageInput):
+                image = read_image(item.path, max_pixels)
+            else:
+                record = item
+                image = item.arrays.get("image")
+            break
+    if session.spec is None and record is None:
+        raise XaiUsageError("--list-layers needs the model: pass -m MODEL (or a record that names it)")
+    adapter = session.get(record)
+    if image is not None:
+        hw = adapter.input_size(tuple(image.shape[:2]))
+    else:
+        size = adapter.preprocessing.size
+        hw = tuple(size) if size else adapter.input_size((256, 256))
+    table = layer_table(adapter, hw)
+    rows = table.rows()
+    width = max([len(r["alias"]) for r in rows] + [5]) + 1
+    mwidth = max([len(r["module"]) for r in rows] + [6])
+    out = sys.stdout
+    out.write(f"# {table.family} model, input {hw[0]}x{hw[1]}; * marks the default layer; "
+              "shape: the module's output, then the map grid for tokens\n")
+    for r in rows:
+        shape = "x".join(str(s) for s in r["shape"])
+        if r["cam_shape"] != r["shape"]:
+            shape += " -> " + "x".join(str(s) for s in r["cam_shape"][1:])
+        mark = "*" if r["default"] else " "
+        out.write(f"{r['alias'] + mark:<{width}} {r['module']:<{mwidth}} {shape}\n")
+    out.flush()

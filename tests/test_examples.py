@@ -164,15 +164,30 @@ def test_5_gray_cnn_with_a_uniform_baseline(tmp_path):
     assert _pngs(out / "signed") == ["scan_0__signed.png", "scan_1__signed.png"]
 
 
+def _torchscript_segmenter(path: Path) -> Path:
+    """A tiny one-class segmenter: loading it imports torch only, not smp (seconds per run)."""
+    import warnings
+
+    import torch
+    from helpers_models import tiny_segmenter
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.jit.save(torch.jit.script(tiny_segmenter(classes=1)), str(path))
+    return path
+
+
 def test_cron_does_only_new_scans(tmp_path):
     inbox, out = _scans(tmp_path / "inbox", 2, crop=64), tmp_path / "out"
-    env = {"XAI_ARGS": "--steps 2"}
-    run("cron.sh", "builtin:shapes-seg", inbox, out, env=env)
+    model = _torchscript_segmenter(tmp_path / "seg.pt")
+    # torch.jit.load's deprecation warning would land in cron.log
+    env = {"XAI_ARGS": "--steps 2", "PYTHONWARNINGS": "ignore::FutureWarning"}
+    run("cron.sh", model, inbox, out, env=env)
     first = {p.name: p.stat().st_mtime_ns for p in (out / "records").glob("*.npz")}
     assert sorted(first) == ["scan_0.npz", "scan_1.npz"]
     _scans(tmp_path / "more", 1, crop=64, first_seed=50)
     shutil.copyfile(tmp_path / "more" / "scan_0.png", inbox / "scan_new.png")
-    run("cron.sh", "builtin:shapes-seg", inbox, out, env=env)
+    run("cron.sh", model, inbox, out, env=env)
     log = (out / "cron.log").read_text().splitlines()
     assert log[0].endswith("2 new record(s); 2 in total") and log[1].endswith("1 new record(s); 3 in total"), log
     after = {p.name: p.stat().st_mtime_ns for p in (out / "records").glob("*.npz")}

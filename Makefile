@@ -1,6 +1,7 @@
 # The two commands of the README: `make demo` and `make test`. Both create .venv and
 # install the project (with its test extra) when it is missing.
 SHELL := /bin/bash
+.SHELLFLAGS := -eo pipefail -c
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -24,13 +25,20 @@ demo: $(STAMP)
 	rm -rf $(DEMO) && mkdir -p $(DEMO)
 	$(PY) -m xaicli.models.builtin.shapes $(DEMO)/seg --count 4 --task segmentation >/dev/null
 	$(PY) -m xaicli.models.builtin.shapes $(DEMO)/cls --count 4 --task classification >/dev/null
-	@echo "== xai predict --json (classifier, builtin:shapes-cls)"
+	@echo "== xai predict --json: the classifier builtin:shapes-cls names each object's colour"
 	$(XAI) predict -m builtin:shapes-cls --json $(DEMO)/cls
-	@echo "== xai predict --json (segmenter, builtin:shapes-seg)"
-	$(XAI) predict -m builtin:shapes-seg --json $(DEMO)/seg
-	@echo "== records: xai predict -m builtin:shapes-seg ... -o $(DEMO)/records/"
-	$(XAI) predict -m builtin:shapes-seg $(DEMO)/seg -o $(DEMO)/records/
-	@ls $(DEMO)/records
+	@echo "== predict | attribute | cam | render: the segmenter builtin:shapes-seg, one pipe, no files in between"
+	$(XAI) predict -m builtin:shapes-seg $(DEMO)/seg \
+	  | $(XAI) attribute --baseline black --baseline blur \
+	  | $(XAI) cam --method gradcam --method gradcam++ \
+	  | tee $(DEMO)/seg.tar \
+	  | $(XAI) render -o $(DEMO)/figures/ --dpi 100
+	$(XAI) attribute -m builtin:shapes-cls $(DEMO)/cls --target top2 -o $(DEMO)/records/
+	@echo "== xai stats: focus ratio (attribution inside the predicted mask / outside) per map"
+	$(XAI) stats $(DEMO)/seg.tar | $(PY) -c 'import sys, json; [print("%-8s %-34s %-8s focus_ratio=%.2f pointing_game=%s" % (r["id"], r["map"], r["target"], r["focus_ratio"] or 0, r["pointing_game"])) for r in map(json.loads, sys.stdin)]'
+	$(XAI) stats $(DEMO)/seg.tar --format csv --summary -o $(DEMO)/stats.csv
+	$(XAI) render $(DEMO)/records/ -o $(DEMO)/figures/ --dpi 100
+	@echo "== figures in $(DEMO)/figures/, records in $(DEMO)/seg.tar and $(DEMO)/records/, table in $(DEMO)/stats.csv"
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -113,8 +113,10 @@ def test_records_from_predict_reuse_the_prediction(cli, files):
 
 
 def test_several_baselines_and_seeded_noise(cli, files):
+    # -b fixes the chunk: bit-identical reruns (a tuned chunk may differ between runs, and
+    # batched kernels round differently at other batch sizes)
     args = ["attribute", "-m", files["cls"], files["cls_png"], "-B", "black", "-B", "zero", "-B", "noise",
-            "-B", "blur", "--baseline-samples", "2", "--steps", "4"]
+            "-B", "blur", "--baseline-samples", "2", "--steps", "4", "-b", "4"]
     (a,) = ok(cli(args))
     (b,) = ok(cli(args))
     (c,) = ok(cli(args + ["--seed", "7"]))
@@ -132,7 +134,7 @@ def test_tolerance_is_met_and_recorded(cli, files):
     (rec,) = ok(cli(["attribute", "-m", files["seg"], files["seg_png"], "--tolerance", "0.005", "-t", "all-pixels"]))
     info = rec.meta["maps"]["attr/integrated_gradients/black"]
     assert info["tolerance"] == 0.005 and info["converged"] == [True]
-    assert info["relative_delta"][0] <= 0.005 and info["target_steps"][0] >= 8
+    assert info["relative_delta"][0] <= 0.005 and info["target_steps"][0] >= 16
     arr = rec.arrays["attr/integrated_gradients/black"].astype(np.float64)
     gap = info["f_x"][0] - info["f_baseline"][0]
     assert abs(arr.sum() - gap) <= 0.005 * abs(gap) * 1.001
@@ -147,7 +149,6 @@ def test_target_mask_region(cli, files):
 
 @pytest.fixture(scope="module")
 def bad_records(files, tmp_path_factory):
-    from xaicli.cli.pipeline import record_for_image  # noqa: F401 (the fixture only needs the CLI)
     from conftest import invoke
 
     root = tmp_path_factory.mktemp("bad")

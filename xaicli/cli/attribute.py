@@ -68,7 +68,7 @@ def attribute(
                                                      "with the record id: reruns are identical).")] = 0,
     steps: Annotated[Optional[int], typer.Option(
         "--steps", "-n", min=1, help="IG steps (quadrature nodes). Default 32; with --tolerance, the first try "
-                                     "(default 8).", show_default=False)] = None,
+                                     "(default 16).", show_default=False)] = None,
     quadrature: Annotated[str, typer.Option(
         "--quadrature", help="gausslegendre, riemann-left, riemann-right, riemann-middle or riemann-trapezoid.",
         autocompletion=lambda: QUADRATURES)] = "gausslegendre",
@@ -127,7 +127,7 @@ def attribute(
     except ValueError:
         raise XaiUsageError(f"--quadrature {quadrature!r}: use one of {', '.join(QUADRATURES)}") from None
     if steps is None:
-        steps = 8 if tolerance is not None else 32
+        steps = 16 if tolerance is not None else 32
     if steps < quad.min_steps(quadrature):
         raise XaiUsageError(f"--steps {steps}: {quadrature} needs at least {quad.min_steps(quadrature)}")
     baselines = []

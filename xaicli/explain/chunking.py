@@ -2,35 +2,44 @@
 
 Gradient methods push many copies of one image through the model (IG: steps × baselines;
 SmoothGrad: noisy samples). One pass with all of them is what Captum does by default;
-it is neither the fastest on a CPU (cache: measured 1.6× slower than a chunk of 8 on an
-smp U-Net at 192²) nor safe on a GPU (out of memory on large scans). So:
+it is neither the fastest on a CPU nor safe on a GPU (out of memory on large scans).
+Measured on a 2-core CPU, per-sample forward+backward time against the chunk: a small
+HF ConvNeXt at 224² is fastest at 8 (1.3× faster than 32), an smp U-Net (resnet18) at
+192² at 8 (1.6× faster than 64), an smp U-Net++ (efficientnet-b5) at 256² at 1-2. No
+fixed byte budget fits all three, so on a CPU the chunk is *measured*:
 
-- `activation_bytes` measures what one sample keeps alive for the backward pass (the
-  tensors autograd saves), with one probe forward;
-- `choose_batch_size` turns that into a chunk: on a CPU, the chunk whose saved
-  activations fill about `CPU_CHUNK_BYTES` (cache-friendly, measured), on CUDA as many
-  as fit in a fraction of the free memory; always within the free memory;
-- `run_chunks` runs the work chunk by chunk and, on an out-of-memory error, halves the
-  chunk and retries the same rows instead of crashing.
+- the first chunk for an input shape is one sample run under `SavedBytes`, which counts
+  what autograd keeps for the backward pass: that bounds the chunk by free memory;
+- then the chunk climbs over powers of two from 8, up while the time per sample drops
+  by more than 5%, else down likewise, and the fastest size is kept for the rest of the
+  run (`BatchPlanner`, per shape, so later images of the same size start there). Every
+  8th chunk after that re-times a neighbouring size (half, double) and the choice
+  follows the fastest minimum seen, so a measurement spoilt by another process is
+  corrected. Exploring costs nothing extra: every chunk is real work.
 
-The CAM engine may reuse all three: they know nothing about Integrated Gradients.
+On CUDA the chunk is as many samples as fit in a fraction of the free memory. On any
+device an out-of-memory error halves the chunk and retries the same samples
+(`ChunkRunner`). `-b/--batch-size` fixes the chunk, for bit-identical reruns (batched
+kernels round differently at different batch sizes). The CAM engine may reuse all of
+this: nothing here knows about Integrated Gradients.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from typing import Callable
 
 log = logging.getLogger("xai")
 
-# Measured on a 2-core CPU (bench/bench_ig.py prints the sweep): per-sample time is flat
-# to a few % once a chunk holds ~0.25-1 GiB of saved activations, and larger chunks only
-# add memory. Small models get more rows per chunk, big ones fewer.
-CPU_CHUNK_BYTES = 800 << 20
-CPU_MAX_ROWS = 32
+CPU_MAX_ROWS = 64
 CUDA_MAX_ROWS = 256
 CUDA_FREE_FRACTION = 0.6       # of free memory, for activations
+CPU_FREE_FRACTION = 0.5
 BACKWARD_FACTOR = 2.0          # a backward pass needs roughly as much again as the saved tensors
+GAIN_TO_GROW = 0.95            # double the chunk while time per sample falls below 95% of the last
+REFINE_EVERY = 8               # after settling, every 8th chunk re-times a neighbouring size
+CPU_START_ROWS = 8             # first CPU chunk (measured best on the models above: 4-16)
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
@@ -81,7 +90,12 @@ def activation_bytes(forward: Callable, sample) -> int:
 
 
 def choose_batch_size(device, per_sample_bytes: int, rows: int, requested: int | None = None) -> int:
-    """Rows per pass: the user's `--batch-size`, else from the device and its free memory."""
+    """The most rows per pass that memory allows (the user's `--batch-size` if given).
+
+    CUDA: CUDA_FREE_FRACTION of the free memory over (saved bytes × BACKWARD_FACTOR),
+    capped at CUDA_MAX_ROWS. CPU: half the available RAM likewise, capped at CPU_MAX_ROWS
+    (the CPU chunk is then tuned below this bound by `BatchPlanner`).
+    """
     from xaicli.models.device import free_memory_bytes
 
     rows = max(1, int(rows))
@@ -90,44 +104,115 @@ def choose_batch_size(device, per_sample_bytes: int, rows: int, requested: int |
     need = max(1, int(per_sample_bytes * BACKWARD_FACTOR))
     free = free_memory_bytes(device)
     if device.type == "cuda":
-        budget = int((free or 0) * CUDA_FREE_FRACTION)
-        bs = min(CUDA_MAX_ROWS, budget // need)
+        bs = min(CUDA_MAX_ROWS, int((free or 0) * CUDA_FREE_FRACTION) // need)
     else:
-        bs = min(CPU_MAX_ROWS, CPU_CHUNK_BYTES // max(1, per_sample_bytes))
-        if free:
-            bs = min(bs, int(free * 0.5) // need)
+        bs = CPU_MAX_ROWS if not free else min(CPU_MAX_ROWS, int(free * CPU_FREE_FRACTION) // need)
     return max(1, min(int(bs), rows))
+
+
+class ChunkPlan:
+    """What one input shape has learnt: the memory bound, the time per sample of each size tried, the choice.
+
+    Tuning is a hill climb over powers of two from `start`: up while the time per sample
+    improves by more than 5%, else down likewise; then the fastest size is kept, and every
+    REFINE_EVERY-th chunk re-times one of its neighbours. A size's first use only warms
+    it up (kernels are set up per shape: the first call is 20-40% slower), so each size
+    is timed from its second use on.
+    """
+
+    def __init__(self, tune: bool, start: int = 1):
+        self.tune = tune
+        self.start = max(1, start)
+        self.cap: int | None = None        # rows memory allows; None until measured
+        self.times: dict[int, float] = {}  # chunk size -> best seconds per sample seen (warm)
+        self.warm: set[int] = set()
+        self.trying = self.start
+        self.direction = 1
+        self.best: int | None = None       # settled size
+        self.chunks = 0
+
+    def next_size(self) -> int:
+        if self.cap is None:
+            return 1                       # the measuring chunk: one sample, whatever its size
+        if self.best is None and not self.tune:
+            self.best = self.cap
+        if self.best is not None:
+            self.chunks += 1
+            if self.tune and self.chunks % REFINE_EVERY == 0:   # keep measuring the neighbours
+                near = [k for k in (self.best * 2, self.best // 2) if 1 <= k <= self.cap]
+                if near:
+                    return near[(self.chunks // REFINE_EVERY) % len(near)]
+            return min(self.best, self.cap)
+        self.start = min(self.start, self.cap)
+        cur = min(self.trying, self.cap)
+        if cur not in self.times:
+            return cur
+        other = cur // 2 if self.direction > 0 else cur * 2        # the neighbour we came from
+        improving = other not in self.times or self.times[cur] < GAIN_TO_GROW * self.times[other]
+        step = cur * 2 if self.direction > 0 else cur // 2
+        if improving and 1 <= step <= self.cap:
+            self.trying = step
+            return step
+        if self.direction > 0 and self.start // 2 >= 1 and self.start // 2 not in self.times and \
+                (cur == self.start or not improving and cur == self.start * 2):
+            self.direction = -1                                     # going up did not help: try down
+            self.trying = self.start // 2
+            return self.trying
+        self.best = min(self.times, key=self.times.get)
+        log.debug("chunk settled at %d (per-sample seconds %s)", self.best,
+                  {k: round(v, 4) for k, v in sorted(self.times.items())})
+        return min(self.best, self.cap)
+
+    def observe(self, size: int, seconds: float) -> None:
+        if size not in self.warm:
+            self.warm.add(size)
+            return
+        per = seconds / size
+        self.times[size] = min(per, self.times.get(size, per))
+        if self.best is not None and self.tune:
+            self.best = min(self.times, key=self.times.get)
+
+    def shrink(self, size: int) -> None:
+        """An OOM at `size`: never try that many again."""
+        self.cap = max(1, min(self.cap or size, size // 2))
+        self.trying = min(self.trying, self.cap)
+        self.start = min(self.start, self.cap)
+        if self.best is not None:
+            self.best = min(self.best, self.cap)
+        self.times = {k: v for k, v in self.times.items() if k <= self.cap}
 
 
 class ChunkRunner:
     """Calls `work(start, stop)` over [0, n) in chunks; halves the chunk on OOM and retries.
 
     `work` must be all-or-nothing for its rows (accumulate into the caller's totals only
-    after it succeeded), since a retried chunk runs again from the start. With `plan`
-    set, the first chunk is a single row run under `SavedBytes`, and `plan(bytes)` sets
-    the chunk for the rest: the measurement costs no extra forward pass.
+    after it succeeded), since a retried chunk runs again from the start. With a `plan`,
+    the chunk sizes come from it (measured, tuned) and every full chunk is timed into it.
     """
 
-    def __init__(self, batch_size: int, device=None, plan: Callable[[int], int] | None = None):
+    def __init__(self, batch_size: int, device=None, plan: ChunkPlan | None = None,
+                 on_measure: Callable[[int], int] | None = None):
         self.batch_size = max(1, int(batch_size))
         self.device = device
         self.halvings = 0
         self.plan = plan
-        self.measured: int | None = None
+        self.on_measure = on_measure       # saved bytes of one sample -> memory bound (rows)
+        self.sizes: list[int] = []         # chunk sizes used, in order
 
     def run(self, n: int, work: Callable[[int, int], None]) -> None:
         start = 0
         while start < n:
-            measuring = self.plan is not None
-            stop = start + 1 if measuring else min(n, start + self.batch_size)
+            size = self.plan.next_size() if self.plan is not None else self.batch_size
+            measuring = self.plan is not None and self.plan.cap is None
+            stop = min(n, start + size)
             oom = False
+            t0 = time.perf_counter()
             try:
                 if measuring:
                     with SavedBytes() as saved:
                         work(start, stop)
-                    self.measured = saved.bytes
-                    self.batch_size = max(1, self.plan(saved.bytes))
-                    self.plan = None
+                    per_sample = saved.bytes // (stop - start)
+                    self.plan.cap = max(1, self.on_measure(per_sample)) if self.on_measure else CPU_MAX_ROWS
                 else:
                     work(start, stop)
             except Exception as exc:  # noqa: BLE001 - only OOM is handled, the rest re-raised
@@ -135,6 +220,13 @@ class ChunkRunner:
                     raise
                 oom = True
             if not oom:
+                if self.plan is not None:
+                    self._sync()
+                    if stop - start == size:
+                        self.plan.observe(size, time.perf_counter() - t0)
+                    else:
+                        self.plan.warm.add(stop - start)
+                self.sizes.append(stop - start)
                 start = stop
                 continue
             # Outside the except block: the traceback (and the chunk's tensors) are gone now.
@@ -144,9 +236,26 @@ class ChunkRunner:
 
                 raise XaiError("out of memory even with one sample per pass; use a smaller --size, "
                                "a smaller image, or --device cpu")
-            self.batch_size = max(1, (stop - start) // 2)
             self.halvings += 1
+            if self.plan is not None:
+                if self.plan.cap is None:
+                    self.plan.cap = stop - start
+                self.plan.shrink(stop - start)
+            self.batch_size = max(1, (stop - start) // 2)
             log.warning("out of memory with %d samples per pass; retrying with %d", stop - start, self.batch_size)
+
+    @property
+    def chosen(self) -> int:
+        """The chunk this run settled on (or the largest it used), for the record."""
+        if self.plan is not None:
+            return self.plan.best or max(self.sizes, default=1)
+        return self.batch_size
+
+    def _sync(self) -> None:
+        if self.device is not None and getattr(self.device, "type", None) == "cuda":
+            import torch
+
+            torch.cuda.synchronize(self.device)
 
     def _release(self) -> None:
         import gc
@@ -159,38 +268,40 @@ class ChunkRunner:
 
 
 class BatchPlanner:
-    """The chunk size per input shape across images: measured on the first chunk, kept after OOM halvings.
+    """Chunk sizes per input shape for a whole run: measured once, tuned on a CPU, kept after OOM.
 
-    `runner(sample, rows, grad=True)` for passes with a backward: the first one for a
-    shape measures the saved activations on its first row (no probe pass). Passes
-    without grad (`grad=False`) reuse the size, or take the user's / a conservative one.
+    `runner(sample, rows)` for passes with a backward; `runner(sample, rows, grad=False)`
+    for forward-only passes, which reuse the settled size (or a conservative one).
+    With `requested` (the user's -b) every pass uses exactly that.
     """
 
-    def __init__(self, device, requested: int | None = None):
+    def __init__(self, device, requested: int | None = None, tune: bool | None = None):
         self.device = device
         self.requested = requested
-        self._sizes: dict[tuple, int] = {}
+        self.tune = (getattr(device, "type", "cpu") == "cpu") if tune is None else tune
+        self._plans: dict[tuple, ChunkPlan] = {}
+
+    def plan_for(self, sample) -> ChunkPlan:
+        key = tuple(sample.shape[1:])
+        if key not in self._plans:
+            # measure on one sample (safe whatever its size); CPU: the climb starts at CPU_START_ROWS
+            # (within memory); CUDA: as many as fit.
+            self._plans[key] = ChunkPlan(self.tune, CPU_START_ROWS if self.tune else 1)
+        return self._plans[key]
 
     def runner(self, sample, rows: int, grad: bool = True) -> ChunkRunner:
-        key = tuple(sample.shape[1:])
         rows = max(1, rows)
         if self.requested:
             return ChunkRunner(min(self.requested, rows), self.device)
-        if key in self._sizes:
-            return ChunkRunner(min(self._sizes[key], rows), self.device)
+        plan = self.plan_for(sample)
         if not grad:
-            return ChunkRunner(min(CPU_MAX_ROWS, rows), self.device)
+            size = plan.best or (min(plan.cap, 16) if plan.cap else 16)
+            return ChunkRunner(min(size, rows), self.device)
 
-        def plan(per_sample: int) -> int:
-            size = choose_batch_size(self.device, max(per_sample, 1), 1 << 30)
-            self._sizes[key] = size
-            log.debug("chunk for inputs %s: %d samples per pass (%.0f MiB saved per sample)", key, size,
-                      per_sample / 2**20)
-            return size
+        def bound(per_sample: int) -> int:
+            cap = choose_batch_size(self.device, max(per_sample, 1), 1 << 30)
+            log.debug("inputs %s: %.0f MiB saved per sample, at most %d per pass", tuple(sample.shape[1:]),
+                      per_sample / 2**20, cap)
+            return cap
 
-        return ChunkRunner(1, self.device, plan=plan)
-
-    def update(self, sample, runner: ChunkRunner) -> None:
-        """After an OOM halving, later images of this shape start at the smaller chunk."""
-        if runner.halvings and not self.requested:
-            self._sizes[tuple(sample.shape[1:])] = runner.batch_size
+        return ChunkRunner(1, self.device, plan=plan, on_measure=bound)

@@ -133,8 +133,7 @@ def attribute(forward: Callable, jobs: Sequence[Job], weights: torch.Tensor | No
         rows = _rows(jobs, active, job_steps, quadrature)
         runner = planner.runner(sample, len(rows.alpha))
         new = _accumulate(forward, jobs, weights, rows, active, runner)
-        bs_used = runner.batch_size                             # after measuring / any OOM halving
-        planner.update(sample, runner)
+        bs_used = runner.chosen                                 # after tuning / any OOM halving
         if gap is None:   # after the first gradient pass, which sized the chunks
             f_start, f_end = _endpoint_scores(forward, jobs, weights, planner)
             gap = f_end - f_start                               # (J, T), path means
@@ -238,17 +237,26 @@ def _accumulate(forward: Callable, jobs: Sequence[Job], weights: torch.Tensor, r
     act = torch.as_tensor(active, device=device, dtype=dtype)            # (J, T)
     alpha = rows.alpha.to(device, dtype)
     coef = rows.coef.to(device, dtype)
+    diffs = rows.ends - rows.starts                                     # (P, C, H, W), once per round
+    path_cpu = rows.path.cpu()
     lead = [1] * (sample.ndim - 1)
 
     def work(lo: int, hi: int) -> None:
         nonlocal total
+        n = hi - lo
         p = rows.path[lo:hi]
         j = rows.job[lo:hi]
-        s, e = rows.starts[p], rows.ends[p]
-        # Contiguous (NCHW) like a user's batch: a channels-last image (HWC pixels permuted) would
-        # pick other conv kernels, and max-pool near-ties then route gradients differently.
-        # s + α(e − s) exactly as Captum forms its points (not torch.lerp, which rounds differently).
-        pts = (s + alpha[lo:hi].view(-1, *lead) * (e - s)).contiguous().detach().requires_grad_(True)
+        one = int(path_cpu[lo]) == int(path_cpu[hi - 1])                 # rows are ordered by path
+        if one:   # the common case: every row on one path, so views instead of copies
+            p0 = int(path_cpu[lo])
+            s, d = rows.starts[p0:p0 + 1].expand(n, *lead_shape), diffs[p0:p0 + 1].expand(n, *lead_shape)
+        else:
+            s, d = rows.starts[p], diffs[p]
+        # x' + α(x − x') rounded as Captum forms its points (torch.lerp and a fused addcmul
+        # round differently, and max-pool near-ties amplify one ulp), written
+        # contiguous (NCHW) like a user's batch: other layouts pick other kernels, and
+        # max-pool near-ties then route gradients differently.
+        pts = (alpha[lo:hi].view(-1, *lead) * d).add_(s).contiguous().requires_grad_(True)
         c = coef[lo:hi, None] * act[j]                                      # (n, T)
         wanted = [t for t in range(n_t) if bool((c[:, t] != 0).any())]
         if not wanted:
@@ -257,19 +265,25 @@ def _accumulate(forward: Callable, jobs: Sequence[Job], weights: torch.Tensor, r
             logits = forward(pts)
         local = torch.zeros_like(total)
         absolute = rows.absolute[lo:hi]
-        scale = rows.scales[p] if rows.scales is not None else None
         for k, t in enumerate(wanted):
             go = c[:, t].view(-1, *[1] * (weights.ndim - 2)) * weights[j, t]
             (g,) = torch.autograd.grad(logits, pts, grad_outputs=go.to(logits.dtype),
                                        retain_graph=k < len(wanted) - 1)
             if absolute.any():
                 g = torch.where(absolute.view(-1, *lead), g.abs(), g)
-            if scale is not None:
-                g = g * scale
-            local[:, t].index_add_(0, j, g)
+            if one:
+                g = g.sum(0, keepdim=True)                                   # same path: scale once
+                if rows.scales is not None:
+                    g = g * rows.scales[p0:p0 + 1]
+                local[int(j[0]), t] += g[0]
+            else:
+                if rows.scales is not None:
+                    g = g * rows.scales[p]
+                local[:, t].index_add_(0, j, g)
         del logits
         total += local
 
+    lead_shape = tuple(sample.shape[1:])
     runner.run(len(rows.alpha), work)
     return total
 
@@ -310,7 +324,6 @@ def _endpoint_scores(forward: Callable, jobs: Sequence[Job], weights: torch.Tens
         def work(lo: int, hi: int) -> None:
             logits.append(forward(batch[lo:hi].contiguous()))
         runner.run(rows, work)
-    planner.update(batch[:1], runner)
     all_logits = torch.cat(logits)
     for j, which, key, _ in wanted:
         first, n = index[key]

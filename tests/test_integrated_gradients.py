@@ -328,7 +328,7 @@ def _fake_clock_work(monkeypatch, cost, spoil=None):
     from xaicli.explain import chunking
 
     clock, used = [0.0], []
-    monkeypatch.setattr(chunking.time, "perf_counter", lambda: clock[0])
+    monkeypatch.setattr(chunking, "_clock", lambda: (lambda: clock[0]))
 
     def work(lo, hi):
         n = hi - lo

@@ -110,6 +110,14 @@ def choose_batch_size(device, per_sample_bytes: int, rows: int, requested: int |
     return max(1, min(int(bs), rows))
 
 
+def _clock():
+    """Wall time; with one intra-op thread the process's CPU time, which other processes
+    on a shared machine cannot inflate (with several threads it would count their spinning)."""
+    import torch
+
+    return time.process_time if torch.get_num_threads() == 1 else time.perf_counter
+
+
 class ChunkPlan:
     """What one input shape has learnt: the memory bound, the time per sample of each size tried, the choice.
 
@@ -206,7 +214,8 @@ class ChunkRunner:
             measuring = self.plan is not None and self.plan.cap is None
             stop = min(n, start + size)
             oom = False
-            t0 = time.perf_counter()
+            clock = _clock()
+            t0 = clock()
             try:
                 if measuring:
                     with SavedBytes() as saved:
@@ -223,7 +232,7 @@ class ChunkRunner:
                 if self.plan is not None:
                     self._sync()
                     if stop - start == size:
-                        self.plan.observe(size, time.perf_counter() - t0)
+                        self.plan.observe(size, clock() - t0)
                     else:
                         self.plan.warm.add(stop - start)
                 self.sizes.append(stop - start)

@@ -92,7 +92,6 @@ def layer(ad, name: str, size: int):
 
 def gradcam_direct(cls, ad, la, img, targets, **attrs):
     """A direct pytorch_grad_cam call: (map, seconds)."""
-    import torch
     from pytorch_grad_cam.utils.model_targets import SemanticSegmentationTarget
 
     from xaicli.explain.cam import release_gradcam
@@ -109,7 +108,6 @@ def gradcam_direct(cls, ad, la, img, targets, **attrs):
         return out[0], time.perf_counter() - t0
     finally:
         release_gradcam(cam)
-        del torch
 
 
 def ours(ad, layers, methods, img, targets, **kw):
@@ -182,9 +180,22 @@ def child_eigencam(args) -> None:
     la, table = layer(ad, "decoder_last", args.size)
     maps, seconds, _ = ours(ad, [la], ["eigencam"], img, targets)
     assert maps[0].values.shape == (1, args.size, args.size)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = _peak_rss_mb()
     print(json.dumps({"seconds": seconds, "peak_rss_mb": peak, "shape": list(la.shape),
                       "positions": la.shape[-1] * la.shape[-2]}))
+
+
+def _peak_rss_mb() -> float:
+    """This process's own peak RSS (VmHWM). ru_maxrss would do, except that Linux carries the
+    parent's peak over exec into a child's ru_maxrss."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def bench_overhead(args) -> dict:

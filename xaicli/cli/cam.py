@@ -73,9 +73,10 @@ def cam(
         "--eigen-smooth", help="Replace the channel sum by the first principal component of the weighted "
                                "activations (thin SVD).")] = False,
     scorecam_exact: Annotated[bool, typer.Option(
-        "--scorecam-exact", help="ScoreCAM: score every channel in float32, as grad-cam does, instead of "
-                                 "screening channels with a cheap pass first (slower, same map within 1e-4 "
-                                 "softmax share).")] = False,
+        "--scorecam-exact", help="ScoreCAM: score every channel in float32, as grad-cam does. By default "
+                                 "every channel is first estimated in bfloat16 at a quarter size and only the "
+                                 "channels that move the map are scored exactly (several times faster; the map "
+                                 "correlates with grad-cam's at >= 0.998).")] = False,
     threshold: Annotated[float, typer.Option("--threshold", min=0.0, max=1.0, help="One-class segmenters: "
                                              "mask cut when the prediction is made here.")] = 0.5,
     batch_size: opt.BatchSize = None,

@@ -22,7 +22,7 @@ those maps equal a direct grad-cam call; ScoreCAM, AblationCAM and ShapleyCAM ar
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import numpy as np

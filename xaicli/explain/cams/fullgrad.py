@@ -16,7 +16,6 @@ map to keep.
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 

@@ -1,4 +1,4 @@
-"""ScoreCAM (grad-cam's ScoreCAM, same weights), minus the passes that change nothing.
+"""ScoreCAM (grad-cam's ScoreCAM, same map), minus the passes that change nothing.
 
 ScoreCAM runs the model once per channel on the input masked by that channel's
 min-max scaled, upsampled activation map, and weights the channels by the softmax of
@@ -11,18 +11,21 @@ at 640²), and prints its own progress bar. Here:
   and the chunk follows free memory;
 - channels whose map is constant give an all-zero mask, hence the same forward:
   it runs once;
-- screening (the default). The softmax of the scores is usually dominated by a few
-  channels: a segmentation target sums logits over many pixels, so scores differ by
-  tens to thousands, and a channel 10 below the best holds < 5e-5 of the weight. So
-  cheap estimates come first: a bfloat16 channels-last copy of the model at a quarter
-  of the input size, then at full size for the channels still in question, and exact
-  float32 scores last, in order of the estimates. Each estimate level gets an affine
-  fit to the exact scores seen so far; its largest residual (x2, + MARGIN) bounds the
-  exact score of every channel not scored exactly. Scoring stops when those bounds
-  leave the unscored channels at most TAIL (1e-4) of every target's softmax; they get
-  their fitted estimate. Where the softmax is flat (a classifier's logits), the bounds
-  keep asking until every channel is exact, so the map is grad-cam's either way; the
-  estimates then cost about a third of the exact passes more. `exact=True` skips them.
+- screening (the default). Few channels decide the map: either the softmax is peaked
+  (a segmentation target sums logits over many pixels, so scores differ by tens to
+  thousands) or it is flat, and then a small error in one score barely moves the
+  weighted sum. So every channel is first estimated cheaply: a bfloat16, channels-last
+  copy of the model at a quarter of the input size (then, for the channels still in
+  question, at full size). Exact float32 scores follow, highest estimates first, and
+  each estimate level is calibrated by an affine fit to the exact scores seen so far;
+  its residuals give every estimate an error scale sigma. Scoring stops when
+  (1) no unscored channel could gain or lose more than GAIN of the weight with its
+  score K sigma off, and (2) the expected RMS error of the map, to first order in the
+  score errors, is below TOLERANCE of the spread of the ReLU'd map; then the error
+  model is checked on the unscored channels that matter most (scored exactly: an error
+  beyond K sigma doubles that level's sigma and scoring goes on). The map then
+  correlates with grad-cam's at >= 0.998 (Pearson). `exact=True` scores every channel
+  in float32, as grad-cam does.
 """
 
 from __future__ import annotations
@@ -36,8 +39,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-TAIL = 1e-4          # softmax share the unscored channels may hold at most
-MARGIN = 1.0         # extra score margin (logit units) on top of the learnt error bound
+TOLERANCE = 0.03     # expected RMS map error / spread of the ReLU'd map, per target (Pearson ~0.999)
+GAIN = 0.01          # most weight a channel may gain or lose when its score is K sigma off
+K = 4.0              # sigmas for "could this channel overtake" and for checking the error model
+MARGIN = 1e-3        # added to every sigma (logit units)
 EXACT = "exact"
 
 
@@ -146,12 +151,11 @@ def scorecam_weights(net, x: torch.Tensor, acts: torch.Tensor, scorers, *, batch
 def _levels(scorer: _Scorer, channels: int, screen_size) -> list[tuple[str, tuple | None]]:
     """Estimate levels the model accepts, cheapest first: bf16 at screen_size, bf16 at full size."""
     levels = []
-    probe = [0]
     for name, size in (("bf16-small", screen_size), ("bf16", None)):
         if name == "bf16-small" and size is None:
             continue
         try:
-            scorer.scores(probe, name, size)
+            scorer.scores([0], name, size)
             levels.append((name, size))
         except Exception:  # fixed-size models (ViT position embeddings), no bf16 kernels on this device
             continue
@@ -160,6 +164,7 @@ def _levels(scorer: _Scorer, channels: int, screen_size) -> list[tuple[str, tupl
 
 def _screened(scorer: _Scorer, channels: int, screen_size):
     T = len(scorer.scorers)
+    acts = scorer.acts[0].reshape(channels, -1).double().cpu().numpy()     # (C, positions)
     levels = _levels(scorer, channels, screen_size)
     est = {name: np.full((T, channels), np.nan) for name, _ in levels}
     sizes = dict(levels)
@@ -184,34 +189,48 @@ def _screened(scorer: _Scorer, channels: int, screen_size):
         ensure(levels[0][0], range(channels))
         first = est[levels[0][0]]
         score_exact(np.argsort(-(first - first.max(1, keepdims=True)).max(0), kind="stable")[:step])
+    safety = {name: 1.0 for name in est}
+    checked = False
     while not done.all():
-        upper, estimate = _bounds(est, exact, done)
-        cand = _candidates(upper, exact, done)
-        if not cand.any():
-            break
-        nxt = next((name for name, _ in levels if np.isnan(est[name][0, cand]).any()), None)
-        if nxt is not None and cand.sum() > step:
-            # a finer estimate for the channels still in question, and for the exact ones (its fit)
-            ensure(nxt, np.flatnonzero(cand | done))
+        estimate, sigma, source = _estimates(est, exact, done, safety)
+        need, priority, _ = _assess(estimate, sigma, acts, done)
+        if not need.any():
+            if checked:
+                break
+            # Check the error model where it matters most: score exactly the channels with
+            # the largest share of the map's expected error. An error beyond K sigma doubles
+            # that level's sigma; either way the map is assessed again with the new scores.
+            check = [int(c) for c in np.argsort(-priority, kind="stable") if not done[c]][:step]
+            score_exact(check)
+            missed = np.abs(exact[:, check] - estimate[:, check]) > K * sigma[:, check]
+            checked = not missed.any()
+            for t, j in zip(*np.nonzero(missed)):
+                safety[source[t, check[j]]] *= 2.0
             continue
-        rank = (estimate - np.nanmax(exact, axis=1, keepdims=True)).max(0)
-        order = [int(c) for c in np.argsort(-rank, kind="stable") if cand[c]]
-        score_exact(order[:step])
-    upper, estimate = _bounds(est, exact, done)
-    scores = np.where(done[None, :], exact, estimate)
+        checked = False
+        nxt = next((name for name, _ in levels if np.isnan(est[name][0, need]).any()), None)
+        if nxt is not None and need.sum() > step:
+            # a finer estimate for the channels in question, and for the exact ones (its fit)
+            ensure(nxt, np.flatnonzero(need | done))
+            continue
+        score_exact([int(c) for c in np.argsort(-priority, kind="stable") if need[c]][:step])
+    estimate, sigma, _ = _estimates(est, exact, done, safety)
+    _, _, error = _assess(estimate, sigma, acts, done)
     info = {"mode": "screened", "channels": channels, "exact_channels": int(done.sum()),
-            "screen": [f"{n}" + (f"@{s[0]}x{s[1]}" if s else "") for n, s in levels]}
+            "screen": [f"{n}" + (f"@{s[0]}x{s[1]}" if s else "") for n, s in levels],
+            "expected_map_error": round(float(error), 6)}
     if scorer.bar is not None:
         scorer.bar.update(channels - int(done.sum()))
-    return scores.astype(np.float32), info
+    return estimate.astype(np.float32), info
 
 
 def _fit(estimate: np.ndarray, exact: np.ndarray) -> tuple[float, float, float] | None:
-    """exact ≈ a·estimate + b on the channels scored both ways: (a, b, max |residual|), or None.
+    """exact ≈ a·estimate + b on the channels scored both ways: (a, b, residual scale), or None.
 
     Affine, not just an offset: a smaller screening input scales a segmentation target's
-    sum, and bfloat16 shifts it. None when it cannot bound anything (too few points, or
-    a fit that does not increase).
+    sum, and bfloat16 shifts it. The residual scale is the larger of the RMS residual and
+    a third of the largest one. None when it cannot say anything (too few points, or a
+    fit that does not increase).
     """
     ok = ~np.isnan(estimate) & ~np.isnan(exact)
     x, y = estimate[ok].astype(np.float64), exact[ok].astype(np.float64)
@@ -223,49 +242,97 @@ def _fit(estimate: np.ndarray, exact: np.ndarray) -> tuple[float, float, float] 
         a, b = 1.0, float(np.median(y - x))
     if not a > 0:
         return None
-    return float(a), float(b), float(np.max(np.abs(y - (a * x + b))))
+    r = y - (a * x + b)
+    return float(a), float(b), max(float(np.sqrt(np.mean(r ** 2))), float(np.max(np.abs(r))) / 3)
 
 
-def _bounds(est: dict, exact: np.ndarray, done: np.ndarray):
-    """Per target and channel: an upper bound of the exact score (inf: unknown) and a best estimate."""
+def _estimates(est: dict, exact: np.ndarray, done: np.ndarray, safety: dict):
+    """Per target and channel: the best score estimate, its error scale sigma (0 when exact,
+    inf when no level can say), and the level it comes from.
+
+    Each level's estimate goes through its affine fit to the exact scores; sigma is the
+    fit's residual scale times the level's safety factor (doubled whenever a check finds
+    an error beyond K sigma), plus MARGIN. A channel takes the level with the smallest sigma.
+    """
     T, C = exact.shape
-    upper = np.full((T, C), np.inf)
-    estimate = np.full((T, C), np.nan)
-    for name in est:                                  # cheapest first: later (finer) levels override
+    estimate = np.full((T, C), -np.inf)
+    sigma = np.full((T, C), np.inf)
+    source = np.full((T, C), "", dtype=object)
+    for name in est:
         for t in range(T):
             f = _fit(est[name][t], exact[t])
-            if f is None:
-                continue
-            a, b, res = f
             have = ~np.isnan(est[name][t])
-            fitted = a * est[name][t] + b
-            upper[t, have] = np.minimum(upper[t, have], fitted[have] + 2.0 * res + MARGIN)
-            estimate[t, have] = fitted[have]
-    for name in est:                                  # channels without a usable fit: raw estimate
-        estimate = np.where(np.isnan(estimate), est[name], estimate)
-    estimate = np.where(np.isnan(estimate), -np.inf, estimate)
-    upper[:, done] = exact[:, done]
+            if f is None:
+                raw = have & np.isinf(estimate[t])
+                estimate[t, raw] = est[name][t, raw]
+                source[t, raw] = name
+                continue
+            a, b, scale = f
+            sd = safety[name] * scale + MARGIN
+            better = have & (sd < sigma[t])
+            estimate[t, better] = a * est[name][t, better] + b
+            sigma[t, better] = sd
+            source[t, better] = name
     estimate[:, done] = exact[:, done]
-    return upper, estimate
+    sigma[:, done] = 0.0
+    source[:, done] = EXACT
+    return estimate, sigma, source
 
 
-def _candidates(upper: np.ndarray, exact: np.ndarray, done: np.ndarray) -> np.ndarray:
-    """Channels not scored exactly that may hold more than their share of TAIL of some softmax."""
-    cand = np.zeros(exact.shape[1], bool)
-    for t in range(exact.shape[0]):
-        best = float(np.nanmax(exact[t, done]))
-        head = float(np.sum(np.exp(exact[t, done] - best)))
-        rest = np.flatnonzero(~done)
-        if not len(rest):
-            continue
-        u = upper[t, rest]
-        if not np.isfinite(u).all():
-            cand[rest[~np.isfinite(u)]] = True
-            u = np.where(np.isfinite(u), u, -np.inf)
-        w = np.exp(np.minimum(u - best, 50.0))
-        order = np.argsort(-w, kind="stable")
-        tail = np.cumsum(w[order][::-1])[::-1]         # tail[i]: mass of order[i:]
-        keep = np.flatnonzero(tail > TAIL * head)
-        if len(keep):
-            cand[rest[order[:keep[-1] + 1]]] = True
-    return cand
+def _assess(estimate: np.ndarray, sigma: np.ndarray, acts: np.ndarray, done: np.ndarray):
+    """Which channels still need a better score, their priority, and the expected map error.
+
+    Two tests per target, on the map M = Σ w_c A_c (w: softmax of the scores):
+    - overtaking: with every score K sigma off, could a channel gain or lose more than
+      GAIN of the total weight? (A screened-out channel that might be the winner.)
+    - expected error: with independent score errors of scale sigma, the map moves by
+      δM = Σ w_c e_c (A_c - M) to first order; its RMS over positions must stay under
+      TOLERANCE times the spread (std) of the ReLU'd map. Channels are taken by their
+      share of that variance until the rest is under it.
+    """
+    need = np.zeros(estimate.shape[1], bool)
+    priority = np.zeros(estimate.shape[1])
+    worst = 0.0
+    for t in range(estimate.shape[0]):
+        logw = estimate[t] - _logsumexp(estimate[t])
+        w = np.exp(logw)
+        m = w @ acts
+        spread = float(np.maximum(m, 0).std())
+        dev2 = ((acts - m) ** 2).mean(axis=1)
+        with np.errstate(invalid="ignore", over="ignore"):
+            var = np.where(np.isfinite(sigma[t]), (w * np.where(np.isfinite(sigma[t]), sigma[t], 0)) ** 2 * dev2,
+                           np.inf)
+        var[done] = 0.0
+        budget = (TOLERANCE * spread) ** 2
+        total = float(var.sum())
+        worst = max(worst, math.sqrt(total) / spread if spread > 0 else (0.0 if total == 0 else math.inf))
+        _, dw = _weight_errors(estimate[t], np.where(np.isfinite(sigma[t]), K * sigma[t], 1e3))
+        over = (dw > GAIN) & ~done
+        need |= over
+        order = np.argsort(-var, kind="stable")
+        rest = np.cumsum(var[order][::-1])[::-1]          # rest[i]: variance of order[i:]
+        take = np.flatnonzero(rest > budget)
+        if len(take):
+            need[order[:take[-1] + 1]] = True
+        share = np.where(np.isfinite(var), var / max(budget, 1e-300), 1e300)
+        priority = np.maximum(priority, np.maximum(share, np.where(over, dw / GAIN, 0.0)))
+    need &= ~done
+    return need, priority, worst
+
+
+def _weight_errors(estimate: np.ndarray, eps: np.ndarray):
+    """Softmax weights of the estimates and, per channel, a bound of |exact weight - weight|
+    when every score lies within ±eps of its estimate: the exact weight of c lies in
+    [w_c e^-eps_c / U, w_c e^eps_c / L] with L, U = Σ w e^∓eps (log space, no overflow)."""
+    logw = estimate - _logsumexp(estimate)
+    e = np.minimum(eps, 700.0)
+    log_lo, log_hi = _logsumexp(logw - e), _logsumexp(logw + e)
+    w = np.exp(logw)
+    up = np.exp(np.minimum(logw + e - log_lo, 700.0)) - w
+    down = w - np.exp(logw - e - log_hi)
+    return w, np.maximum(up, down)
+
+
+def _logsumexp(v: np.ndarray) -> float:
+    m = float(np.max(v))
+    return m + float(np.log(np.sum(np.exp(v - m))))

@@ -6,7 +6,7 @@
 #   examples/hf_convnext.sh [MODEL] [IMAGES] [OUT]
 #
 #   MODEL   a checkpoint folder (config.json, model.safetensors, preprocessor_config.json);
-#           default builtin:shapes-cls (a ConvNeXt naming an object's colour)
+#           default builtin:shapes-cls (a small HF ResNet naming an object's colour)
 #   IMAGES  a folder of images (default: 4 demo images written to OUT/images)
 #   OUT     default out/hf_convnext
 #   env     LAYER (default: the last stage), DPI (default 150)

@@ -153,12 +153,12 @@ def test_records_from_predict_keep_their_prediction(cli, seg_png):
 
 def test_target_all_gives_one_map_per_class(cli, cls_png):
     path, label = cls_png
-    res = cli(["cam", "-m", CLS, str(path), "--target", "all", "--layer", "stage2", "--method", "hirescam"])
+    res = cli(["cam", "-m", CLS, str(path), "--target", "all", "--layer", "stage0", "--method", "hirescam"])
     assert res.exit_code == 0, res.stderr
     (rec,) = records(res.stdout)
-    arr = rec.arrays["cam/hirescam/stage2"]
+    arr = rec.arrays["cam/hirescam/stage0"]
     assert arr.shape == (3, 64, 64)
-    targets = rec.meta["maps"]["cam/hirescam/stage2"]["targets"]
+    targets = rec.meta["maps"]["cam/hirescam/stage0"]["targets"]
     assert [t["index"] for t in targets] == [0, 1, 2] and [t["label"] for t in targets] == ["red", "green", "blue"]
     assert rec.meta["prediction"]["index"] == label
 
@@ -174,7 +174,7 @@ def test_list_layers(cli):
     assert rows["decoder_last"][2] == "1x8x96x96"
     assert rows["seg_head"][1:] == ["segmentation_head.0", "1x1x96x96"]
     res = cli(["cam", "-m", CLS, "--list-layers"])
-    assert res.exit_code == 0 and "last*" in res.output and "convnext.encoder.stages" in res.output
+    assert res.exit_code == 0 and "last*" in res.output and "resnet.encoder.stages" in res.output
 
 
 def test_folder_output_and_skip_existing(cli, seg_png, tmp_path):

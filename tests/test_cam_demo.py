@@ -56,9 +56,6 @@ def test_segmenter_gradcam_peak_in_the_blobs():
     assert np.mean(hits) >= 0.95, f"peak inside the evidence on {sum(hits)}/100"
 
 
-@pytest.mark.xfail(strict=True, reason="the shapes-cls ConvNeXt (colour task) draws its gradients from the "
-                                       "background: direct grad-cam calls and plain input gradients put the peak "
-                                       "outside the object too (0-4 of 100 at every stage); needs a retrained model")
 def test_classifier_gradcam_peak_in_the_object():
     hits = peak_hits("builtin:shapes-cls", "classification")
     assert np.mean(hits) >= 0.95, f"peak inside the evidence on {sum(hits)}/100"

@@ -408,17 +408,10 @@ def _require_builtin(name):
         pytest.fail(f"builtin:{name} has no weights yet (train it: python -m xaicli.models.builtin.train)")
 
 
-_CLS_TOP_PIXEL_SHORT = (
-    "known shortfall: on the colour classifier IG's top pixel is in the object on 85/100 images "
-    "(misses lie 5-15 px away in the gray background, for black, mean and blur baselines and "
-    "4-32 steps alike): the model also reads the background level; see the issue note"
-)
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("task,name", [
     ("segmentation", "shapes-seg"),
-    pytest.param("classification", "shapes-cls", marks=pytest.mark.xfail(strict=True, reason=_CLS_TOP_PIXEL_SHORT)),
+    ("classification", "shapes-cls"),
 ])
 def test_demo_models_top_pixel_lies_in_the_evidence(task, name):
     """On 100 generated images, IG's top pixel falls in the evidence region >= 95%.

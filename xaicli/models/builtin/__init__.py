@@ -1,8 +1,9 @@
 """The built-in demo models, trained on synthetic images whose answer is known.
 
 `shapes-seg`: U-Net++ (smp) that segments bright blobs on a noisy gray background.
-`shapes-cls`: ConvNeXt (transformers) that names the colour of the one object in an
-image: red, green or blue (its shape is random, the background gray noise). `shapes.make_sample` draws both kinds with their
+`shapes-cls`: ResNet (transformers) that names the colour of the one object in an
+image: red, green or blue (its shape is random, the background gray noise; why not a
+ConvNeXt: see train.py). `shapes.make_sample` draws both kinds with their
 evidence masks; `train.py` re-creates the weights deterministically.
 """
 

@@ -4,7 +4,9 @@ Pure numpy, seeded: `make_sample(seed, task)` returns (image, evidence_mask, lab
 For segmentation the evidence is the blob mask (the target itself); for
 classification it is the object's pixels: its colour decides the class (its shape,
 circle, square or cross, is random), and the background is gray noise that carries
-no class information.
+no class information. Training draws the background at a random level and contrast
+(`vary_background`) so the classifier cannot lean on it; demo and test images keep
+level 90.
 """
 
 from __future__ import annotations
@@ -18,12 +20,13 @@ SHAPES = ("circle", "square", "cross")
 SEG_LABELS = ("blob",)
 
 
-def make_sample(seed: int, task: str = "segmentation"):
+def make_sample(seed: int, task: str = "segmentation", vary_background: bool = False):
     rng = np.random.default_rng(seed)
     if task == "segmentation":
         return _seg_sample(rng)
     if task == "classification":
-        return _cls_sample(rng)
+        img, mask, label = _cls_sample(rng)
+        return (_relevel(img, mask, rng) if vary_background else img), mask, label
     raise ValueError(f"unknown task {task!r}")
 
 
@@ -67,6 +70,15 @@ def _cls_sample(rng):
     img[mask] = colour + rng.normal(0, 10, (int(mask.sum()), 3))
     img = np.clip(img, 0, 255).astype(np.uint8)
     return img, mask.astype(np.uint8), label
+
+
+def _relevel(img: np.ndarray, mask: np.ndarray, rng) -> np.ndarray:
+    """Move the background to a random gray level (30-170) and contrast (x0.3-1.6)."""
+    level, spread = rng.uniform(30, 170), rng.uniform(0.3, 1.6)
+    f = img.astype(float)
+    bg = mask == 0
+    f[bg] = level + (f[bg] - 90) * spread
+    return np.clip(f, 0, 255).astype(np.uint8)
 
 
 def write_samples(folder, count: int, task: str, start: int = 0) -> list:

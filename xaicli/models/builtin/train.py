@@ -2,8 +2,16 @@
 
 Deterministic (fixed seeds, synthetic data from shapes.make_sample with seeds ≥ 100000,
 so demo and test images, seeds < 100000, are never trained on). A few minutes on a
-2-core CPU. Writes shapes-seg/ (smp save_pretrained) and shapes-cls/ (transformers
-save_pretrained + preprocessor_config.json), each with an xai.json sidecar.
+2-core CPU, one torch thread (two threads beside other jobs ran 20x slower). Writes
+shapes-seg/ (smp save_pretrained) and shapes-cls/ (transformers save_pretrained +
+preprocessor_config.json), each with an xai.json sidecar.
+
+shapes-cls is a transformers ResNet, not a ConvNeXt: ConvNeXt's LayerNorm after the
+global pooling makes its last-stage Grad-CAM sum to zero over positions before the
+ReLU (the LayerNorm Jacobian is orthogonal to the pooled features), so whether the
+object or the background comes out positive is up to the training run; a ConvNeXt
+trained here put the Grad-CAM peak in the object on 1-71 of 100 images, this ResNet
+on 99. Pooling then a linear layer makes Grad-CAM the class activation map.
 """
 
 from __future__ import annotations
@@ -24,10 +32,10 @@ HERE = Path(__file__).parent
 TRAIN_SEED0 = 100_000
 
 
-def _batch(task: str, seeds) -> tuple[torch.Tensor, torch.Tensor]:
+def _batch(task: str, seeds, training: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     imgs, targets = [], []
     for s in seeds:
-        img, mask, label = make_sample(int(s), task)
+        img, mask, label = make_sample(int(s), task, vary_background=training)
         x = torch.from_numpy(img).float() / 255
         x = x[None].expand(3, -1, -1) if x.ndim == 2 else x.permute(2, 0, 1)
         imgs.append(x)
@@ -46,12 +54,13 @@ def build_seg():
 
 
 def build_cls():
-    from transformers import ConvNextConfig, ConvNextForImageClassification
+    """Stem /4, two basic stages: the last stage is 8x8 at 64x64, like ResNet-50's 7x7 at 224x224."""
+    from transformers import ResNetConfig, ResNetForImageClassification
 
-    cfg = ConvNextConfig(num_channels=3, hidden_sizes=[16, 32, 64, 96], depths=[1, 1, 2, 1], image_size=CLS_SIZE,
-                         layer_scale_init_value=1.0, num_labels=len(CLS_LABELS), id2label=dict(enumerate(CLS_LABELS)),
-                         label2id={n: i for i, n in enumerate(CLS_LABELS)})
-    return ConvNextForImageClassification(cfg)
+    cfg = ResNetConfig(num_channels=3, embedding_size=16, hidden_sizes=[32, 64], depths=[2, 2], layer_type="basic",
+                       num_labels=len(CLS_LABELS), id2label=dict(enumerate(CLS_LABELS)),
+                       label2id={n: i for i, n in enumerate(CLS_LABELS)})
+    return ResNetForImageClassification(cfg)
 
 
 def train(task: str, steps: int, batch: int, lr: float) -> torch.nn.Module:
@@ -63,7 +72,7 @@ def train(task: str, steps: int, batch: int, lr: float) -> torch.nn.Module:
     t0 = time.time()
     for step in range(steps):
         seeds = range(TRAIN_SEED0 + step * batch, TRAIN_SEED0 + (step + 1) * batch)
-        x, y = _batch(task, seeds)
+        x, y = _batch(task, seeds, training=task == "classification")
         out = model(x)
         if task == "segmentation":
             p = torch.sigmoid(out)
@@ -111,7 +120,7 @@ def main() -> None:
     ap.add_argument("--only", choices=["segmentation", "classification"])
     ap.add_argument("--steps", type=int, default=0, help="override the step count")
     args = ap.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)
     if args.only in (None, "segmentation"):
         m = train("segmentation", args.steps or 500, 16, 3e-3)
         print(f"segmentation dice on seeds 0-199: {evaluate('segmentation', m):.4f}")

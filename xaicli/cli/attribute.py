@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import List, Optional
 
 import typer
@@ -135,7 +134,9 @@ def attribute(
         parsed = parse_baseline(b)
         if all(p.name != parsed.name for p in baselines):
             baselines.append(parsed)
-    masks = _MaskSource(target_mask) if target_mask else None
+    from xaicli.cli.targets import TargetMasks
+
+    masks = TargetMasks(target_mask) if target_mask else None
     items = resolve(inputs or [], images=True, records=True, shard=shard)
     session = ModelSession(model, load_options(arch, classes, labels, size, mean, std, trust_pickle), device)
     sink = open_sink(output)
@@ -174,6 +175,7 @@ def explain_record(rec, image, adapter, planner, *, methods, baselines, baseline
     import torch
 
     from xaicli.cli.state import log
+    from xaicli.cli.targets import record_targets
     from xaicli.errors import XaiError
     from xaicli.explain.integrated_gradients import attribute as run_jobs
     from xaicli.io.record import LOGITS, MASK
@@ -183,7 +185,7 @@ def explain_record(rec, image, adapter, planner, *, methods, baselines, baseline
         add_prediction(rec, adapter, predict_images(adapter, [image])[0], threshold)
     cache = {} if cache is None else cache
     hw = tuple(image.shape[:2])
-    targets = _targets(rec, adapter, target, masks, classes, hw)
+    targets = record_targets(rec, adapter, target, masks, classes, hw)
     unit = adapter.image_to_unit(image).contiguous()
 
     def forward(x):
@@ -287,91 +289,3 @@ def _output_hw(adapter, unit, forward, cache: dict):
         with torch.no_grad():
             cache[key] = tuple(forward(unit).shape[-2:])
     return cache[key]
-
-
-def _targets(rec, adapter, specs, masks, classes, hw):
-    import numpy as np
-
-    from xaicli.errors import XaiUsageError
-    from xaicli.explain.targets import resolve_classification, resolve_segmentation
-    from xaicli.io.record import MASK, PROBS
-
-    if adapter.task == "classification":
-        if masks is not None:
-            raise XaiUsageError("--target-mask is for segmenters; this model is a classifier")
-        if classes:
-            raise XaiUsageError("--class is for segmenters; a classifier takes --target INDEX or LABEL")
-        probs = np.asarray(rec.arrays[PROBS], dtype=np.float64).reshape(-1)
-        if probs.size != adapter.num_classes:
-            raise XaiUsageError(f"record {rec.id}: its prediction has {probs.size} classes, the model "
-                                f"{adapter.num_classes}")
-        return resolve_classification(specs, adapter.labels, probs)
-    tmask, tname = (masks.get(rec.id, hw) if masks is not None else (None, None))
-    if tmask is not None and not specs:
-        specs = ["mask"]
-    pred = rec.arrays.get(MASK)
-    return resolve_segmentation(specs, adapter.labels, pred, classes, tmask, tname)
-
-
-class _MaskSource:
-    """`--target-mask FILE|DIR`: one region for every image, or regions matched by record id (file stem)."""
-
-    EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".npy"}
-
-    def __init__(self, spec: str):
-        from xaicli.errors import XaiUsageError
-
-        self.path = Path(spec).expanduser()
-        self.files: dict[str, Path] = {}
-        self.single = None
-        if not self.path.exists():
-            raise XaiUsageError(f"--target-mask {spec}: no such file or directory; pass a mask image (or .npy) "
-                                "or a folder of masks named by record id")
-        if self.path.is_dir():
-            self.files = {p.stem: p for p in sorted(self.path.iterdir())
-                          if p.is_file() and p.suffix.lower() in self.EXTS and not p.name.startswith(".")}
-            if not self.files:
-                raise XaiUsageError(f"--target-mask {spec}: folder holds no mask images (.png, .npy, ...)")
-        else:
-            self.single = _read_mask(self.path)
-
-    def get(self, record_id: str, hw):
-        from xaicli.errors import XaiError, XaiUsageError
-
-        if self.single is not None:
-            mask, path = self.single, self.path
-        else:
-            path = self.files.get(record_id)
-            if path is None:
-                raise XaiError(f"--target-mask {self.path}: no mask named {record_id}.* for record {record_id}")
-            mask = _read_mask(path)
-        if tuple(mask.shape) != tuple(hw):
-            raise XaiUsageError(f"--target-mask {path}: size {mask.shape[1]}x{mask.shape[0]} differs from image "
-                                f"{record_id}'s {hw[1]}x{hw[0]}; pass a mask of the image's size")
-        return mask, path.name
-
-
-def _read_mask(path: Path):
-    import numpy as np
-
-    from xaicli.errors import XaiUsageError
-
-    if path.suffix.lower() == ".npy":
-        try:
-            m = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as exc:
-            raise XaiUsageError(f"--target-mask {path}: not a readable .npy mask ({exc})") from None
-    else:
-        from xaicli.errors import XaiError
-        from xaicli.io.images import read_image
-
-        try:
-            m = read_image(path)
-        except XaiError as exc:
-            raise XaiUsageError(f"--target-mask {exc}") from None
-    m = np.asarray(m)
-    if m.ndim == 3:
-        m = (m != 0).any(axis=-1)
-    if m.ndim != 2:
-        raise XaiUsageError(f"--target-mask {path}: a mask is a 2-D image, got shape {m.shape}")
-    return m != 0

@@ -105,9 +105,9 @@ def cam(
     if list_layers:
         _list_layers(session, inputs, max_pixels)
         return
-    from xaicli.cli.attribute import _MaskSource
+    from xaicli.cli.targets import TargetMasks
 
-    masks = _MaskSource(target_mask) if target_mask else None
+    masks = TargetMasks(target_mask) if target_mask else None
     items = resolve(inputs or [], images=True, records=True, shard=shard)
     sink = open_sink(output)
     skip = sink.exists if skip_existing else None
@@ -152,7 +152,7 @@ def explain_record(rec, image, adapter, engine, target, masks, classes, threshol
     A record without a prediction (an image) gets it from the CAM's own forward pass:
     the targets (top class, predicted mask) are resolved from those logits.
     """
-    from xaicli.cli.attribute import _targets
+    from xaicli.cli.targets import record_targets
     from xaicli.cli.state import log
     from xaicli.io.record import LOGITS, MASK
     from xaicli.models.predict import add_prediction
@@ -163,7 +163,7 @@ def explain_record(rec, image, adapter, engine, target, masks, classes, threshol
         if logits is not None:
             lg = adapter.to_image_size(logits, hw) if adapter.task == "segmentation" else logits
             add_prediction(rec, adapter, lg[0].detach().float().cpu(), threshold)
-        targets = _targets(rec, adapter, target, masks, classes, hw)
+        targets = record_targets(rec, adapter, target, masks, classes, hw)
         for t in targets:
             if t.mask is not None and not t.mask.any():
                 log.warning("%s: target %s has an empty region; its maps are all zeros", rec.id, t.label)

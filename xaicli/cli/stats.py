@@ -8,6 +8,7 @@ import typer
 from typing_extensions import Annotated
 
 from xaicli.cli.options import Arch, Classes, Device, RecordInputs, TrustPickle
+from xaicli.io.masks import MaskSource
 
 FORMATS = ("jsonl", "csv", "json")
 
@@ -113,7 +114,7 @@ def stats(
     if perturb_baseline not in ("black", "mean", "blur"):
         raise XaiUsageError(f"--perturb-baseline {perturb_baseline!r}: use black, mean or blur")
     records = resolve(inputs or [], images=False, records=True)
-    masks = _MaskSource(mask) if mask else None
+    masks = _GroundTruth(mask) if mask else None
     evaluator = _ModelEvaluator(model, arch, classes, trust_pickle, device, batch_size, steps,
                                 perturb_baseline, randomize, rand_steps, seed) if model else None
     stream = fmt == "jsonl" and output is None
@@ -177,65 +178,22 @@ def _write_file(path: str, text: str) -> None:
         raise XaiError(f"{p}: cannot write ({exc.strerror}); choose a writable -o path") from None
 
 
-class _MaskSource:
-    """`--mask FILE|DIR`: one mask for every record, or masks matched by record id (file stem)."""
-
-    EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".npy"}
+class _GroundTruth(MaskSource):
+    """`--mask FILE|DIR`: ground truth per record; a record without one gets null gt_ metrics."""
 
     def __init__(self, spec: str):
-        from pathlib import Path
-
-        from xaicli.errors import XaiError
-
-        self.path = Path(spec)
-        if not self.path.exists():
-            raise XaiError(f"--mask {spec}: no such file or directory; pass a mask image or a folder of masks "
-                           "named by record id")
-        self.files = {}
-        self.single = None
-        if self.path.is_dir():
-            self.files = {p.stem: p for p in sorted(self.path.iterdir())
-                          if p.is_file() and p.suffix.lower() in self.EXTS and not p.name.startswith(".")}
-            if not self.files:
-                raise XaiError(f"--mask {spec}: folder holds no mask images (.png, .tif, .npy, ...)")
-        else:
-            self.single = _read_mask(self.path)
+        super().__init__(spec, "--mask")
 
     def get(self, record):
         from xaicli.cli.state import log
 
-        if self.single is not None:
-            mask, path = self.single, self.path
-        else:
-            path = self.files.get(record.id)
-            if path is None:
-                log.warning("--mask %s: no mask named %s.*; its gt_ metrics are null", self.path, record.id)
-                return None
-            mask = _read_mask(path)
+        found = self.lookup(record.id)
+        if found is None:
+            log.warning("--mask %s: no mask named %s.*; its gt_ metrics are null", self.path, record.id)
+            return None
+        mask, path = found
         _check_size(mask, record, path)
         return mask
-
-
-def _read_mask(path):
-    import numpy as np
-
-    from xaicli.errors import XaiError
-
-    if path.suffix.lower() == ".npy":
-        try:
-            m = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as exc:
-            raise XaiError(f"{path}: not a readable .npy mask ({exc})") from None
-    else:
-        from xaicli.io.images import read_image
-
-        m = read_image(path)
-    m = np.asarray(m)
-    if m.ndim == 3:
-        m = (m != 0).any(axis=-1)
-    if m.ndim != 2:
-        raise XaiError(f"{path}: a mask is a 2-D image, got shape {m.shape}")
-    return m != 0
 
 
 def _check_size(mask, record, path) -> None:

@@ -52,7 +52,7 @@ def stream():
 
 
 def lines(result):
-    return [strict_json(l) for l in result.output.splitlines()]
+    return [strict_json(line) for line in result.output.splitlines()]
 
 
 def test_json_lines_one_object_per_record_map_target(cli, stream):

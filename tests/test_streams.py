@@ -10,14 +10,13 @@ import shutil
 import subprocess
 import sys
 import tarfile
-from pathlib import Path
 
 import numpy as np
 import pytest
 from conftest import make_record
 
 from xaicli.errors import XaiError
-from xaicli.io.inputs import read_stdin, resolve
+from xaicli.io.inputs import read_stdin
 from xaicli.io.outputs import open_sink
 from xaicli.io.stream import TarWriter, read_tar
 

@@ -82,7 +82,8 @@ def run(argv: list[str] | None = None) -> int:
     except _click.exceptions.ClickException as exc:
         exc.show()
         return exc.exit_code
-    except Abort:
+    except Abort:      # click's wrapping of Ctrl-C (after it printed a newline)
+        _say_error("interrupted")
         return 130
     except XaiError as exc:
         _say_error(str(exc))

@@ -75,17 +75,9 @@ def attribute(
         "--tolerance", min=0.0, help="Adaptive steps: double the steps per target until |delta| <= T * |S(x) - "
                                      "S(x')| or --max-steps. The steps used are stored.", show_default=False)] = None,
     max_steps: Annotated[int, typer.Option("--max-steps", min=1, help="Cap for --tolerance.")] = 512,
-    target: Annotated[Optional[List[str]], typer.Option(
-        "--target", "-t", help="Classifier: top1 (default), topK, all, a class index or label (repeatable). "
-                               "Segmenter: predicted (default: logits summed over the predicted mask), all-pixels, "
-                               "or mask (the --target-mask region).", show_default=False)] = None,
-    target_mask: Annotated[Optional[str], typer.Option(
-        "--target-mask", help="Segmenter: explain the logits summed over this region (a mask image or .npy, "
-                              "non-zero inside, the image's size; or a folder of masks named by record id).",
-        show_default=False)] = None,
-    class_: Annotated[Optional[List[int]], typer.Option(
-        "--class", help="Segmenter class to explain (repeatable; default: the predicted classes).",
-        show_default=False)] = None,
+    target: opt.Targets = None,
+    target_mask: opt.TargetMask = None,
+    class_: opt.SegClasses = None,
     samples: Annotated[int, typer.Option("--samples", min=1, help="SmoothGrad: noisy copies.")] = 10,
     noise_std: Annotated[float, typer.Option(
         "--noise-std", min=0.0, help="SmoothGrad and the noise baseline: noise std relative to the image's value "

@@ -55,17 +55,9 @@ def cam(
     list_layers: Annotated[bool, typer.Option(
         "--list-layers", help="Print each layer alias, the module it resolves to and its output shape at the "
                               "model's input size (that of the first image, if given), then exit.")] = False,
-    target: Annotated[Optional[List[str]], typer.Option(
-        "--target", "-t", help="Classifier: top1 (default), topK, all, a class index or label (repeatable). "
-                               "Segmenter: predicted (default: logits summed over the predicted mask), all-pixels, "
-                               "or mask (the --target-mask region).", show_default=False)] = None,
-    target_mask: Annotated[Optional[str], typer.Option(
-        "--target-mask", help="Segmenter: explain the logits summed over this region (a mask image or .npy, "
-                              "non-zero inside, the image's size; or a folder of masks named by record id).",
-        show_default=False)] = None,
-    class_: Annotated[Optional[List[int]], typer.Option(
-        "--class", help="Segmenter class to explain (repeatable; default: the predicted classes).",
-        show_default=False)] = None,
+    target: opt.Targets = None,
+    target_mask: opt.TargetMask = None,
+    class_: opt.SegClasses = None,
     aug_smooth: Annotated[bool, typer.Option(
         "--aug-smooth", help="Average over horizontal flips x brightness 0.9/1/1.1 (grad-cam's test-time "
                              "augmentation; 6x the cost). Maps are then min-max scaled before averaging.")] = False,

@@ -96,3 +96,21 @@ Shard = Annotated[
                                  "(sbatch --array=0-3 gives 0/4 ... 3/4).",
                  show_default=False, autocompletion=lambda: ["slurm", "0/2", "1/2", "0/4"]),
 ]
+Targets = Annotated[
+    Optional[List[str]],
+    typer.Option("--target", "-t", help="Classifier: top1 (default), topK, all, a class index or label (repeatable). "
+                                        "Segmenter: predicted (default: logits summed over the predicted mask of "
+                                        "each predicted class), all (every class's predicted region), all-pixels, "
+                                        "or mask (the --target-mask region).", show_default=False),
+]
+TargetMask = Annotated[
+    Optional[str],
+    typer.Option("--target-mask", help="Segmenter: explain the logits summed over this region (a mask image or .npy, "
+                                       "non-zero inside, the image's size; or a folder of masks named by record id).",
+                 show_default=False),
+]
+SegClasses = Annotated[
+    Optional[List[int]],
+    typer.Option("--class", help="Segmenter class to explain (repeatable; default: the predicted classes).",
+                 show_default=False),
+]

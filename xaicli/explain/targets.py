@@ -59,9 +59,10 @@ def region_weight(mask: np.ndarray, index: int, num_classes: int, model_hw, imag
     if tuple(model_hw) == tuple(image_hw):
         spatial = m
     else:
-        probe = torch.zeros(1, 1, *model_hw, device=device, requires_grad=True)
-        up = F.interpolate(probe, size=tuple(image_hw), mode="bilinear", align_corners=False)
-        (spatial,) = torch.autograd.grad((up[0, 0] * m).sum(), probe)
+        with torch.enable_grad():   # callers may be inside no_grad (predictions, CAM targets)
+            probe = torch.zeros(1, 1, *model_hw, device=device, requires_grad=True)
+            up = F.interpolate(probe, size=tuple(image_hw), mode="bilinear", align_corners=False)
+            (spatial,) = torch.autograd.grad((up[0, 0] * m).sum(), probe)
         spatial = spatial[0, 0]
     w = torch.zeros(num_classes, *model_hw, device=device)
     w[index] = spatial
@@ -110,6 +111,8 @@ def resolve_segmentation(specs: Sequence[str] | None, labels: Sequence[str], pre
     """Targets for a segmenter: one per class, each over the chosen region.
 
     `pred_mask` is the record's `pred/mask` (1-class: 0/1; K classes: argmax index).
+    `predicted` covers the classes present in the prediction (or --class); `all` every
+    class, background and absent ones included (as `--target all` on a classifier).
     A region that is empty gives a target with an empty mask: its score is 0 and its
     attribution all zeros, which the record notes instead of failing the whole run.
     """
@@ -128,8 +131,10 @@ def resolve_segmentation(specs: Sequence[str] | None, labels: Sequence[str], pre
     out: list[Target] = []
     for spec in specs:
         s = spec.strip().lower()
-        for c in cls:
-            if s == "predicted":
+        for c in (range(k) if s == "all" and not classes else cls):
+            if any(t.index == c and t.kind == "mask" for t in out) and s in ("predicted", "all"):
+                continue
+            if s in ("predicted", "all"):
                 if pred_mask is None:
                     raise XaiError("target 'predicted' needs the prediction; run xai predict first or let this "
                                    "command predict (pass images, not records without pred/mask)")
@@ -146,6 +151,6 @@ def resolve_segmentation(specs: Sequence[str] | None, labels: Sequence[str], pre
                 out.append(Target("region", c, str(labels[c]), target_mask.astype(bool),
                                   {"region": target_mask_name or "target-mask"}))
             else:
-                raise XaiUsageError(f"--target {spec!r}: a segmenter takes predicted, all-pixels or mask "
+                raise XaiUsageError(f"--target {spec!r}: a segmenter takes predicted, all, all-pixels or mask "
                                     "(with --target-mask FILE)")
     return out

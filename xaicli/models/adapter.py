@@ -67,7 +67,7 @@ class ModelAdapter:
         """(1, C, H, W) float32 in [0,1] at the image's own size, channels as the model wants."""
         scale = 65535.0 if image.dtype == np.uint16 else 255.0
         x = torch.from_numpy(np.ascontiguousarray(image)).to(self.device, torch.float32) / scale
-        x = x[None, None] if x.ndim == 2 else x.permute(2, 0, 1)[None]
+        x = x[None, None] if x.ndim == 2 else x.permute(2, 0, 1)[None].contiguous()   # NCHW, like a user's batch
         return self.match_channels(x)
 
     def match_channels(self, x: torch.Tensor) -> torch.Tensor:

@@ -78,12 +78,13 @@ def run(argv: list[str] | None = None) -> int:
     command = typer.main.get_command(app)
     try:
         rv = command.main(args=argv, prog_name="xai", standalone_mode=False)
+        if rv == 130:   # Typer turns Ctrl-C into Exit(130) and returns the code; no command returns 130
+            _say_error("interrupted")
         return rv if isinstance(rv, int) else 0
     except _click.exceptions.ClickException as exc:
         exc.show()
         return exc.exit_code
-    except Abort:      # click's wrapping of Ctrl-C (after it printed a newline)
-        _say_error("interrupted")
+    except Abort:
         return 130
     except XaiError as exc:
         _say_error(str(exc))

@@ -19,13 +19,7 @@ SEG = "builtin:shapes-seg"
 CLS = "builtin:shapes-cls"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: one thread beats two, and by far on a busy machine (OpenMP spin-waits)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def records(data: bytes):

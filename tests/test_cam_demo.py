@@ -15,12 +15,7 @@ import torch
 SEEDS = range(5000, 5100)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def peak_hits(spec: str, task: str, layer: str | None = None) -> list[bool]:

@@ -26,13 +26,7 @@ PER_LAYER = ("gradcam", "hirescam", "gradcam++", "xgradcam", "layercam", "gradca
              "eigengradcam", "segeigencam", "scorecam", "ablationcam", "shapleycam", "fem", "kpcacam", "randomcam")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: one thread beats two, and by far on a busy machine (OpenMP spin-waits)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # -- models -----------------------------------------------------------------------

@@ -12,14 +12,7 @@ from xaicli.explain import faithfulness as fa  # noqa: E402
 from xaicli.explain import randomization as rz  # noqa: E402
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One torch thread here: these batches are tiny, and on a 2-core host shared with other
-    jobs two threads ran a shapes-seg forward 5x slower than one (0.18 vs 0.03 s/image)."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class PixelModel:

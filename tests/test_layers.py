@@ -15,13 +15,7 @@ from xaicli.errors import XaiUsageError
 HW = (64, 64)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: one thread beats two, and by far on a busy machine (OpenMP spin-waits)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def adapter_for(model, task="segmentation", channels=3):

@@ -29,8 +29,25 @@ from xaicli.io.stream import TarWriter
 MANIFEST = "manifest.jsonl"
 
 
-class Sink:
-    """Context manager: `write` each record; success finalises, failure leaves no partial file."""
+class _Transaction:
+    """`with` commits on success and aborts on failure, so a failed run leaves no partial file."""
+
+    def commit(self) -> None: ...
+
+    def abort(self) -> None: ...
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.abort()
+
+
+class Sink(_Transaction):
+    """Records out: `write` each record; success finalises, failure leaves no partial file."""
 
     #: whether `exists` can tell finished outputs apart (`--skip-existing` needs it)
     can_skip = False
@@ -42,18 +59,6 @@ class Sink:
         """Whether a complete output for this id (and source hash) is already there."""
         return False
 
-    def commit(self) -> None: ...
-
-    def abort(self) -> None: ...
-
-    def __enter__(self) -> "Sink":
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.commit()
-        else:
-            self.abort()
 
 
 class StreamSink(Sink):
@@ -200,7 +205,7 @@ def _write_error(path: Path, exc: OSError) -> XaiError:
     return XaiError(f"{path}: cannot write ({exc.strerror or exc}); free space or choose another -o")
 
 
-class LinesSink:
+class LinesSink(_Transaction):
     """Text lines (JSON Lines) to stdout, or to `-o FILE` written atomically on success.
 
     With `keep_existing`, the lines already in FILE are kept and the ids they name (with
@@ -276,15 +281,6 @@ class LinesSink:
             os.unlink(self.tmp)
         except OSError:
             pass
-
-    def __enter__(self) -> "LinesSink":
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.commit()
-        else:
-            self.abort()
 
 
 def json_dumps_strict(obj: Any) -> str:

@@ -82,8 +82,7 @@ def attribute(
     noise_std: Annotated[float, typer.Option(
         "--noise-std", min=0.0, help="SmoothGrad and the noise baseline: noise std relative to the image's value "
                                      "range (max - min).")] = 0.15,
-    threshold: Annotated[float, typer.Option("--threshold", min=0.0, max=1.0, help="One-class segmenters: "
-                                             "mask cut when the prediction is made here.")] = 0.5,
+    threshold: opt.Threshold = 0.5,
     batch_size: opt.BatchSize = None,
     arch: opt.Arch = None,
     classes: opt.Classes = None,

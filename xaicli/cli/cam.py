@@ -69,8 +69,7 @@ def cam(
                                  "every channel is first estimated in bfloat16 at a quarter size and only the "
                                  "channels that move the map are scored exactly (several times faster; the map "
                                  "correlates with grad-cam's at >= 0.998).")] = False,
-    threshold: Annotated[float, typer.Option("--threshold", min=0.0, max=1.0, help="One-class segmenters: "
-                                             "mask cut when the prediction is made here.")] = 0.5,
+    threshold: opt.Threshold = 0.5,
     batch_size: opt.BatchSize = None,
     arch: opt.Arch = None,
     classes: opt.Classes = None,

@@ -114,3 +114,8 @@ SegClasses = Annotated[
     typer.Option("--class", help="Segmenter class to explain (repeatable; default: the predicted classes).",
                  show_default=False),
 ]
+Threshold = Annotated[
+    float,
+    typer.Option("--threshold", min=0.0, max=1.0, help="One-class segmenters: foreground probability cut for the "
+                                                       "predicted mask (where this command makes the prediction)."),
+]

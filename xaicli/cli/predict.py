@@ -25,8 +25,7 @@ def predict(
     as_json: Annotated[bool, typer.Option("--json", help="Write one JSON object per image (JSON Lines, strict: "
                                                          "null for NaN) instead of records, to stdout or to -o "
                                                          "FILE (written atomically).")] = False,
-    threshold: Annotated[float, typer.Option("--threshold", min=0.0, max=1.0,
-                                             help="Foreground probability cut for one-class segmenters.")] = 0.5,
+    threshold: opt.Threshold = 0.5,
     top_k: Annotated[int, typer.Option("--top-k", min=1, help="Classes listed in 'top' (classifiers).")] = 3,
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Images per forward pass.")] = 8,
     no_image: opt.NoImage = False,

@@ -396,6 +396,25 @@ def test_ctrl_c_midrun_exits_130_and_leaves_no_partial_file(big_scans, reference
     _assert_same_as_reference(out, reference)
 
 
+@pytest.mark.parametrize("debug", [False, True])
+def test_errors_python_ignores_print_nothing_unless_debug(debug):
+    """An object failing in __del__ (an image reader interrupted by Ctrl-C did) must not
+    print a traceback past our one-line error; --debug still shows it."""
+    code = ("import sys\n"
+            "from xaicli.cli import app\n"
+            "from xaicli.cli.state import settings\n"
+            f"settings.debug = {debug}\n"
+            "sys.exit = lambda code=0: None\n"
+            "app.main(['--version'])\n"                      # installs the hook, as the console script does
+            "class Reader:\n"
+            "    def __del__(self):\n"
+            "        raise AttributeError('images_to_write')\n"
+            "Reader()\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert ("Exception ignored" in r.stderr) is debug, r.stderr
+
+
 def test_stale_temp_files_of_dead_processes_are_swept(tmp_path):
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()

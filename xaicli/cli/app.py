@@ -59,7 +59,19 @@ _register()
 
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI; user errors are one line on stderr with exit 1 or 2, never a traceback."""
+    sys.unraisablehook = _unraisable
     sys.exit(run(argv))
+
+
+def _unraisable(unraisable) -> None:
+    """Errors Python itself ignores (in __del__, at GC) print a traceback; keep them for --debug.
+
+    Seen after Ctrl-C: an image reader interrupted in its constructor fails again in its
+    __del__ while the interrupt unwinds, and its traceback came before our one line."""
+    from xaicli.cli.state import settings
+
+    if settings.debug:
+        sys.__unraisablehook__(unraisable)
 
 
 def run(argv: list[str] | None = None) -> int:

@@ -313,6 +313,24 @@ def test_torchscript_classifier_task_inferred(cli, tmp_path, images, how):
     assert rec["meta"]["prediction"]["index"] == int(want.argmax())
 
 
+def test_torchscript_loading_prints_no_deprecation_warning(tmp_path, image64):
+    """torch 2.14 warns that jit.load is deprecated: the user cannot act on it, so it stays off stderr.
+
+    A real process, because pytest records warnings before they would reach the runner's stderr.
+    """
+    import subprocess
+    import sys
+
+    img_path, _ = image64
+    path = tmp_path / "seg.pt"
+    torch.jit.trace(tiny_segmenter(classes=2, seed=2), torch.zeros(1, 3, 64, 64)).save(str(path))
+    proc = subprocess.run([sys.executable, "-m", "xaicli", "predict", "-m", str(path), str(img_path)],
+                          capture_output=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert proc.stdout, "no record written"
+    assert b"Warning" not in proc.stderr, proc.stderr.decode()
+
+
 def test_torchscript_segmenter_task_inferred(cli, tmp_path, image64):
     img_path, img = image64
     model = tiny_segmenter(classes=2, seed=2)

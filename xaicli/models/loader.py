@@ -13,6 +13,7 @@ import io
 import json
 import logging
 import os
+import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -301,7 +302,9 @@ def _load_torchscript(path: Path, options: LoadOptions):
     import torch
 
     try:
-        module = torch.jit.load(str(path), map_location="cpu")
+        with warnings.catch_warnings():   # torch's own deprecation notice for jit.load: nothing a user can act on
+            warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.jit")
+            module = torch.jit.load(str(path), map_location="cpu")
     except Exception as exc:
         raise XaiError(f"model {path}: not a loadable TorchScript file ({type(exc).__name__})") from None
     return _wrap_module(module, path, "torchscript", options)

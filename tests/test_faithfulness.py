@@ -267,7 +267,9 @@ def test_randomising_the_trained_classifier_decorrelates_ig_and_gradcam(method):
 
     Measured, not asserted: the top layer alone (the linear head) leaves median |rho| at
     0.31 (IG) and 0.55 (Grad-CAM): a random head mixes last-stage channels that all fire
-    on the one object, so the object stays lit (see the issue note)."""
+    on the one object, so the object stays lit (see the issue note). Seed 0 is fixed:
+    Grad-CAM's full-cascade median over 20 images is 0.18, 0.36 and 0.32 for seeds 0-2
+    (README, sanity check), so this checks one draw, not every draw."""
     from xaicli.io.record import Record
     from xaicli.metrics.report import MapTarget
     from xaicli.models.builtin.shapes import make_sample
@@ -286,8 +288,10 @@ def test_randomising_the_trained_classifier_decorrelates_ig_and_gradcam(method):
         rec.arrays["image"] = image
         mt = MapTarget(rec, key, info, 0, {"kind": "class", "index": k, "label": model.labels[k]}, None, None, None)
         out = r.scores(image, rz.recompute_function(mt))
-        rho_all.append(abs(out["rand_spearman_all"]))
-        rho_top.append(abs(out["rand_spearman_top"]))
+        # None: the randomised map is constant (Grad-CAM all zero after its ReLU), so it kept
+        # none of the original's ranking; other Randomizer seeds give that on some images.
+        rho_all.append(abs(out["rand_spearman_all"] or 0.0))
+        rho_top.append(abs(out["rand_spearman_top"] or 0.0))
     assert r.layers[0] == "classifier.1" and r.layers[-1] == "resnet.embedder.embedder.convolution"
     assert np.median(rho_all) < 0.3, rho_all
     assert np.median(rho_top) < 0.95, rho_top                     # the head alone changes the map too

@@ -57,7 +57,8 @@ class MapView:
             extra.append(f"steps {self.info['steps']}")
         delta = _at(self.info.get("delta"), self.target)
         if delta is not None:
-            extra.append(f"δ {delta:.2g}")
+            rel = _at(self.info.get("relative_delta"), self.target)    # a segmenter's δ of -20 says little alone
+            extra.append(f"δ {delta:.2g}" + (f" ({rel * 100:.2g}% of F(x) − F(x'))" if rel is not None else ""))
         if extra:
             lines.append(", ".join(extra))
         return lines

@@ -308,14 +308,20 @@ def _xai(*args) -> list[str]:
     return [sys.executable, "-m", "xaicli", *map(str, args)]
 
 
-def _start_and_wait_for_records(args, out: Path, n: int = 2, timeout: float = 120) -> subprocess.Popen:
-    proc = subprocess.Popen(_xai(*args), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=ENV)
+def _signal_midrun(args, out: Path, sig: int) -> tuple[subprocess.Popen, bytes]:
+    """Start the run, signal it once two records exist, and return it with its stderr.
+
+    The child gets SIGINT's default action back: a shell starts background jobs (`make test &`)
+    with SIGINT ignored, Python then keeps ignoring it, and the run ignored our Ctrl-C."""
+    proc = subprocess.Popen(_xai(*args), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=ENV,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     t0 = time.time()
-    while time.time() - t0 < timeout:
-        if len(list(out.glob("*.npz"))) >= n or proc.poll() is not None:
-            break
+    while time.time() - t0 < 120 and len(list(out.glob("*.npz"))) < 2 and proc.poll() is None:
         time.sleep(0.005)
-    return proc
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    assert len(list(out.glob("*.npz"))) < N_BIG, "the run ended before the signal landed"
+    return proc, err
 
 
 def _records(folder: Path) -> dict[str, dict]:
@@ -361,10 +367,8 @@ def _assert_same_as_reference(out: Path, reference: Path):
 def test_kill_9_midrun_then_rerun_makes_exactly_the_uninterrupted_set(big_scans, reference, tmp_path):
     out = tmp_path / "out"
     args = ["predict", "-m", SEG, big_scans, "-o", f"{out}/", "-b", "1", "--skip-existing"]
-    proc = _start_and_wait_for_records(args, out)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=60)
-    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    proc, _ = _signal_midrun(args, out, signal.SIGKILL)
+    assert proc.returncode == -signal.SIGKILL
     done = sorted(p.name for p in out.glob("*.npz"))
     assert 2 <= len(done) < N_BIG
     _records(out)  # every visible record is complete
@@ -382,9 +386,7 @@ def test_kill_9_midrun_then_rerun_makes_exactly_the_uninterrupted_set(big_scans,
 def test_ctrl_c_midrun_exits_130_and_leaves_no_partial_file(big_scans, reference, tmp_path):
     out = tmp_path / "out"
     args = ["predict", "-m", SEG, big_scans, "-o", f"{out}/", "-b", "1", "--skip-existing"]
-    proc = _start_and_wait_for_records(args, out)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
+    proc, err = _signal_midrun(args, out, signal.SIGINT)
     assert proc.returncode == 130, err
     lines = err.decode().strip().splitlines()
     assert lines == ["xai: error: interrupted"], err  # one line saying why, never a traceback

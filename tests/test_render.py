@@ -310,7 +310,7 @@ def test_titles_name_prediction_method_layer_target_and_ig_figures():
     assert f"{pred['label']} (p = {pred['confidence']:.2f})" in text
     assert "gradcam++ · layer4" in text and "target dog" in text
     assert "steps 32" in text and "δ 0.0012" in text and "baseline black" in text
-    assert "% of F(x)" not in text                   # no relative delta stored, none shown
+    assert "% of ΔF" not in text                   # no relative delta stored, none shown
 
 
 def test_ig_title_gives_the_delta_relative_to_the_score_change():
@@ -318,7 +318,7 @@ def test_ig_title_gives_the_delta_relative_to_the_score_change():
     rec = make_record(maps={"attr/integrated_gradients/black": (np.stack([pos - neg] * 3)[None].astype(np.float32),
                                                                  ig_info(relative_delta=[0.0022]))})
     (_, fig), = build(rec)
-    assert "δ 0.0012 (0.22% of F(x) − F(x'))" in all_text(fig)
+    assert "δ 0.0012 (0.22% of ΔF)" in all_text(fig)
 
 
 def test_segmenter_title_gives_the_area_fraction():

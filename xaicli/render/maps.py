@@ -58,7 +58,7 @@ class MapView:
         delta = _at(self.info.get("delta"), self.target)
         if delta is not None:
             rel = _at(self.info.get("relative_delta"), self.target)    # a segmenter's δ of -20 says little alone
-            extra.append(f"δ {delta:.2g}" + (f" ({rel * 100:.2g}% of F(x) − F(x'))" if rel is not None else ""))
+            extra.append(f"δ {delta:.2g}" + (f" ({rel * 100:.2g}% of ΔF)" if rel is not None else ""))
         if extra:
             lines.append(", ".join(extra))
         return lines

@@ -355,6 +355,17 @@ def test_cuda_without_cuda_is_a_usage_error(cli, image64):
     assert "cuda" in _error_line(r).lower()
 
 
+def test_a_gpu_index_past_the_last_names_the_valid_ones(monkeypatch):
+    """Seen on a one-GPU host: the hint printed '{torch.cuda.device_count() - 1}' unformatted."""
+    from xaicli.errors import XaiUsageError
+    from xaicli.models.device import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    with pytest.raises(XaiUsageError, match=r"only 2 CUDA device\(s\) here; pick cuda:0\.\.cuda:1$"):
+        resolve_device("cuda:2")
+
+
 def test_unknown_device_is_a_usage_error(cli, image64):
     r = cli(["predict", "-m", "builtin:shapes-seg", "--device", "tpu", image64[0]])
     assert r.exit_code == 2

@@ -24,7 +24,7 @@ def resolve_device(name: str = "auto"):
         dev = torch.device(name)
         if dev.index is not None and dev.index >= torch.cuda.device_count():
             raise XaiUsageError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) here; "
-                                "pick cuda:0..cuda:{torch.cuda.device_count() - 1}")
+                                f"pick cuda:0..cuda:{torch.cuda.device_count() - 1}")
         return dev
     if name == "mps":
         if getattr(torch.backends, "mps", None) is None or not torch.backends.mps.is_available():

@@ -64,11 +64,14 @@ def build_convnext(folder: Path, size: int):
 
 
 CLOCK = time.perf_counter
+SYNC = lambda: None   # noqa: E731 - torch.cuda.synchronize with --device cuda: kernels run asynchronously
 
 
 def timed(fn):
+    SYNC()
     t0 = CLOCK()
     out = fn()
+    SYNC()
     return CLOCK() - t0, out
 
 
@@ -90,18 +93,18 @@ class Case:
             logits = self.forward(self.unit)
         if adapter.task == "segmentation":
             prob = torch.sigmoid(adapter.to_image_size(logits, hw))[0, 0]
-            pred = (prob > 0.5).numpy()
+            pred = (prob > 0.5).cpu().numpy()
             if pred.mean() < 0.02 or pred.mean() > 0.98:          # an untrained model: cut at the median
-                pred = (prob > prob.median()).numpy()
+                pred = (prob > prob.median()).cpu().numpy()
             box = np.zeros(hw, bool)
             box[hw[0] // 4: 3 * hw[0] // 4, hw[1] // 4: 3 * hw[1] // 4] = True
             targets = [Target("mask", 0, "fg", pred), Target("all-pixels", 0, "fg", np.ones(hw, bool)),
                        Target("region", 0, "fg", box)]
             mhw = tuple(logits.shape[-2:])
-            self.w = torch.stack([t.weight(1, mhw, hw) for t in targets])
+            self.w = torch.stack([t.weight(1, mhw, hw) for t in targets]).to(self.unit.device)
         else:
-            targets = resolve_classification(["top3"], adapter.labels, torch.softmax(logits, 1)[0].numpy())
-            self.w = torch.stack([t.weight(adapter.num_classes, None, None) for t in targets])
+            targets = resolve_classification(["top3"], adapter.labels, torch.softmax(logits, 1)[0].cpu().numpy())
+            self.w = torch.stack([t.weight(adapter.num_classes, None, None) for t in targets]).to(self.unit.device)
         self.act = activation_bytes(self.forward, self.unit)
         from xaicli.explain.chunking import BatchPlanner
 
@@ -230,6 +233,7 @@ def main(argv=None) -> int:
     ap.add_argument("--only", choices=["unetpp", "convnext"], help="run one model only")
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's); "
                                                                 "1 is steadier on a shared, busy CPU")
+    ap.add_argument("--device", default="cpu", help="cpu (the issue's goals are for this CPU) or cuda[:N]")
     ap.add_argument("--clock", choices=["wall", "cpu"], default="wall",
                     help="wall time, or this process's CPU time (with --threads 1: immune to other "
                          "processes taking the CPU)")
@@ -243,10 +247,13 @@ def main(argv=None) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.device.startswith("cuda"):
+        global SYNC
+        SYNC = torch.cuda.synchronize
 
     from xaicli.models.loader import load_model
 
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, cpu count {os.cpu_count()}, "
+    print(f"torch {torch.__version__}, device {args.device}, {torch.get_num_threads()} threads, cpu count {os.cpu_count()}, "
           f"{args.clock} clock, {reps} repetitions (min)")
     sizes = {"unetpp": 128 if args.quick else 256, "convnext": 96 if args.quick else 224}
     steps = {"unetpp": 8 if args.quick else 16, "convnext": 16 if args.quick else 32}
@@ -257,10 +264,11 @@ def main(argv=None) -> int:
             if args.only and args.only != name:
                 continue
             size = sizes[name]
-            ad = load_model(str(build(Path(tmp) / name, size)), device="cpu")
+            ad = load_model(str(build(Path(tmp) / name, size)), device=args.device)
             image = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
             case = Case(f"{label} at {size}x{size}", ad, image, steps[name], reps)
-            run_case(case, [1, 2, 4, 8] if name == "unetpp" else [1, 2, 4, 8, 16, 32])
+            gpu = [1, 4, 16, 64] if args.device.startswith("cuda") else []
+            run_case(case, sorted(set(([1, 2, 4, 8] if name == "unetpp" else [1, 2, 4, 8, 16, 32]) + gpu)))
     return 0
 
 

@@ -355,6 +355,28 @@ def test_cuda_without_cuda_is_a_usage_error(cli, image64):
     assert "cuda" in _error_line(r).lower()
 
 
+def test_a_cuda_device_turns_tf32_off(monkeypatch):
+    """TF32 would put IG's completeness delta at ~1% on a GPU (see full_float32); CPU runs leave the flags alone."""
+    from xaicli.models.device import resolve_device
+
+    cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul   # matmul's flags are not plain attributes
+    saved = cudnn.allow_tf32, matmul.allow_tf32
+    try:
+        cudnn.allow_tf32 = matmul.allow_tf32 = True
+        assert resolve_device("cpu").type == "cpu"
+        assert cudnn.allow_tf32 and matmul.allow_tf32
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+        monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+        monkeypatch.setenv("XAI_TF32", "1")                                # the user's opt-in keeps TF32
+        assert resolve_device("cuda:0").type == "cuda"
+        assert cudnn.allow_tf32 and matmul.allow_tf32
+        monkeypatch.delenv("XAI_TF32")
+        assert resolve_device("cuda:0").type == "cuda"
+        assert not cudnn.allow_tf32 and not matmul.allow_tf32
+    finally:
+        cudnn.allow_tf32, matmul.allow_tf32 = saved
+
+
 def test_a_gpu_index_past_the_last_names_the_valid_ones(monkeypatch):
     """Seen on a one-GPU host: the hint printed '{torch.cuda.device_count() - 1}' unformatted."""
     from xaicli.errors import XaiUsageError

@@ -14,7 +14,7 @@ def full_float32() -> None:
     size of `--tolerance 0.01`, which then chases rounding; maps moved 5e-4 of their max
     away from a CPU host's. In float32: delta 6e-7, maps 3e-7 from the CPU's. The cost
     there: none on the ConvNeXt and at 256², but a U-Net++ efficientnet-b5 at 640² took
-    0.70 s instead of 0.45 s for 30 steps. Legacy flags, since torch 2.9 refuses a mix of
+    0.73 s instead of 0.45 s for 30 steps. Legacy flags: torch 2.14 raises on a mix of
     them with the new `fp32_precision` ones.
     """
     import os

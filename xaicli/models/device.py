@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from xaicli.errors import XaiUsageError
 
 
@@ -17,8 +19,6 @@ def full_float32() -> None:
     0.73 s instead of 0.45 s for 30 steps. Legacy flags: torch 2.14 raises on a mix of
     them with the new `fp32_precision` ones.
     """
-    import os
-
     import torch
 
     if os.environ.get("XAI_TF32") == "1":
@@ -28,7 +28,6 @@ def full_float32() -> None:
 
 
 def resolve_device(name: str = "auto"):
-
     dev = _resolve(name)
     if dev.type == "cuda":
         full_float32()

@@ -390,6 +390,31 @@ def test_first_chunk_is_one_sample_and_bounds_memory(monkeypatch):
     assert used[0] == 1 and max(used) <= 2                        # half of 16 kB / (2 x 4 kB) = 2
 
 
+def test_cuda_chunk_is_bounded_by_the_measured_peak(monkeypatch):
+    """On CUDA the allocator's peak over the one-sample chunk, not saved bytes × 2, sets the bound."""
+    from xaicli.explain import chunking
+
+    peak = {"now": 0}
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda *a: None)
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda *a: 500)
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda *a: peak.update(now=500))
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda *a: peak["now"])
+    monkeypatch.setattr("xaicli.models.device.free_memory_bytes", lambda d: 30000)
+    x = torch.zeros(1, 10, 10, 10, requires_grad=True)          # 4000 bytes saved per sample
+    used = []
+
+    def work(lo, hi):
+        used.append(hi - lo)
+        peak["now"] = max(peak["now"], 500 + 3000 * (hi - lo))  # what the fake GPU needed at once
+        (x.expand(hi - lo, -1, -1, -1) * 2).relu().sum().backward()
+
+    planner = chunking.BatchPlanner(torch.device("cuda"))
+    planner.runner(x, 30).run(30, work)
+    # 60% of 30 kB over a 3 kB peak: 6 rows (saved bytes x 2 would have allowed 2)
+    assert used == [1, 6, 6, 6, 6, 5]
+    assert planner.plan_for(x).best == 6
+
+
 def test_requested_batch_size_is_used_as_is():
     from xaicli.explain import chunking
 

@@ -17,7 +17,8 @@ fixed byte budget fits all three, so on a CPU the chunk is *measured*:
   follows the fastest minimum seen, so a measurement spoilt by another process is
   corrected. Exploring costs nothing extra: every chunk is real work.
 
-On CUDA the chunk is as many samples as fit in a fraction of the free memory. On any
+On CUDA the chunk is as many samples as fit in a fraction of the free memory, going by
+the allocator's peak during the measuring chunk (forward and backward of one sample). On any
 device an out-of-memory error halves the chunk and retries the same samples
 (`ChunkRunner`). `-b/--batch-size` fixes the chunk, for bit-identical reruns (batched
 kernels round differently at different batch sizes). The CAM engine may reuse all of
@@ -34,13 +35,12 @@ log = logging.getLogger("xai")
 
 CPU_MAX_ROWS = 64
 CUDA_MAX_ROWS = 256
-CUDA_FREE_FRACTION = 0.6       # of free memory, for activations
+CUDA_FREE_FRACTION = 0.6       # of free memory, over the measured peak per sample
 CPU_FREE_FRACTION = 0.5
-BACKWARD_FACTOR = 2.0          # a backward pass needs roughly as much again as the saved tensors
-# ...which is cautious on CUDA: on an H200, efficientnet-b5 U-Net++ at 640² saves 3.4 GiB per
-# sample, so the bound is 12 rows, yet Captum's single pass of 30 rows fit (0.61 s against our
-# 0.70 s in chunks of 12). Bounding by the probe's measured peak (max_memory_allocated) is the
-# lead; untried, for want of a GPU to check it on.
+BACKWARD_FACTOR = 2.0          # CPU: a backward pass needs roughly as much again as the saved tensors
+# On CUDA the saved bytes × BACKWARD_FACTOR proved cautious: on an H200, efficientnet-b5 U-Net++
+# at 640² saves 3.4 GiB per sample, which allowed 12 rows, yet Captum's single pass of 30 fit.
+# The allocator's own peak over the measuring chunk (`PeakBytes`) replaces the guess there.
 GAIN_TO_GROW = 0.95            # double the chunk while time per sample falls below 95% of the last
 REFINE_EVERY = 8               # after settling, every 8th chunk re-times a neighbouring size
 CPU_START_ROWS = 8             # first CPU chunk (measured best on the models above: 4-16)
@@ -93,19 +93,46 @@ def activation_bytes(forward: Callable, sample) -> int:
     return int(max(saved.bytes, x.numel() * x.element_size()))
 
 
-def choose_batch_size(device, per_sample_bytes: int, rows: int, requested: int | None = None) -> int:
+class PeakBytes:
+    """CUDA: the allocator's peak inside the block above what was allocated on entry, i.e. all
+    that a forward and backward pass of the chunk needed at once (None on other devices)."""
+
+    def __init__(self, device):
+        self.device = device
+        self.bytes: int | None = None
+
+    def __enter__(self) -> "PeakBytes":
+        if getattr(self.device, "type", None) == "cuda":
+            import torch
+
+            torch.cuda.synchronize(self.device)
+            self._base = torch.cuda.memory_allocated(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+        return self
+
+    def __exit__(self, exc_type, *exc) -> None:
+        if exc_type is None and getattr(self.device, "type", None) == "cuda":
+            import torch
+
+            torch.cuda.synchronize(self.device)
+            self.bytes = max(0, int(torch.cuda.max_memory_allocated(self.device)) - self._base)
+
+
+def choose_batch_size(device, per_sample_bytes: int, rows: int, requested: int | None = None,
+                      peak_bytes: int | None = None) -> int:
     """The most rows per pass that memory allows (the user's `--batch-size` if given).
 
-    CUDA: CUDA_FREE_FRACTION of the free memory over (saved bytes × BACKWARD_FACTOR),
-    capped at CUDA_MAX_ROWS. CPU: half the available RAM likewise, capped at CPU_MAX_ROWS
-    (the CPU chunk is then tuned below this bound by `BatchPlanner`).
+    CUDA: CUDA_FREE_FRACTION of the free memory over the measured peak per sample (or, where
+    none was measured, the saved bytes × BACKWARD_FACTOR), capped at CUDA_MAX_ROWS. CPU: half
+    the available RAM over the saved bytes × BACKWARD_FACTOR, capped at CPU_MAX_ROWS (the CPU
+    chunk is then tuned below this bound by `BatchPlanner`).
     """
     from xaicli.models.device import free_memory_bytes
 
     rows = max(1, int(rows))
     if requested:
         return max(1, min(int(requested), rows))
-    need = max(1, int(per_sample_bytes * BACKWARD_FACTOR))
+    need = max(1, int(peak_bytes if peak_bytes else per_sample_bytes * BACKWARD_FACTOR))
     free = free_memory_bytes(device)
     if device.type == "cuda":
         bs = min(CUDA_MAX_ROWS, int((free or 0) * CUDA_FREE_FRACTION) // need)
@@ -203,12 +230,12 @@ class ChunkRunner:
     """
 
     def __init__(self, batch_size: int, device=None, plan: ChunkPlan | None = None,
-                 on_measure: Callable[[int], int] | None = None):
+                 on_measure: Callable[[int, int | None], int] | None = None):
         self.batch_size = max(1, int(batch_size))
         self.device = device
         self.halvings = 0
         self.plan = plan
-        self.on_measure = on_measure       # saved bytes of one sample -> memory bound (rows)
+        self.on_measure = on_measure       # (saved, peak) bytes per sample -> memory bound (rows)
         self.sizes: list[int] = []         # chunk sizes used, in order
 
     def run(self, n: int, work: Callable[[int, int], None]) -> None:
@@ -222,10 +249,12 @@ class ChunkRunner:
             t0 = clock()
             try:
                 if measuring:
-                    with SavedBytes() as saved:
+                    with SavedBytes() as saved, PeakBytes(self.device) as peak:
                         work(start, stop)
-                    per_sample = saved.bytes // (stop - start)
-                    self.plan.cap = max(1, self.on_measure(per_sample)) if self.on_measure else CPU_MAX_ROWS
+                    n_rows = stop - start
+                    per_peak = peak.bytes // n_rows if peak.bytes else None
+                    self.plan.cap = max(1, self.on_measure(saved.bytes // n_rows, per_peak)) \
+                        if self.on_measure else CPU_MAX_ROWS
                 else:
                     work(start, stop)
             except Exception as exc:  # noqa: BLE001 - only OOM is handled, the rest re-raised
@@ -311,10 +340,10 @@ class BatchPlanner:
             size = plan.best or (min(plan.cap, 16) if plan.cap else 16)
             return ChunkRunner(min(size, rows), self.device)
 
-        def bound(per_sample: int) -> int:
-            cap = choose_batch_size(self.device, max(per_sample, 1), 1 << 30)
-            log.debug("inputs %s: %.0f MiB saved per sample, at most %d per pass", tuple(sample.shape[1:]),
-                      per_sample / 2**20, cap)
+        def bound(per_sample: int, peak: int | None) -> int:
+            cap = choose_batch_size(self.device, max(per_sample, 1), 1 << 30, peak_bytes=peak)
+            log.debug("inputs %s: %.0f MiB saved per sample (peak %s MiB), at most %d per pass",
+                      tuple(sample.shape[1:]), per_sample / 2**20, peak and round(peak / 2**20), cap)
             return cap
 
         return ChunkRunner(1, self.device, plan=plan, on_measure=bound)

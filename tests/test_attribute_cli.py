@@ -114,7 +114,8 @@ def test_records_from_predict_reuse_the_prediction(cli, files):
 
 def test_several_baselines_and_seeded_noise(cli, files):
     # -b fixes the chunk: bit-identical reruns (a tuned chunk may differ between runs, and
-    # batched kernels round differently at other batch sizes)
+    # batched kernels round differently at other batch sizes); on CUDA -b also asks for
+    # deterministic kernels (run there with XAI_TEST_CUDA=1)
     args = ["attribute", "-m", files["cls"], files["cls_png"], "-B", "black", "-B", "zero", "-B", "noise",
             "-B", "blur", "--baseline-samples", "2", "--steps", "4", "-b", "4"]
     (a,) = ok(cli(args))

@@ -4,6 +4,7 @@ pickles (only with --trust-pickle). Predictions are checked against the model ru
 from __future__ import annotations
 
 import io
+import os
 import json
 import pickle
 import tarfile
@@ -392,3 +393,48 @@ def test_unknown_device_is_a_usage_error(cli, image64):
     r = cli(["predict", "-m", "builtin:shapes-seg", "--device", "tpu", image64[0]])
     assert r.exit_code == 2
     assert "tpu" in _error_line(r)
+
+
+def test_a_fixed_chunk_on_cuda_asks_for_deterministic_kernels(monkeypatch):
+    """`-b` promises bit-identical reruns; on CUDA that needs deterministic kernels (atomics
+    otherwise: 5e-10 apart on an H200). Only inside the block, only for CUDA, only with -b."""
+    import torch.utils.deterministic as det
+
+    from xaicli.models.device import reproducible
+
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    assert not torch.are_deterministic_algorithms_enabled()
+    with reproducible("cpu", True):
+        assert not torch.are_deterministic_algorithms_enabled()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with reproducible("cuda", False):
+        assert not torch.are_deterministic_algorithms_enabled()
+    with reproducible("auto", True):
+        assert torch.are_deterministic_algorithms_enabled()
+        assert torch.is_deterministic_algorithms_warn_only_enabled()   # an op without one warns, not fails
+        assert not det.fill_uninitialized_memory
+        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+    assert not torch.are_deterministic_algorithms_enabled() and det.fill_uninitialized_memory
+
+
+@pytest.mark.parametrize("hw,size", [((40, 36), (32, 32)), ((64, 50), (32, 64)), ((97, 131), (64, 48))])
+def test_the_deterministic_resize_is_torchs_antialiased_resize(hw, size):
+    """Under deterministic algorithms the shrink runs as matrix products (torch's CUDA kernel
+    has no deterministic backward): values and gradients must be torch's own."""
+    import torch.nn.functional as F
+
+    from xaicli.models.adapter import resize
+
+    x = torch.rand(2, 3, *hw, dtype=torch.float64, requires_grad=True)
+    ref = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
+    torch.use_deterministic_algorithms(True)
+    try:
+        got = resize(x, size)
+    finally:
+        torch.use_deterministic_algorithms(False)
+    assert got.shape == ref.shape
+    torch.testing.assert_close(got, ref, atol=1e-12, rtol=1e-12)
+    g = torch.rand_like(ref)
+    (want,), (have,) = torch.autograd.grad(ref, x, g), torch.autograd.grad(got, x, g)
+    torch.testing.assert_close(have, want, atol=1e-12, rtol=1e-12)

@@ -142,7 +142,9 @@ def attribute(
                     threshold=threshold, cache={})
     skip = sink.exists if skip_existing else None
     planner = None
-    with sink:
+    from xaicli.models.device import reproducible
+
+    with reproducible(device, bool(batch_size)), sink:
         for rec, image in progress(iter_records(items, session, max_pixels=max_pixels, skip=skip),
                                    items.count, "attribute"):
             adapter = session.get()

@@ -7,6 +7,7 @@ resizes and standardises them for the model (differentiably), `forward` gives lo
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,6 +17,31 @@ import torch.nn.functional as F
 from torch import nn
 
 from xaicli.models.preprocess import Preprocessing
+
+
+def resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear resize of (N, C, H, W) to `size`, antialiased when either side shrinks.
+
+    Under deterministic algorithms (`attribute -b` on CUDA) an antialiased resize runs as
+    two matrix products with the same weights: the CUDA backward of torch's antialiased
+    kernel accumulates with atomics and has no deterministic form (seen on an H200).
+    """
+    aa = size[0] < x.shape[-2] or size[1] < x.shape[-1]
+    if aa and torch.are_deterministic_algorithms_enabled():
+        rows = _axis_weights(x.shape[-2], size[0], x.device, x.dtype)
+        cols = _axis_weights(x.shape[-1], size[1], x.device, x.dtype)
+        return rows @ x @ cols.T
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=aa)
+
+
+@functools.lru_cache(maxsize=16)
+def _axis_weights(n_in: int, n_out: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """(n_out, n_in) weights of torch's antialiased bilinear resize along one axis: the resize
+    of an identity, the other axis kept (2 wide: torch 2.14's CPU kernel returns a constant
+    for 1-wide inputs)."""
+    eye = torch.eye(n_in, dtype=torch.float64).view(n_in, 1, n_in, 1).expand(-1, -1, -1, 2)
+    w = F.interpolate(eye, size=(n_out, 2), mode="bilinear", align_corners=False, antialias=True)
+    return w[..., 0].reshape(n_in, n_out).T.contiguous().to(device, dtype)
 
 
 class LogitsModule(nn.Module):
@@ -89,8 +115,7 @@ class ModelAdapter:
         size = self.input_size(tuple(unit.shape[-2:]))
         x = unit
         if tuple(x.shape[-2:]) != tuple(size):
-            x = F.interpolate(x, size=size, mode="bilinear", align_corners=False,
-                              antialias=size[0] < x.shape[-2] or size[1] < x.shape[-1])
+            x = resize(x, tuple(size))
         mean = torch.tensor(self.preprocessing.mean, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
         std = torch.tensor(self.preprocessing.std, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
         return (x - mean) / std

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 from xaicli.errors import XaiUsageError
@@ -25,6 +26,35 @@ def full_float32() -> None:
         return
     torch.backends.cudnn.allow_tf32 = False
     torch.backends.cuda.matmul.allow_tf32 = False
+
+
+@contextlib.contextmanager
+def reproducible(name: str, enabled: bool):
+    """Deterministic CUDA kernels inside the block, when `enabled` (a fixed chunk, `-b`) and
+    `name` is a CUDA device; previous settings restored after.
+
+    Some CUDA backward kernels (a bilinear resize's, among others) accumulate with atomics in
+    no fixed order: on an H200 two runs with the same chunk differed in the last bits (up to
+    ~1e-7 of the map's largest value). With deterministic algorithms they were bit-identical
+    (the antialiased resize aside: see `adapter.resize`). The NaN
+    fill of fresh tensors that comes with the setting is a debugging aid, switched off.
+    """
+    if not enabled or _resolve(name).type != "cuda":
+        yield
+        return
+    import torch
+    import torch.utils.deterministic as det
+
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")   # read when cuBLAS first starts
+    before = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+              det.fill_uninitialized_memory)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    det.fill_uninitialized_memory = False
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+        det.fill_uninitialized_memory = before[2]
 
 
 def resolve_device(name: str = "auto"):

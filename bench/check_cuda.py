@@ -1,6 +1,6 @@
 """The CUDA path, checked on a GPU host (CI has none): placement, precision, OOM retry, the CLI.
 
-    python bench/check_cuda.py              # needs a CUDA GPU; about a minute on one H200
+    python bench/check_cuda.py              # needs a CUDA GPU; about two minutes on one H200
     python bench/check_cuda.py --device cpu # the same comparisons CPU against CPU (a dry run)
 
 1. Precision: IG (ours and Captum) in float32 on the GPU against ours in float64 on the

@@ -4,10 +4,12 @@ pickles (only with --trust-pickle). Predictions are checked against the model ru
 from __future__ import annotations
 
 import io
-import os
 import json
+import logging
+import os
 import pickle
 import tarfile
+import warnings
 
 import numpy as np
 import pytest
@@ -395,7 +397,7 @@ def test_unknown_device_is_a_usage_error(cli, image64):
     assert "tpu" in _error_line(r)
 
 
-def test_a_fixed_chunk_on_cuda_asks_for_deterministic_kernels(monkeypatch):
+def test_a_fixed_chunk_on_cuda_asks_for_deterministic_kernels(monkeypatch, caplog):
     """`-b` promises bit-identical reruns; on CUDA that needs deterministic kernels (atomics
     otherwise: 5e-10 apart on an H200). Only inside the block, only for CUDA, only with -b."""
     import torch.utils.deterministic as det
@@ -410,12 +412,20 @@ def test_a_fixed_chunk_on_cuda_asks_for_deterministic_kernels(monkeypatch):
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     with reproducible("cuda", False):
         assert not torch.are_deterministic_algorithms_enabled()
-    with reproducible("auto", True):
-        assert torch.are_deterministic_algorithms_enabled()
-        assert torch.is_deterministic_algorithms_warn_only_enabled()   # an op without one warns, not fails
-        assert not det.fill_uninitialized_memory
-        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+    with caplog.at_level(logging.WARNING, logger="xai"), pytest.warns(UserWarning, match="^something else$"):
+        with reproducible("auto", True):
+            assert torch.are_deterministic_algorithms_enabled()
+            assert torch.is_deterministic_algorithms_warn_only_enabled()   # an op without one warns, not fails
+            assert not det.fill_uninitialized_memory
+            assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+            for op in ("b_backward_out_cuda", "a_backward_out_cuda", "b_backward_out_cuda"):   # torch's wording
+                warnings.warn(f"{op} does not have a deterministic implementation, but you set "
+                              "'torch.use_deterministic_algorithms(True, warn_only=True)'.", UserWarning)
+            warnings.warn("something else", UserWarning)                # not ours to rewrite: shown as it was
     assert not torch.are_deterministic_algorithms_enabled() and det.fill_uninitialized_memory
+    assert [r.getMessage() for r in caplog.records] == [
+        "no deterministic CUDA kernel for a_backward_out_cuda, b_backward_out_cuda: reruns with -b may differ "
+        "in the last bits"]
 
 
 @pytest.mark.parametrize("hw,size", [((40, 36), (32, 32)), ((64, 50), (32, 64)), ((97, 131), (64, 48))])

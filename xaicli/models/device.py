@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import warnings
 
 from xaicli.errors import XaiUsageError
 
@@ -28,6 +30,9 @@ def full_float32() -> None:
     torch.backends.cuda.matmul.allow_tf32 = False
 
 
+NO_DETERMINISTIC = "does not have a deterministic implementation"   # torch's warning, warn_only=True
+
+
 @contextlib.contextmanager
 def reproducible(name: str, enabled: bool):
     """Deterministic CUDA kernels inside the block, when `enabled` (a fixed chunk, `-b`) and
@@ -36,8 +41,10 @@ def reproducible(name: str, enabled: bool):
     Some CUDA backward kernels (a bilinear resize's, among others) accumulate with atomics in
     no fixed order: on an H200 two runs with the same chunk differed in the last bits (up to
     ~1e-7 of the map's largest value). With deterministic algorithms they were bit-identical
-    (the antialiased resize aside: see `adapter.resize`). The NaN
-    fill of fresh tensors that comes with the setting is a debugging aid, switched off.
+    (the antialiased resize aside: see `adapter.resize`). An op that has no deterministic
+    kernel runs anyway; torch's multi-line warnings about it become one line at the end
+    naming the ops. The NaN fill of fresh tensors that comes with the setting is a
+    debugging aid, switched off.
     """
     if not enabled or _resolve(name).type != "cuda":
         yield
@@ -51,10 +58,21 @@ def reproducible(name: str, enabled: bool):
     torch.use_deterministic_algorithms(True, warn_only=True)
     det.fill_uninitialized_memory = False
     try:
-        yield
+        with warnings.catch_warnings(record=True) as caught:
+            yield
     finally:
         torch.use_deterministic_algorithms(before[0], warn_only=before[1])
         det.fill_uninitialized_memory = before[2]
+    ops = set()
+    for w in caught:
+        text = str(w.message)
+        if NO_DETERMINISTIC in text:
+            ops.add(text.split(NO_DETERMINISTIC)[0].strip())
+        else:
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+    if ops:
+        logging.getLogger("xai").warning("no deterministic CUDA kernel for %s: reruns with -b may differ in "
+                                         "the last bits", ", ".join(sorted(ops)))
 
 
 def resolve_device(name: str = "auto"):

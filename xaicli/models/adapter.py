@@ -23,8 +23,8 @@ def resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Bilinear resize of (N, C, H, W) to `size`, antialiased when either side shrinks.
 
     Under deterministic algorithms (`attribute -b` on CUDA) an antialiased resize runs as
-    two matrix products with the same weights: the CUDA backward of torch's antialiased
-    kernel accumulates with atomics and has no deterministic form (seen on an H200).
+    two matrix products with the same weights: torch's antialiased kernel has no
+    deterministic CUDA backward (torch 2.11 warned so on an H200, and reruns differed).
     """
     aa = size[0] < x.shape[-2] or size[1] < x.shape[-1]
     if aa and torch.are_deterministic_algorithms_enabled():

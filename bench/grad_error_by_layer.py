@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 
 def input_gradients(problem, alphas) -> list:
-    """The input gradient of the target score at each point of the IG path (float64, on the CPU)."""
+    """The input gradient of the target score at each point of the IG path (as float64, on the CPU)."""
     import torch
 
     grads = []
@@ -96,14 +96,20 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         spec = str(build_unetpp(Path(tmp) / "effb5", args.size))
         image = np.random.default_rng(0).integers(0, 256, (args.size, args.size, 3), dtype=np.uint8)
-        problems = {"exact": Problem(spec, "cpu", image).double(), "cpu": Problem(spec, "cpu", image),
-                    "dev": Problem(spec, args.device, image)}
+        problems = {"exact": Problem(spec, "cpu", image).double(), "cpu": Problem(spec, "cpu", image)}
+        if args.device != "cpu":                                  # with --device cpu the device is the CPU
+            problems["dev"] = Problem(spec, args.device, image)
         # The IG map sums weighted gradients along the path; they largely cancel on a random-init
         # net, so the map's error can come from a few points: find the worst one first.
         alphas, weights = rule("gausslegendre", args.steps)
         grads = {k: input_gradients(p, alphas) for k, p in problems.items()}
+        grads.setdefault("dev", grads["cpu"])
         delta = (problems["exact"].unit - problems["exact"].base).cpu()
-        ig = sum(float(w) * g for w, g in zip(weights, grads["exact"])) * delta
+
+        def ig_map(gs):
+            return sum(float(w) * g for w, g in zip(weights, gs)) * delta
+
+        ig = ig_map(grads["exact"])
         scale = float(ig.abs().max())
         print(f"per-point gradient error x weight x (x - x'), over max |IG map| (float64), {args.steps} steps:")
         worst = {}
@@ -111,11 +117,13 @@ def main(argv=None) -> int:
             errs = [float(((g - e) * float(w) * delta).abs().max()) / scale
                     for w, g, e in zip(weights, grads[k], grads["exact"])]
             worst[k] = int(np.argmax(errs))
-            total = float((sum(float(w) * g for w, g in zip(weights, grads[k])) * delta - ig).abs().max()) / scale
+            total = float((ig_map(grads[k]) - ig).abs().max()) / scale
             print(f"  {k:4s}: map error {total:.1e}; per point " + " ".join(f"{e:.0e}" for e in errs))
         alpha = float(alphas[worst["dev"]])
         print(f"tracing at alpha = {alpha:.3f} (the device's worst point)")
-        exact, cpu, dev = (trace(problems[k], alpha) for k in ("exact", "cpu", "dev"))
+        traces = {k: trace(p, alpha) for k, p in problems.items()}
+        exact, cpu = traces["exact"], traces["cpu"]
+        dev = traces.get("dev", cpu)
     names = [n for n in exact if n in dev and n in cpu]          # forward order
     print(f"{len(names)} modules; errors against float64 (max |diff| / max |float64|), backward order")
     print(f"{'module':60s} {'type':14s} {'out ' + args.device:>10s} {'out cpu':>9s} "

@@ -19,6 +19,13 @@ delta than Captum's at 50 steps takes more steps, not a better engine. (On the C
 both sit at the float32 floor from 32 steps on: Captum's own delta is 5.5e-7 in one pass
 of 32-64 steps and 1.9e-6-2.7e-6 at 100-256 steps in chunks of 32; ours 1.5e-6-2.2e-6.)
 
+torch.compile was measured and is not used (one thread, CPU time per sample of a forward
++backward to the input, torch 2.14 inductor): the ConvNeXt went 16.5 -> 13.7 ms at batch
+8, after 34 s of compiling, and every new batch size compiled again (17 s); with the batch
+dimension dynamic it kept no gain (16.0 vs 16.0 ms), and dynamic=True failed to compile.
+The U-Net++ efficientnet-b5 at 256² went 768 -> 742 ms after 133 s. A chunk planner that
+tries several sizes, and runs of a few images, would pay the compile many times over.
+
 Captum's single pass needs steps x the per-sample activations; where that would take more
 than 80% of the free memory the bench gives Captum the largest chunk that fits and says so
 (the default would swap or be killed). Printed, never asserted.

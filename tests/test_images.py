@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import builtins
 import io
 import json
+import os
+import struct
 import tarfile
+import warnings
+import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 from helpers_models import write_dicom, write_png
-from PIL import Image
+from PIL import Image, ImageOps
 
 from xaicli.errors import XaiError
 from xaicli.io.images import read_image
@@ -115,6 +120,186 @@ def test_max_pixels_refuses_large_images(tmp_path):
     with pytest.raises(XaiError, match="max-pixels"):
         read_image(path, max_pixels=100)
     assert read_image(path, max_pixels=600).shape == (20, 30)
+
+
+@pytest.mark.parametrize("mode, ext", [("CMYK", "jpg"), ("CMYK", "tif"), ("LAB", "tif"), ("YCbCr", "tif")])
+def test_non_rgb_modes_are_converted_as_pillow_does(tmp_path, mode, ext):
+    path = tmp_path / f"img.{ext}"
+    Image.fromarray(SMOOTH).convert(mode).save(path)
+    with Image.open(path) as im:
+        assert im.mode == mode  # the file really holds these channels
+        expected = np.asarray(im.convert("RGB"))
+    img = read_image(path)
+    assert img.dtype == np.uint8 and img.shape == SMOOTH.shape
+    np.testing.assert_array_equal(img, expected)
+    assert np.abs(img.astype(int) - SMOOTH.astype(int)).mean() < 2  # the colours, not C, M, Y or L, a, b
+
+
+def test_16_bit_rgb_tiff_keeps_16_bits(tmp_path):
+    import imageio.v3 as iio
+
+    with warnings.catch_warnings():  # imageio's note that its own tifffile copy is deprecated
+        warnings.simplefilter("ignore")
+        iio.imwrite(tmp_path / "rgb16.tif", RGB16)  # Pillow cannot write 16-bit colour
+    img = read_image(tmp_path / "rgb16.tif")
+    assert img.dtype == np.uint16
+    np.testing.assert_array_equal(img, RGB16)
+
+
+def _exif(orientation: int) -> Image.Exif:
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    return exif
+
+
+def _pillow_upright(path: Path) -> np.ndarray:
+    """The image as Pillow shows it: ImageOps.exif_transpose."""
+    with Image.open(path) as im:
+        return np.asarray(ImageOps.exif_transpose(im).convert("RGB") if im.mode == "CMYK" else ImageOps.exif_transpose(im))
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+@pytest.mark.parametrize("name, pixels, mode", [
+    ("rgb.png", RGB8, None), ("gray16.png", G16, None), ("rgb.jpg", SMOOTH, None), ("cmyk.jpg", SMOOTH, "CMYK"),
+    ("rgb.tif", RGB8, None), ("gray8.tif", G8, None), ("gray16.tif", G16, None), ("cmyk.tif", SMOOTH, "CMYK"),
+])
+def test_exif_orientation_as_pillow_shows_it(tmp_path, name, pixels, mode, orientation):
+    im = Image.fromarray(pixels).convert(mode) if mode else Image.fromarray(pixels)
+    path = tmp_path / name
+    im.save(path, exif=_exif(orientation))
+    # Pillow's own view of TIFFs is no reference: its TIFF reader turns them upright while
+    # decoding, but (Pillow 13) returns single-band ones as stored. A PNG with the same pixels is.
+    ref = path
+    if name.endswith(".tif"):
+        ref = tmp_path / "same.png"
+        (im.convert("RGB") if mode else im).save(ref, exif=_exif(orientation))
+    expected = _pillow_upright(ref)
+    with Image.open(ref) as r:
+        stored = np.asarray(r.convert("RGB") if mode else r)
+    if orientation >= 5:  # the test is not vacuous: Pillow turned the 20x30 image round
+        assert expected.shape[:2] == (30, 20)
+    elif orientation >= 2:
+        assert expected.shape == stored.shape and not np.array_equal(expected, stored)
+    img = read_image(path)
+    assert img.dtype == pixels.dtype
+    np.testing.assert_array_equal(img, expected)
+
+
+def _png_with_exif(path: Path, orientation: int) -> Path:
+    """Insert an eXIf chunk after IHDR (where Pillow writes it) into a PNG that has none."""
+    data = path.read_bytes()
+    exif = _exif(orientation).tobytes()
+    exif = exif[6:] if exif.startswith(b"Exif\0\0") else exif  # a PNG chunk holds the TIFF block alone
+    chunk = struct.pack(">I", len(exif)) + b"eXIf" + exif + struct.pack(">I", zlib.crc32(b"eXIf" + exif))
+    path.write_bytes(data[:33] + chunk + data[33:])  # signature 8 + IHDR 25 bytes
+    return path
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_of_16_bit_colour_png(tmp_path, orientation):
+    path = _png_with_exif(write_png(tmp_path / "rgb16.png", RGB16), orientation)
+    with Image.open(path) as im:
+        assert im.getexif()[0x0112] == orientation
+    # Pillow decodes 16-bit colour to 8 bits: each channel as a 16-bit gray PNG with the same EXIF
+    channels = []
+    for c in range(3):
+        Image.fromarray(RGB16[..., c]).save(tmp_path / f"c{c}.png", exif=_exif(orientation))
+        channels.append(_pillow_upright(tmp_path / f"c{c}.png"))
+    img = read_image(path)
+    assert img.dtype == np.uint16
+    np.testing.assert_array_equal(img, np.stack(channels, -1))
+
+
+@pytest.fixture(scope="module")
+def huge_png(tmp_path_factory) -> Path:
+    """10000x9500 = 95 M pixels, over Pillow's 89 M warning limit, in 12 kB (1 bit, all black)."""
+    path = tmp_path_factory.mktemp("huge") / "huge.png"
+    Image.new("1", (10000, 9500)).save(path)
+    return path
+
+
+def test_max_pixels_is_checked_before_decoding(huge_png, monkeypatch, capfd):
+    import imageio.v3 as iio
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("decoded an image over --max-pixels")
+
+    monkeypatch.setattr(iio, "imread", no_decoding)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(XaiError) as err:
+            read_image(huge_png, max_pixels=50_000_000)
+    assert str(err.value) == (f"{huge_png}: image is 10000x9500 = 95000000 pixels, over --max-pixels 50000000; "
+                              "downscale it or raise --max-pixels")
+    assert capfd.readouterr().err == ""
+
+
+def test_an_image_within_max_pixels_but_over_pillows_limit_reads_quietly(huge_png, capfd):
+    limit = Image.MAX_IMAGE_PIXELS
+    assert 10000 * 9500 > limit  # Pillow alone would warn
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        img = read_image(huge_png, max_pixels=100_000_000)
+    assert img.shape == (9500, 10000) and img.dtype == np.uint8 and not img.any()
+    assert capfd.readouterr().err == ""
+    assert Image.MAX_IMAGE_PIXELS == limit  # Pillow's guard is back for other code
+
+
+@pytest.mark.parametrize("pillow_limit", [500, 100])  # 600 pixels: Pillow warns over 500, refuses over 200
+@pytest.mark.parametrize("max_pixels", [None, 600])
+def test_pillows_guard_neither_warns_nor_refuses(tmp_path, monkeypatch, capfd, pillow_limit, max_pixels):
+    path = write_png(tmp_path / "rgb.png", RGB8)  # 20x30 = 600 pixels
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", pillow_limit)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        np.testing.assert_array_equal(read_image(path, max_pixels=max_pixels), RGB8)
+    assert capfd.readouterr().err == ""
+    assert Image.MAX_IMAGE_PIXELS == pillow_limit
+
+
+def test_dicom_max_pixels_is_checked_before_decoding(tmp_path, monkeypatch):
+    import pydicom
+
+    path = write_dicom(tmp_path / "scan.dcm", np.zeros((12, 10), np.uint16))
+    monkeypatch.setattr(pydicom.dataset.Dataset, "pixel_array",
+                        property(lambda self: pytest.fail("decoded an image over --max-pixels")))
+    with pytest.raises(XaiError, match=r"scan.dcm: image is 10x12 = 120 pixels, over --max-pixels 100;"):
+        read_image(path, max_pixels=100)
+
+
+@pytest.mark.parametrize("name", ["img.png", "scan.dcm"])
+def test_an_unreadable_file_says_so(tmp_path, monkeypatch, name):
+    path = write_dicom(tmp_path / name, np.zeros((4, 4), np.uint16)) if name.endswith(".dcm") \
+        else write_png(tmp_path / name, G8)
+    real_open = builtins.open
+
+    def denying_open(file, *args, **kwargs):  # as chmod 000 does for anyone but root
+        if os.fspath(file) == os.fspath(path):
+            raise PermissionError(13, "Permission denied", os.fspath(file))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", denying_open)
+    with pytest.raises(XaiError) as err:
+        read_image(path)
+    assert str(err.value) == f"{path}: cannot read (permission denied); check the file's permissions"
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root reads files whatever their mode")
+def test_a_chmod_000_file_says_so(tmp_path):
+    path = write_png(tmp_path / "img.png", G8)
+    path.chmod(0)
+    try:
+        with pytest.raises(XaiError, match=r"cannot read \(permission denied\); check the file's permissions$"):
+            read_image(path)
+    finally:
+        path.chmod(0o644)
+
+
+@pytest.mark.parametrize("name", ["missing.png", "missing.dcm"])
+def test_a_missing_file_says_so(tmp_path, name):
+    with pytest.raises(XaiError) as err:
+        read_image(tmp_path / name)
+    assert str(err.value) == f"{tmp_path / name}: no such file; check the path"
 
 
 # -- through a model ------------------------------------------------------------------

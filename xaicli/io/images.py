@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -13,18 +15,42 @@ DICOM_EXTS = {".dcm", ".dicom"}
 
 
 def read_image(path: Path, max_pixels: int | None = None) -> np.ndarray:
-    """Decode `path`; alpha is dropped, palettes expanded, floats and wide ints rejected."""
+    """Decode `path` as displayed; alpha is dropped, palettes expanded, floats and wide ints rejected.
+
+    `max_pixels` refuses larger images, checked from the header before decoding. It replaces
+    Pillow's decompression-bomb guard (a warning over ~89 M pixels, a refusal over ~179 M),
+    which is off while reading. None means no limit, for files the caller trusts: the CLI
+    always passes --max-pixels (100 M by default).
+    """
+    _check_readable(path)
     if path.suffix.lower() in DICOM_EXTS:
-        img = _read_dicom(path)
+        img = _read_dicom(path, max_pixels)
     else:
-        img = _read_imageio(path)
+        img = _read_imageio(path, max_pixels)
     img = _normalise(img, path)
-    if max_pixels and img.shape[0] * img.shape[1] > max_pixels:
+    _check_pixels(path, img.shape[1], img.shape[0], max_pixels)  # for readers without a header check
+    return img
+
+
+def _check_readable(path: Path) -> None:
+    """Missing and unreadable files name their own fix, not "pass PNG, JPEG, ..." (both readers)."""
+    try:
+        with open(path, "rb"):
+            pass
+    except FileNotFoundError:
+        raise XaiError(f"{path}: no such file; check the path") from None
+    except PermissionError:
+        raise XaiError(f"{path}: cannot read (permission denied); check the file's permissions") from None
+    except OSError:
+        pass  # e.g. a folder: the readers say it is not an image
+
+
+def _check_pixels(path: Path, width: int, height: int, max_pixels: int | None) -> None:
+    if max_pixels and width * height > max_pixels:
         raise XaiError(
-            f"{path}: image is {img.shape[1]}x{img.shape[0]} = {img.shape[0] * img.shape[1]} pixels, "
+            f"{path}: image is {width}x{height} = {width * height} pixels, "
             f"over --max-pixels {max_pixels}; downscale it or raise --max-pixels"
         )
-    return img
 
 
 def sha256_file(path: Path) -> str:
@@ -35,22 +61,90 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def _read_imageio(path: Path) -> np.ndarray:
-    import imageio.v3 as iio
+# Pillow modes whose three or four channels are not R, G, B (imageio returns them as they are,
+# so a CMYK JPEG came out as inverted RGBA): decoded by Pillow and converted to RGB as it does.
+_NOT_RGB_MODES = {"CMYK", "YCbCr", "LAB", "HSV"}
 
-    try:
-        img = iio.imread(path)
-    except FileNotFoundError:
-        raise XaiError(f"{path}: no such file; check the path") from None
-    except Exception as exc:  # imageio raises many types for undecodable input
-        raise XaiError(
-            f"{path}: cannot read as an image ({type(exc).__name__}); pass PNG, JPEG, BMP, TIFF or DICOM files"
-        ) from None
+
+def _read_imageio(path: Path, max_pixels: int | None) -> np.ndarray:
+    import imageio.v3 as iio
+    from imageio.plugins.pillow import PillowPlugin
+
+    with _pillow_bomb_guard_off():
+        header = _pillow_header(path)  # None: not a format Pillow knows, imageio may have another plugin
+        if header is not None:
+            _check_pixels(path, header[0], header[1], max_pixels)  # before decoding: the limit is for memory and time
+        rgb = header is not None and header[2] in _NOT_RGB_MODES
+        try:
+            # imageio's own choice of plugin otherwise: for TIFF its tifffile, which keeps 16-bit colour
+            with iio.imopen(path, "r", plugin="pillow" if rgb else None) as f:
+                by_pillow = isinstance(f, PillowPlugin)
+                # rotate: Pillow's EXIF orientation, read after decoding as ImageOps.exif_transpose does
+                # (Pillow's TIFF reader turns the image upright itself while decoding, and drops the tag)
+                img = f.read(rotate=True, mode="RGB" if rgb else None) if by_pillow else f.read()
+        except Exception as exc:  # imageio raises many types for undecodable input
+            raise XaiError(
+                f"{path}: cannot read as an image ({type(exc).__name__}); pass PNG, JPEG, BMP, TIFF or DICOM files"
+            ) from None
     if img.ndim == 4:  # multi-frame (animated/multi-page): the first frame
         img = img[0]
+    orientation = header[3] if header is not None else 1
+    if not by_pillow:  # other plugins (tifffile) give the pixels as stored
+        img = _apply_orientation(img, orientation)
     if img.dtype == np.uint8 and img.ndim == 3 and _png_bit_depth(path) == 16:
-        img = _read_png16_colour(path, img)
+        img = _read_png16_colour(path, img, orientation)
     return np.asarray(img)
+
+
+@contextmanager
+def _pillow_bomb_guard_off():
+    """Pillow's own pixel limit off while reading: --max-pixels governs instead, and Pillow's
+    guard would print warnings to stderr, or refuse images that --max-pixels allows."""
+    from PIL import Image
+
+    saved = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = saved
+
+
+def _pillow_header(path: Path) -> tuple[int, int, str, int] | None:
+    """(width, height, Pillow mode, EXIF orientation) without decoding the pixels; None if
+    Pillow cannot open the file."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:  # lazy: reads the header only
+            width, height = im.size
+            mode = im.mode
+            try:
+                with warnings.catch_warnings():  # a damaged EXIF block: shown as stored, without a warning
+                    warnings.simplefilter("ignore")
+                    # The base class's getexif: PngImageFile's own decodes the whole image to look for an
+                    # eXIf chunk after the pixels; this one reads what precedes them (where Pillow writes it).
+                    orientation = Image.Image.getexif(im).get(0x0112, 1)
+            except Exception:
+                orientation = 1
+    except Exception:
+        return None
+    return width, height, mode, orientation
+
+
+def _apply_orientation(img: np.ndarray, orientation: int) -> np.ndarray:
+    """`img` (HxW or HxWxC) as displayed under EXIF orientation 0x0112, as PIL.ImageOps.exif_transpose
+    turns it: 5-8 are a transpose followed by 1-4 (6, a quarter turn clockwise, is transpose +
+    mirror; 8 is transpose + flip); 2 mirrors, 3 turns 180 degrees, 4 flips. Other values: as stored."""
+    if orientation in (5, 6, 7, 8):
+        img, orientation = np.swapaxes(img, 0, 1), orientation - 4
+    if orientation == 2:
+        img = img[:, ::-1]
+    elif orientation == 3:
+        img = img[::-1, ::-1]
+    elif orientation == 4:
+        img = img[::-1]
+    return img
 
 
 def _png_bit_depth(path: Path) -> int | None:
@@ -61,26 +155,37 @@ def _png_bit_depth(path: Path) -> int | None:
     return head[24]
 
 
-def _read_png16_colour(path: Path, img8: np.ndarray) -> np.ndarray:
-    """Pillow decodes 16-bit RGB(A) PNGs to 8 bits; OpenCV (a grad-cam dependency) keeps 16."""
+def _read_png16_colour(path: Path, img8: np.ndarray, orientation: int) -> np.ndarray:
+    """Pillow decodes 16-bit RGB(A) PNGs to 8 bits; OpenCV (a grad-cam dependency) keeps 16.
+
+    OpenCV ignores EXIF orientation here, so `orientation` (from the header) is applied; its
+    result is kept only if its high bytes are Pillow's 8-bit image, upright (an eXIf chunk after
+    the pixels, which Pillow reads and the header does not, falls back to 8 bits)."""
     try:
         import cv2
     except ImportError:
         return img8
     arr = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if arr is None or arr.dtype != np.uint16 or arr.ndim != 3 or arr.shape[:2] != img8.shape[:2]:
+    if arr is None or arr.dtype != np.uint16 or arr.ndim != 3:
         return img8
-    return arr[..., [2, 1, 0, 3][: arr.shape[-1]]]  # BGR(A) → RGB(A)
+    arr = _apply_orientation(arr[..., [2, 1, 0, 3][: arr.shape[-1]]], orientation)  # BGR(A) → RGB(A)
+    if not np.array_equal(arr >> 8, img8):  # also False when the shapes differ
+        return img8
+    return arr
 
 
-def _read_dicom(path: Path) -> np.ndarray:
+def _read_dicom(path: Path, max_pixels: int | None) -> np.ndarray:
     try:
         import pydicom
     except ImportError:
         raise XaiError(f"{path}: reading DICOM needs pydicom; install xai with the 'dicom' extra (pip install 'xai[dicom]')") from None
     try:
         ds = pydicom.dcmread(path)
+        # from the header, before decoding the pixels (which may be compressed)
+        _check_pixels(path, int(getattr(ds, "Columns", 0) or 0), int(getattr(ds, "Rows", 0) or 0), max_pixels)
         arr = ds.pixel_array
+    except XaiError:
+        raise
     except Exception as exc:
         raise XaiError(f"{path}: cannot read DICOM pixels ({type(exc).__name__}: {exc}); check the file") from None
     if arr.ndim == 3 and arr.shape[-1] not in (3, 4):

@@ -126,6 +126,18 @@ def test_mask_folder_is_matched_by_record_id(cli, tmp_path):
     assert "s1" in r.stderr                              # the missing mask is reported, not fatal
 
 
+def test_mask_folder_matches_a_stem_that_the_id_made_safe(cli, tmp_path):
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    m = np.zeros((16, 16), bool)
+    m[:2] = True
+    np.save(masks / "scan 001.npy", m)             # the image `scan 001.png` gets the id scan_001
+    np.save(masks / "scan_002.npy", m[::-1])
+    rows = lines(cli(["stats", "--mask", str(masks), "--map", CAM],
+                     input=tar_of([seg_record("scan_001"), seg_record("scan_002", 1)])))
+    assert [r["gt_area_fraction"] for r in rows] == [32 / 256, 32 / 256]
+
+
 def test_output_file(cli, stream, tmp_path):
     r = cli(["stats", "-o", str(tmp_path / "t.csv"), "-f", "csv"], input=stream)
     assert r.exit_code == 0 and r.stdout == b""

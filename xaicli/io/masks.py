@@ -1,6 +1,7 @@
 """Region masks given on the command line: `--target-mask` (attribute, cam) and `--mask` (stats).
 
-FILE: one mask for every record; DIR: masks matched by record id (the file stem).
+FILE: one mask for every record; DIR: masks matched by record id (the file stem, or the id
+xai makes of it).
 Images are nonzero-is-inside (any channel); `.npy` arrays the same, read without pickles.
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from xaicli.errors import XaiError
+from xaicli.io.ids import safe_id
 
 EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".npy"}
 
@@ -23,8 +25,12 @@ class MaskSource:
             raise error(f"{option} {spec}: no such file or directory; pass a mask image (or .npy) "
                         "or a folder of masks named by record id")
         if self.path.is_dir():
-            self.files = {p.stem: p for p in sorted(self.path.iterdir())
-                          if p.is_file() and p.suffix.lower() in EXTS and not p.name.startswith(".")}
+            found = [p for p in sorted(self.path.iterdir())
+                     if p.is_file() and p.suffix.lower() in EXTS and not p.name.startswith(".")]
+            # by stem, and by the id xai makes of it: `scan 001.png` is the mask of record `scan_001`
+            self.files = {p.stem: p for p in found}
+            for p in found:
+                self.files.setdefault(safe_id(p.stem), p)
             if not self.files:
                 raise error(f"{option} {spec}: folder holds no mask images (.png, .tif, .npy, ...)")
         else:

@@ -6,6 +6,7 @@ inside its function body, so `xai --help` and shell completion stay fast.
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 from typing import Optional
@@ -93,8 +94,11 @@ def run(argv: list[str] | None = None) -> int:
         if rv == 130:   # Typer turns Ctrl-C into Exit(130) and returns the code; no command returns 130
             _say_error("interrupted")
         return rv if isinstance(rv, int) else 0
-    except _click.exceptions.ClickException as exc:
+    except _click.exceptions.NoArgsIsHelpError as exc:   # `xai` or `xai stats` alone: the help
         exc.show()
+        return exc.exit_code
+    except _click.exceptions.ClickException as exc:
+        _say_error(_usage_message(exc))
         return exc.exit_code
     except Abort:
         return 130
@@ -113,6 +117,14 @@ def run(argv: list[str] | None = None) -> int:
             _silence_stdout()
             return 0
         raise
+    except OSError as exc:
+        if exc.errno not in _OUTPUT_ERRNOS:
+            raise
+        # Raised by a write to stdout (a file sink names its path itself): `> /dev/full`,
+        # a full disk, `ulimit -f`. What is still buffered would fail again at exit.
+        _say_error(f"cannot write to stdout ({exc.strerror}); free space or write elsewhere with -o")
+        _silence_stdout()
+        return 1
     except MemoryError:
         _say_error("out of memory; lower --batch-size or the image size (--size)")
         return 1
@@ -121,6 +133,18 @@ def run(argv: list[str] | None = None) -> int:
             raise
         _say_error(f"internal error: {type(exc).__name__}: {exc} (re-run with --debug for the traceback)")
         return 1
+
+
+_OUTPUT_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EIO}
+
+
+def _usage_message(exc) -> str:
+    """Click's usage errors in the house format: one line, with where to look."""
+    message = " ".join(exc.format_message().split()).rstrip(".")
+    ctx = getattr(exc, "ctx", None)
+    if ctx is not None:
+        message += f"; see '{ctx.command_path} --help'"
+    return message
 
 
 def _say_error(message: str) -> None:

@@ -105,6 +105,8 @@ def stats(
 
     if fmt not in FORMATS:
         raise XaiUsageError(f"--format {fmt!r}: use one of {', '.join(FORMATS)}")
+    if output not in (None, "-"):
+        _check_output(output)
     if not top_k > 0:
         raise XaiUsageError(f"--top-k {top_k}: must be > 0 (a fraction < 1 or a pixel count)")
     if model is None and randomize:
@@ -162,6 +164,20 @@ def stats(
 stats.__doc__ = HELP
 
 
+def _check_output(path: str) -> None:
+    """Before any work: `-o` must name a file in an existing folder."""
+    import os
+    from pathlib import Path
+
+    from xaicli.errors import XaiError, XaiUsageError
+
+    p = Path(path)
+    if p.is_dir() or path.endswith(("/", os.sep)):
+        raise XaiUsageError(f"-o {path}: the table goes to a file (e.g. -o stats.csv), not a folder")
+    if not p.parent.exists():
+        raise XaiError(f"{p.parent}: output folder does not exist; create it or choose another -o")
+
+
 def _write_file(path: str, text: str) -> None:
     from pathlib import Path
 
@@ -169,8 +185,6 @@ def _write_file(path: str, text: str) -> None:
     from xaicli.io.atomic import atomic_open
 
     p = Path(path)
-    if not p.parent.exists():
-        raise XaiError(f"{p.parent}: output folder does not exist; create it or choose another -o")
     try:
         with atomic_open(p) as f:
             f.write(text.encode())

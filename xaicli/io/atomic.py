@@ -17,6 +17,7 @@ import errno
 import os
 import re
 import socket
+import stat
 import tempfile
 from pathlib import Path
 from typing import BinaryIO, Iterator
@@ -35,10 +36,30 @@ def make_temp(path: Path) -> tuple[int, str]:
     return tempfile.mkstemp(prefix=temp_prefix(path.name), suffix=".tmp", dir=path.parent or ".")
 
 
+def output_target(path: str | os.PathLike) -> tuple[Path, bool]:
+    """Where `-o path` really goes, and whether it must be written in place.
+
+    A link is followed, so the link stays and its target is replaced (a rename onto the
+    link would replace the link). A FIFO or a device (`-o /dev/stdout`, a named pipe)
+    cannot be replaced by a rename: it is written in place, like a shell redirection.
+    """
+    path = Path(path)
+    real = Path(os.path.realpath(path)) if path.is_symlink() else path
+    try:
+        mode = os.stat(real).st_mode
+    except OSError:
+        return real, False
+    return real, not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
+
+
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike) -> Iterator[BinaryIO]:
     """Open a binary temp file that replaces `path` only if the block succeeds."""
-    path = Path(path)
+    path, in_place = output_target(path)
+    if in_place:
+        with open(path, "wb") as f:
+            yield f
+        return
     fd, tmp = make_temp(path)
     try:
         with os.fdopen(fd, "wb") as f:

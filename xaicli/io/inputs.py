@@ -17,8 +17,8 @@ from typing import BinaryIO, Iterator, Union
 
 from xaicli.errors import XaiError, XaiUsageError
 from xaicli.io.ids import Shard, ids_for_paths, parse_shard
-from xaicli.io.record import Record
-from xaicli.io.stream import NPZ_MAGIC, read_tar
+from xaicli.io.record import NPZ_MAGIC, Record
+from xaicli.io.stream import read_tar
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".dicom"}
 RECORD_EXTS = {".npz"}
@@ -108,7 +108,11 @@ def resolve(args: list[str], *, images: bool = True, records: bool = True,
             continue
         path = Path(arg)
         if path.is_dir():
-            found = [_classify(p, images, records, explicit=False) for p in sorted(path.iterdir())
+            try:
+                listed = sorted(path.iterdir())
+            except OSError as exc:
+                raise XaiError(f"{path}: cannot list the folder ({exc.strerror}); check its permissions") from None
+            found = [_classify(p, images, records, explicit=False) for p in listed
                      if p.is_file() and not p.name.startswith(".")]
             found = [s for s in found if s is not None]
             if not found:

@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any, BinaryIO, TextIO
 
 from xaicli.errors import XaiError, XaiUsageError
-from xaicli.io.atomic import append_line, atomic_write, close_cut_line, make_temp, sweep_stale_temps
+from xaicli.io.atomic import (append_line, atomic_write, close_cut_line, make_temp, output_target,
+                              sweep_stale_temps)
 from xaicli.io.record import Record
 from xaicli.io.stream import TarWriter
 
@@ -59,6 +60,17 @@ class Sink(_Transaction):
         """Whether a complete output for this id (and source hash) is already there."""
         return False
 
+    def claim(self, record: Record) -> None:
+        """Refuse a record whose id this run already wrote for another image: in a folder it
+        would replace the first, and `tar xf` of a stream would too. The same image's record
+        twice (concatenated streams) passes, as it came."""
+        written = self.__dict__.setdefault("_written", {})
+        src = record.meta.get("source") or {}
+        source = (src.get("path"), src.get("sha256"))
+        if written.setdefault(record.id, source) != source:
+            raise XaiError(f"two records with id {record.id!r} in one run, of different images "
+                           f"({written[record.id][0]} and {source[0]}); write them in separate runs, or make "
+                           "the records from the images in one run, which gives them distinct ids")
 
 
 class StreamSink(Sink):
@@ -68,6 +80,7 @@ class StreamSink(Sink):
         self.writer = TarWriter(fileobj)
 
     def write(self, record: Record) -> None:
+        self.claim(record)
         self.writer.add_record(record)
 
     def commit(self) -> None:
@@ -78,13 +91,18 @@ class TarFileSink(Sink):
     """Tar file written to a temp name and renamed into place on success only."""
 
     def __init__(self, path: Path):
-        self.path = path
-        sweep_stale_temps(path.parent)
+        self.path, in_place = output_target(path)
+        self.tmp = None
         try:
-            fd, self.tmp = make_temp(path)
+            if in_place:   # a FIFO or device: no rename; a failed stream lacks its end marker
+                self.f = open(self.path, "wb")
+                refuse_tty(self.f, "a record stream")
+            else:
+                sweep_stale_temps(self.path.parent)
+                fd, self.tmp = make_temp(self.path)
+                self.f = os.fdopen(fd, "wb")
         except OSError as exc:
             raise XaiError(f"{path}: cannot write output ({exc.strerror}); choose a writable -o path") from None
-        self.f = os.fdopen(fd, "wb")
         self.stream = StreamSink(self.f)
 
     def write(self, record: Record) -> None:
@@ -97,18 +115,23 @@ class TarFileSink(Sink):
         try:
             self.stream.commit()
             self.f.close()
-            os.chmod(self.tmp, 0o644)
-            os.replace(self.tmp, self.path)
+            if self.tmp is not None:
+                os.chmod(self.tmp, 0o644)
+                os.replace(self.tmp, self.path)
         except OSError as exc:
             self.abort()
             raise _write_error(self.path, exc) from None
 
     def abort(self) -> None:
-        self.f.close()
         try:
-            os.unlink(self.tmp)
+            self.f.close()
         except OSError:
             pass
+        if self.tmp is not None:
+            try:
+                os.unlink(self.tmp)
+            except OSError:
+                pass
 
 
 class DirSink(Sink):
@@ -156,6 +179,7 @@ class DirSink(Sink):
         return True
 
     def write(self, record: Record) -> None:
+        self.claim(record)
         target = self.file_for(record.id)
         try:
             atomic_write(target, record.to_bytes())
@@ -225,8 +249,21 @@ class LinesSink(_Transaction):
             raise XaiUsageError(f"-o {output}: JSON Lines go to a file (e.g. -o predictions.jsonl), not a folder")
         if not self.path.parent.exists():
             raise XaiError(f"{self.path.parent}: output folder does not exist; create it or choose another -o")
+        self.path, in_place = output_target(self.path)
+        self.tmp = None
+        if in_place:   # a FIFO or device: written as it comes, nothing to keep or rename
+            try:
+                self.out = open(self.path, "w", encoding="utf-8")
+            except OSError as exc:
+                raise XaiError(f"{self.path}: cannot write output ({exc.strerror}); choose a writable -o path") from None
+            return
         if keep_existing and self.path.exists():
-            for line in self.path.read_text(errors="replace").splitlines():
+            try:
+                text = self.path.read_text(errors="replace")
+            except OSError as exc:
+                raise XaiError(f"{self.path}: cannot read it to skip what it holds ({exc.strerror}); "
+                               "check its permissions") from None
+            for line in text.splitlines():
                 try:
                     entry = json.loads(line)
                 except ValueError:
@@ -264,8 +301,9 @@ class LinesSink(_Transaction):
             return
         try:
             self.out.close()
-            os.chmod(self.tmp, 0o644)
-            os.replace(self.tmp, self.path)
+            if self.tmp is not None:
+                os.chmod(self.tmp, 0o644)
+                os.replace(self.tmp, self.path)
         except OSError as exc:
             self.abort()
             raise _write_error(self.path, exc) from None
@@ -277,10 +315,11 @@ class LinesSink(_Transaction):
             self.out.close()
         except OSError:
             pass
-        try:
-            os.unlink(self.tmp)
-        except OSError:
-            pass
+        if self.tmp is not None:
+            try:
+                os.unlink(self.tmp)
+            except OSError:
+                pass
 
 
 def json_dumps_strict(obj: Any) -> str:

@@ -17,6 +17,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from xaicli.errors import XaiError
+from xaicli.io.ids import safe_id
 
 SCHEMA = "xai.record/1"
 SCHEMA_NAME = "xai.record"
@@ -29,6 +30,7 @@ LOGITS = "pred/logits"        # classification (K,) or segmentation (K,H,W)
 SEG_PROBS = "pred/probs"      # segmentation (K,H,W) at image size
 MASK = "pred/mask"            # segmentation (H,W) uint8 class index (0 = background for 1 class)
 GT_MASK = "gt/mask"           # optional ground truth (H,W)
+NPZ_MAGIC = b"PK\x03\x04"       # a zip's first local header
 MAP_PREFIXES = ("attr/", "cam/")
 
 
@@ -93,7 +95,11 @@ class Record:
 
     @classmethod
     def from_bytes(cls, data: bytes, name: str = "<record>") -> "Record":
+        if not data.startswith(NPZ_MAGIC):   # np.load would read .npy or pickle bytes as something else
+            raise XaiError(f"{name}: not an .npz record (not a zip archive); pass records written by xai")
         try:
+            with zipfile.ZipFile(io.BytesIO(data)) as zf:
+                first = min((info.header_offset for info in zf.infolist()), default=0)
             with np.load(io.BytesIO(data), allow_pickle=False) as npz:
                 arrays = {k: npz[k] for k in npz.files}
         except (zipfile.BadZipFile, OSError, EOFError) as exc:
@@ -106,7 +112,11 @@ class Record:
             meta = json.loads(str(arrays.pop("meta")[()]))
         except (ValueError, TypeError) as exc:
             raise XaiError(f"{name}: record meta is not valid JSON ({exc}); re-create the record with xai") from None
+        if first:   # a zip finds its members from the end: bytes before them are other records
+            raise XaiError(f"{name}: holds {first} bytes before its last .npz (records joined with cat?); "
+                           "send several records as a tar stream, or pass the .npz files as arguments")
         check_schema(meta, name)
+        check_meta(meta, name)
         return cls(meta=meta, arrays=arrays)
 
 
@@ -120,6 +130,21 @@ def check_schema(meta: Any, name: str) -> None:
             "use the xai version that wrote it or upgrade xai"
         )
     raise XaiError(f"{name}: not an xai record (schema {schema!r}, expected {SCHEMA!r}); pass records written by xai")
+
+
+def check_meta(meta: dict, name: str) -> None:
+    """The fields commands rely on. The id becomes a file name, so it must be one that
+    xai would make: no separators, no leading dot (a record could otherwise write outside -o)."""
+    rid = meta.get("id")
+    if not isinstance(rid, str) or safe_id(rid) != rid:
+        raise XaiError(f"{name}: record id {rid!r} is not a file-name-safe id ([A-Za-z0-9._+-]); "
+                       "re-create the record with xai")
+    for key, kind in (("source", dict), ("maps", dict), ("history", list)):
+        if key in meta and not isinstance(meta[key], kind):
+            raise XaiError(f"{name}: record meta {key!r} is not a JSON {'object' if kind is dict else 'array'}; "
+                           "re-create the record with xai")
+    if not all(isinstance(v, dict) for v in meta.get("maps", {}).values()):
+        raise XaiError(f"{name}: record meta 'maps' holds a non-object entry; re-create the record with xai")
 
 
 def iter_maps(record: Record) -> Iterator[tuple[str, np.ndarray, dict[str, Any]]]:

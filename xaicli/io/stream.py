@@ -17,7 +17,6 @@ from xaicli.io.record import Record
 
 BLOCK = 512
 RECORDSIZE = 20 * BLOCK
-NPZ_MAGIC = b"PK\x03\x04"
 
 
 class TarWriter:
@@ -74,6 +73,7 @@ def read_tar(fileobj: BinaryIO, name: str) -> Iterator[Record]:
         tar = tarfile.open(fileobj=tracker, mode="r|", ignore_zeros=True)
     except tarfile.TarError as exc:  # ReadError, or StreamError when ignore_zeros skips garbage
         raise XaiError(f"{name}: not a tar stream of records ({exc}); pipe the output of an xai command") from None
+    records, other = 0, None
     with tar:
         while True:
             try:
@@ -85,8 +85,10 @@ def read_tar(fileobj: BinaryIO, name: str) -> Iterator[Record]:
             if member is None:
                 break
             if not member.isfile() or not member.name.endswith(".npz"):
+                other = other or member.name
                 continue
             data = _read_member(tar, member, name)
+            records += 1
             yield Record.from_bytes(data, f"{name}:{member.name}")
         # Drain to the physical end so the tail check sees the real end of input.
         while tracker.read(1 << 16):
@@ -96,6 +98,9 @@ def read_tar(fileobj: BinaryIO, name: str) -> Iterator[Record]:
             f"{name}: truncated record stream (no end-of-archive marker); "
             "the command that wrote it failed or was interrupted, re-run it"
         )
+    if other and not records:   # e.g. a tar of images: saying nothing would look like success
+        raise XaiError(f"{name}: tar holds no .npz records (first member: {other}); "
+                       "pass images as files or a folder, records as xai writes them")
 
 
 def _read_member(tar: tarfile.TarFile, member: tarfile.TarInfo, name: str) -> bytes:

@@ -1,0 +1,245 @@
+"""Input and output faults found by probing the CLI as a user would: each is one line on
+stderr, exit 1 or 2, and leaves nothing partial (see test_bad_inputs.py for the matrix)."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import make_record
+
+from xaicli.errors import XaiError
+from xaicli.io.outputs import LinesSink, StreamSink, open_sink
+from xaicli.io.record import Record
+from xaicli.io.stream import TarWriter
+
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg"}
+
+
+def _one_line(stderr: str) -> str:
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("xai: error: "), stderr
+    return lines[0]
+
+
+def _record_file(tmp_path: Path, name: str = "r1") -> Path:
+    path = tmp_path / f"{name}.npz"
+    rec = make_record(name, maps={"attr/ig": (np.ones((3, 16, 16), np.float32), {"method": "ig"})})
+    path.write_bytes(rec.to_bytes())
+    return path
+
+
+def _tar(members: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    w = TarWriter(buf)
+    for name, data in members.items():
+        w.add(name, data)
+    w.close()
+    return buf.getvalue()
+
+
+def _with_meta(rec: Record, drop: tuple = (), **changes) -> bytes:
+    """The record's bytes with meta fields replaced or dropped, bypassing Record's writer."""
+    meta = {k: v for k, v in {**rec.meta, **changes}.items() if k not in drop}
+    buf = io.BytesIO()
+    np.savez(buf, meta=np.array(json.dumps(meta)), **rec.arrays)
+    return buf.getvalue()
+
+
+# -- usage errors -----------------------------------------------------------------------
+
+@pytest.mark.parametrize("args, hint", [
+    (["stats", "--bogus", "x.npz"], "No such option: --bogus; see 'xai stats --help'"),
+    (["render", "x.npz", "-o", "f/", "--dpi", "abc"], "'--dpi'"),
+    (["predict", "-m", "builtin:shapes-seg", "x.png", "-o"], "'-o' requires an argument"),
+    (["frobnicate"], "No such command 'frobnicate'; see 'xai --help'"),
+])
+def test_click_usage_errors_are_one_line(cli, args, hint):
+    r = cli(args)
+    assert r.exit_code == 2
+    assert hint in _one_line(r.stderr)
+    assert r.stdout == b""
+
+
+def test_a_command_without_arguments_still_shows_its_help(cli):
+    r = cli([])
+    assert "Usage: xai" in r.stderr + r.output and "predict" in r.stderr + r.output
+
+
+# -- writing --------------------------------------------------------------------------
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="no /dev/full")
+def test_a_full_stdout_is_one_line(tmp_path):
+    rec = _record_file(tmp_path)
+    with open("/dev/full", "wb") as full:
+        r = subprocess.run([sys.executable, "-m", "xaicli", "stats", str(rec)], stdout=full, stderr=subprocess.PIPE,
+                           text=True, env=ENV, timeout=120)
+    assert r.returncode == 1
+    assert "cannot write to stdout (No space left on device)" in _one_line(r.stderr)
+
+
+def test_output_through_a_link_replaces_the_target_and_keeps_the_link(cli, tmp_path):
+    rec = _record_file(tmp_path)
+    (tmp_path / "kept").mkdir()
+    target = tmp_path / "kept" / "stats.csv"
+    target.write_text("old\n")
+    link = tmp_path / "link.csv"
+    link.symlink_to(target)
+    r = cli(["stats", rec, "--format", "csv", "-o", link])
+    assert r.exit_code == 0, r.stderr
+    assert link.is_symlink() and os.readlink(link) == str(target)
+    assert target.read_text().splitlines()[0].startswith("id,")
+
+
+def test_output_to_a_fifo_writes_into_it(cli, tmp_path):
+    rec = _record_file(tmp_path)
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    got: list[bytes] = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()))
+    reader.start()
+    r = cli(["stats", rec, "--format", "csv", "-o", fifo])
+    reader.join(timeout=60)
+    assert r.exit_code == 0, r.stderr
+    assert fifo.is_fifo(), "the named pipe was replaced by a file"
+    assert got and got[0].decode().startswith("id,")
+
+
+def test_a_record_stream_into_a_fifo_keeps_it_a_fifo(tmp_path):
+    fifo = tmp_path / "pipe.tar"
+    os.mkfifo(fifo)
+    got: list[bytes] = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()))
+    reader.start()
+    with open_sink(str(fifo)) as sink:
+        sink.write(make_record("a"))
+    reader.join(timeout=60)
+    assert fifo.is_fifo()
+    with tarfile.open(fileobj=io.BytesIO(got[0])) as tar:
+        assert tar.getnames() == ["a.npz"]
+
+
+def test_stats_refuses_a_folder_as_output_before_reading(cli, tmp_path):
+    rec = _record_file(tmp_path)
+    r = cli(["stats", rec, "-o", f"{tmp_path}/newdir/"])
+    assert r.exit_code == 2
+    assert "not a folder" in _one_line(r.stderr)
+    assert not (tmp_path / "newdir").exists()
+
+
+def test_two_images_records_with_one_id_are_refused_in_a_folder(tmp_path):
+    a, b = make_record("x"), make_record("x")
+    b.meta["source"] = {**b.meta["source"], "path": "/elsewhere/x.png", "sha256": "2" * 64}
+    with pytest.raises(XaiError, match="two records with id 'x' in one run, of different images"):
+        with open_sink(str(tmp_path / "out") + "/") as sink:
+            sink.write(a)
+            sink.write(b)
+    assert [p.name for p in (tmp_path / "out").glob("*.npz")] == ["x.npz"]
+    assert np.array_equal(Record.from_bytes((tmp_path / "out" / "x.npz").read_bytes()).image, a.image)
+
+
+def test_the_same_record_twice_passes_through_a_stream():
+    out = io.BytesIO()
+    with StreamSink(out) as sink:
+        sink.write(make_record("x"))
+        sink.write(make_record("x"))
+    with tarfile.open(fileobj=io.BytesIO(out.getvalue())) as tar:
+        assert tar.getnames() == ["x.npz", "x.npz"]
+
+
+def test_an_unreadable_jsonl_to_extend_is_one_line(tmp_path, monkeypatch):
+    path = tmp_path / "pred.jsonl"
+    path.write_text('{"id": "a"}\n')
+
+    def denied(self, *a, **k):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "read_text", denied)
+    with pytest.raises(XaiError, match="cannot read it to skip what it holds"):
+        LinesSink(str(path), keep_existing=True)
+
+
+# -- reading --------------------------------------------------------------------------
+
+def test_an_unlistable_folder_is_one_line(cli, tmp_path, monkeypatch):
+    folder = tmp_path / "locked"
+    folder.mkdir()
+    _record_file(folder)
+
+    def denied(self):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "iterdir", denied)
+    r = cli(["stats", folder])
+    assert r.exit_code == 1
+    assert "cannot list the folder (Permission denied)" in _one_line(r.stderr)
+
+
+def test_a_tar_of_images_is_an_error_not_an_empty_success(cli, tmp_path):
+    from helpers_models import write_png
+
+    png = tmp_path / "scan.png"
+    write_png(png, np.zeros((8, 8), np.uint8))
+    r = cli(["stats"], input=_tar({"scan.png": png.read_bytes()}))
+    assert r.exit_code == 1
+    assert "tar holds no .npz records (first member: scan.png)" in _one_line(r.stderr)
+    assert r.stdout == b""
+
+
+def test_an_empty_stream_is_nothing_to_do(cli):
+    r = cli(["stats"], input=_tar({}))
+    assert (r.exit_code, r.stdout, r.stderr) == (0, b"", "")
+
+
+def test_records_joined_with_cat_on_stdin_are_refused(cli, tmp_path):
+    both = make_record("a").to_bytes() + make_record("b").to_bytes()
+    r = cli(["stats"], input=both)
+    assert r.exit_code == 1
+    assert "records joined with cat?" in _one_line(r.stderr)
+
+
+@pytest.mark.parametrize("content", ["npy", "png"])
+def test_a_file_named_npz_that_is_no_zip(cli, tmp_path, content):
+    path = tmp_path / "fake.npz"
+    if content == "npy":
+        np.save(tmp_path / "arr.npy", np.zeros(3))
+        path.write_bytes((tmp_path / "arr.npy").read_bytes())
+    else:
+        path.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 64)
+    r = cli(["stats", path])
+    assert r.exit_code == 1
+    assert "not an .npz record (not a zip archive)" in _one_line(r.stderr)
+
+
+@pytest.mark.parametrize("bad_id", ["../escaped", "/tmp/abs", "", "a\nb", ".hidden", "-rf", 7])
+def test_record_ids_that_are_no_safe_file_name_are_refused(tmp_path, bad_id):
+    with pytest.raises(XaiError, match="is not a file-name-safe id"):
+        Record.from_bytes(_with_meta(make_record("r1"), id=bad_id), "evil.npz")
+
+
+def test_an_unsafe_id_writes_nothing_outside_the_output(cli, tmp_path):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "evil.npz").write_bytes(_with_meta(make_record("r1"), id="../escaped"))
+    r = cli(["render", tmp_path / "in", "-o", tmp_path / "out/", "--dpi", "40"])
+    assert r.exit_code == 1
+    _one_line(r.stderr)
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file()) == ["in/evil.npz"]
+
+
+@pytest.mark.parametrize("drop, changes", [(("id",), {}), ((), {"maps": []}), ((), {"source": None}),
+                                           ((), {"history": {}}), ((), {"maps": {"attr/x": 3}})])
+def test_malformed_meta_is_one_line(cli, tmp_path, drop, changes):
+    rec = make_record("r1", maps={"attr/x": (np.ones((1, 16, 16), np.float32), {"method": "x"})})
+    (tmp_path / "bad.npz").write_bytes(_with_meta(rec, drop, **changes))
+    r = cli(["stats", tmp_path / "bad.npz"])
+    assert r.exit_code == 1
+    line = _one_line(r.stderr)
+    assert "internal error" not in line and "re-create the record with xai" in line

@@ -113,6 +113,15 @@ def test_output_to_a_fifo_writes_into_it(cli, tmp_path):
     assert got and got[0].decode().startswith("id,")
 
 
+@pytest.mark.skipif(not os.path.islink("/dev/stdout"), reason="no /dev/stdout link")
+def test_output_to_dev_stdout_reaches_the_pipe(tmp_path):
+    rec = _record_file(tmp_path)
+    r = subprocess.run([sys.executable, "-m", "xaicli", "stats", str(rec), "-f", "csv", "-o", "/dev/stdout"],
+                       capture_output=True, text=True, env=ENV, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("id,") and os.path.islink("/dev/stdout")
+
+
 def test_a_record_stream_into_a_fifo_keeps_it_a_fifo(tmp_path):
     fifo = tmp_path / "pipe.tar"
     os.mkfifo(fifo)

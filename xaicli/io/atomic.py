@@ -44,12 +44,13 @@ def output_target(path: str | os.PathLike) -> tuple[Path, bool]:
     cannot be replaced by a rename: it is written in place, like a shell redirection.
     """
     path = Path(path)
-    real = Path(os.path.realpath(path)) if path.is_symlink() else path
     try:
-        mode = os.stat(real).st_mode
+        mode = os.stat(path).st_mode
     except OSError:
-        return real, False
-    return real, not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
+        mode = None
+    if mode is not None and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        return path, True   # by its own name: /dev/stdout's target, pipe:[N], is no path
+    return (Path(os.path.realpath(path)) if path.is_symlink() else path), False
 
 
 @contextlib.contextmanager

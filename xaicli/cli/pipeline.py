@@ -32,7 +32,8 @@ class ModelSession:
             if self.spec:
                 self.adapter = load_model(self.spec, self.options, self.device)
             elif record is not None and record.meta.get("model"):
-                self.adapter = load_for_record(record.meta["model"], self.device)
+                self.adapter = load_for_record(record.meta["model"], self.device,
+                                               trust_pickle=bool(getattr(self.options, "trust_pickle", False)))
             else:
                 raise XaiError("no model: pass -m MODEL (images carry no model, and these records name none)")
             log.info("model %s loaded on %s in %.1f s", self.adapter.info.get("spec"), self.adapter.device,
@@ -47,6 +48,28 @@ class ModelSession:
             spec = record.meta["model"].get("spec")
             raise XaiError(f"record {record.id} was made with another model ({spec}, weights sha256 {theirs[:12]}), "
                            f"not {self.adapter.info.get('spec')}; use the same -m as the command that made it")
+        loaded = (record.meta.get("model") or {}).get("load")
+        if self.spec and isinstance(loaded, dict):
+            # Same weights loaded another way (--size, --mean, --labels ...) would explain another
+            # function than the record's prediction, under meta that still names the record's options.
+            ours = self.adapter.info.get("load") or {}
+            differ = [k for k in LOAD_KEYS if (loaded.get(k) or None) != (ours.get(k) or None)]
+            if differ:
+                raise XaiError(f"record {record.id} was made with {_options(loaded, differ)}, this run loads "
+                               f"the model with {_options(ours, differ)}; pass the same options as the command "
+                               "that made it, or omit -m to load the model as the records say")
+
+
+LOAD_KEYS = ("arch", "classes", "labels", "size", "mean", "std")
+
+
+def _options(load: dict, keys: list[str]) -> str:
+    def value(k, v):
+        if k == "size":
+            return "x".join(str(x) for x in v)
+        return ",".join(str(x) for x in v) if isinstance(v, (list, tuple)) else str(v)
+
+    return " ".join(f"--{k} {value(k, load[k])}" if load.get(k) else f"no --{k}" for k in keys)
 
 
 def record_for_image(item: ImageInput, adapter, *, max_pixels: int | None = None, sha256: str | None = None):

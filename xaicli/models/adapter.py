@@ -16,7 +16,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from xaicli.errors import XaiError
 from xaicli.models.preprocess import Preprocessing
+
+# What a model raises when an input does not fit it (ViT: ValueError on the size; a flatten +
+# Linear: RuntimeError on the shapes); other exception types are bugs, and propagate.
+INPUT_FAILURES = (RuntimeError, ValueError, AssertionError, IndexError)
+
+
+class ChannelError(XaiError, ValueError):
+    """An image whose channels the model cannot take (a ValueError too: `--baseline` reports it as its own)."""
 
 
 def resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -71,6 +80,8 @@ class ModelAdapter:
     preprocessing: Preprocessing
     device: torch.device
     info: dict[str, Any] = field(default_factory=dict)  # spec, sha256, arch, format, load options
+    model_size: tuple[int, int] | None = None  # an input size the model is known to take, for hints
+    sizes_ok: set = field(default_factory=set, repr=False)  # input sizes whose forward has run
 
     @property
     def module(self) -> nn.Module:
@@ -105,7 +116,9 @@ class ModelAdapter:
         if want == 1 and have == 3:
             w = torch.tensor([0.299, 0.587, 0.114], device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
             return (x * w).sum(1, keepdim=True)
-        raise ValueError(f"cannot feed a {have}-channel image to a {want}-channel model")
+        raise ChannelError(f"a {have}-channel image cannot feed this {want}-channel model; give {want}-channel "
+                           "images (or 1-channel ones, copied to every channel), or a model for "
+                           f"{have}-channel input")
 
     def input_size(self, image_hw: tuple[int, int]) -> tuple[int, int]:
         return self.preprocessing.input_size(image_hw)
@@ -125,7 +138,42 @@ class ModelAdapter:
 
     # -- outputs ----------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        hw = tuple(x.shape[-2:])
+        if hw in self.sizes_ok:
+            return self.net(x)
+        out = self.first_forward(lambda: self.net(x), hw)
+        self.sizes_ok.add(hw)
+        return out
+
+    def first_forward(self, run, hw: tuple[int, int]):
+        """`run()`, the first forward at input size `hw`: a model that cannot take that size fails here,
+        and the user gets one line naming the size and --size, not a traceback from inside the model."""
+        try:
+            return run()
+        except INPUT_FAILURES as exc:
+            from xaicli.models.device import is_oom
+
+            if isinstance(exc, XaiError) or is_oom(exc):
+                raise
+            raise self.input_error(hw, exc) from exc
+
+    def input_error(self, hw: tuple[int, int], exc: BaseException) -> XaiError:
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+        # TorchScript puts the serialized code first and the model's own error last.
+        said = (lines[-1] if lines and lines[0].startswith("The following operation failed") else
+                lines[0] if lines else "")
+        if said.startswith(type(exc).__name__ + ": "):
+            said = said[len(type(exc).__name__) + 2:]
+        if len(said) > 160:
+            said = said[:157] + "..."
+        known = self.model_size or self.preprocessing.size
+        if known and tuple(known) != tuple(hw):
+            fix = f"pass --size {_size_text(known)}, the size the model takes"
+        else:
+            fix = "pass the --size the model was trained at"
+        spec = self.info.get("spec", "the model")
+        return XaiError(f"model {spec} failed on a {hw[0]}x{hw[1]} input ({type(exc).__name__}: {said}); "
+                        f"it may not take that input size: {fix}")
 
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         """Softmax over classes; sigmoid for a one-class segmenter (foreground vs background)."""
@@ -143,3 +191,7 @@ class ModelAdapter:
         """Drop cached GPU memory between images (hooks are owned by the explainers)."""
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
+
+
+def _size_text(hw) -> str:
+    return str(hw[0]) if hw[0] == hw[1] else f"{hw[0]}x{hw[1]}"

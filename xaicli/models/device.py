@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import warnings
 
 from xaicli.errors import XaiUsageError
@@ -98,6 +99,9 @@ def _resolve(name: str):
         if not torch.cuda.is_available():
             raise XaiUsageError(f"--device {name}: CUDA is not available on this host (no GPU or a CPU-only "
                                 "torch); use --device cpu or --device auto")
+        if not re.fullmatch(r"cuda(:[0-9]+)?", name):
+            raise XaiUsageError(f"--device {name}: not a CUDA device; use cuda or cuda:N, N a GPU index "
+                                f"(cuda:0..cuda:{max(0, torch.cuda.device_count() - 1)} here)")
         dev = torch.device(name)
         if dev.index is not None and dev.index >= torch.cuda.device_count():
             raise XaiUsageError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) here; "

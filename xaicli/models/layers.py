@@ -238,9 +238,17 @@ def probe(model, input_shape: tuple[int, ...], device=None) -> tuple[dict[str, _
 
 def layer_table(adapter, input_hw: tuple[int, int]) -> LayerTable:
     """Probe the adapter's model at `input_hw` and name its layers."""
+    import torch
+
     model = adapter.module
+    if isinstance(model, torch.jit.ScriptModule):
+        raise XaiUsageError(f"model {adapter.info.get('spec', '')} is TorchScript, which has no module hooks, and "
+                            "CAM methods (and layer listings) need them; pass the model as an smp or Hugging Face "
+                            "folder, or as a state dict with --arch")
     shape = (1, adapter.preprocessing.channels, *input_hw)
-    calls, modules, sample_bytes, largest = probe(model, shape, adapter.device)
+    calls, modules, sample_bytes, largest = adapter.first_forward(lambda: probe(model, shape, adapter.device),
+                                                                  tuple(input_hw))
+    adapter.sizes_ok.add(tuple(input_hw))
     table = LayerTable("generic", tuple(input_hw), {}, "last", calls, modules, sample_bytes=sample_bytes,
                        largest_bytes=largest)
     if all(hasattr(model, a) for a in ("encoder", "decoder", "segmentation_head")):

@@ -9,7 +9,9 @@ labels, size, mean and std.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
+import math
 import json
 import logging
 import os
@@ -24,6 +26,10 @@ from xaicli.io.images import sha256_file
 from xaicli.models.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.pth", "model.pt")
+INDEX_FILES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")   # sharded save_pretrained
+SIDECAR_KEYS = ("labels", "size", "mean", "std")
+ACCEPTS = ("-m takes an smp or Hugging Face folder (the one holding config.json), a state dict "
+           "(.pth/.pt/.safetensors) with --arch, a TorchScript file, or builtin:shapes-seg / builtin:shapes-cls")
 STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model", "net")
 
 
@@ -69,6 +75,7 @@ def load_model(spec: str, options: LoadOptions | None = None, device: str = "aut
         logging.getLogger("xai").debug("model loader said: %s", chatter.getvalue().strip())
     adapter.info.update({"spec": spec, "path": str(path.resolve()), "load": options.to_meta()})
     _apply_overrides(adapter, options)
+    _check_normalisation(adapter, path)
     adapter.net.to(dev).eval()
     for p in adapter.net.parameters():
         p.requires_grad_(False)
@@ -76,16 +83,28 @@ def load_model(spec: str, options: LoadOptions | None = None, device: str = "aut
     return adapter
 
 
-def load_for_record(meta_model: dict[str, Any], device: str = "auto"):
-    """Reload the model a record names (commands downstream of `predict` without -m)."""
+def load_for_record(meta_model: dict[str, Any], device: str = "auto", trust_pickle: bool = False):
+    """Reload the model a record names (commands downstream of `predict` without -m).
+
+    The absolute path the record stored comes first: the spec as typed (often relative) may
+    name another model from another folder. The caller still checks the weights' sha256.
+    `trust_pickle` is the running command's --trust-pickle (records never grant it).
+    """
     spec = meta_model.get("spec")
     if not spec:
         raise XaiUsageError("records do not name their model; pass -m MODEL")
-    if not spec.startswith("builtin:") and not Path(spec).exists() and meta_model.get("path"):
-        spec = meta_model["path"] if Path(meta_model["path"]).exists() else spec
-    if not spec.startswith("builtin:") and not Path(spec).exists():
-        raise XaiError(f"the model the records were made with ({spec}) is not here; pass -m MODEL")
-    return load_model(spec, LoadOptions.from_meta(meta_model.get("load") or {}), device)
+    where = spec
+    if not spec.startswith("builtin:"):
+        stored = meta_model.get("path")
+        if stored and Path(stored).exists():
+            where = stored
+        elif not Path(spec).exists():
+            raise XaiError(f"the model the records were made with ({stored or spec}) is not here; pass -m MODEL")
+    options = LoadOptions.from_meta(meta_model.get("load") or {})
+    options.trust_pickle = bool(trust_pickle)
+    adapter = load_model(where, options, device)
+    adapter.info["spec"] = spec
+    return adapter
 
 
 # -- locating ------------------------------------------------------------------
@@ -136,28 +155,100 @@ def _read_json(path: Path) -> dict[str, Any]:
         raise XaiError(f"{path}: unreadable JSON ({exc}); re-save the model") from None
 
 
-def _sidecar(path: Path) -> dict[str, Any]:
+def _sidecar(path: Path, channels: int, classes: int, multiple: int = 1) -> dict[str, Any]:
+    """`xai.json` checked key by key: labels (one name per class), size (N or [H, W]), mean and std
+    (1 or `channels` numbers; std > 0). Returns the keys present, normalised (size a (h, w) tuple,
+    mean/std tuples of `channels` values)."""
     side = path / "xai.json"
-    return _read_json(side) if side.exists() else {}
+    if not side.exists():
+        return {}
+    data = _read_json(side)
+
+    def bad(key: str, what: str) -> XaiError:
+        return XaiError(f"{side}: \"{key}\" {what}")
+
+    if not isinstance(data, dict):
+        raise XaiError(f"{side}: expected a JSON object with keys {', '.join(SIDECAR_KEYS)}")
+    unknown = sorted(set(data) - set(SIDECAR_KEYS))
+    if unknown:
+        raise bad(unknown[0], f"is not a key xai reads; use {', '.join(SIDECAR_KEYS)}")
+    out: dict[str, Any] = {}
+    labels = data.get("labels")
+    if labels is not None:
+        if not isinstance(labels, list) or not all(isinstance(x, str) and x for x in labels):
+            raise bad("labels", f"must be a list of class names, e.g. [\"a\", \"b\"], one per class ({classes})")
+        if len(labels) != classes:
+            raise bad("labels", f"has {len(labels)} names but the model has {classes} classes; "
+                                f"give one name per class")
+        out["labels"] = list(labels)
+    size = data.get("size")
+    if size is not None:
+        hw = [size] if isinstance(size, int) else size
+        if (not isinstance(hw, list) or len(hw) not in (1, 2)
+                or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in hw)):
+            raise bad("size", "must be N or [H, W], positive whole numbers of pixels, e.g. [256, 256]")
+        hw = (hw[0], hw[-1])
+        if multiple > 1 and any(v % multiple for v in hw):
+            fix = [max(multiple, round(v / multiple) * multiple) for v in hw]
+            raise bad("size", f"{list(hw)}: this model needs sides divisible by {multiple}, e.g. {fix}")
+        out["size"] = hw
+    for key in ("mean", "std"):
+        vals = data.get(key)
+        if vals is None:
+            continue
+        if isinstance(vals, (int, float)) and not isinstance(vals, bool):
+            vals = [vals]
+        if (not isinstance(vals, list) or not vals
+                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in vals)):
+            raise bad(key, f"must be a list of numbers, one per input channel ({channels})")
+        if len(vals) not in (1, channels):
+            raise bad(key, f"has {len(vals)} values for a {channels}-channel model; give 1 or {channels}")
+        if not all(math.isfinite(v) for v in vals) or (key == "std" and not all(v > 0 for v in vals)):
+            raise bad(key, "must hold finite numbers" + (", all > 0" if key == "std" else ""))
+        out[key] = tuple(float(v) for v in vals) * (channels if len(vals) == 1 else 1)
+    return out
 
 
 def _weights_sha(path: Path) -> str:
+    """sha256 of the weights: the file itself, a folder's weights file, or for a sharded
+    save_pretrained the index plus every shard it lists (sorted by name)."""
     if path.is_file():
         return sha256_file(path)
     for name in WEIGHT_FILES:
         if (path / name).exists():
             return sha256_file(path / name)
-    raise XaiError(f"model {path}: no weights file ({', '.join(WEIGHT_FILES)}) in the folder")
+    for name in INDEX_FILES:
+        if (path / name).exists():
+            return _sharded_sha(path, path / name)
+    raise XaiError(f"model {path}: no weights file ({', '.join(WEIGHT_FILES + INDEX_FILES)}) in the folder; "
+                   "re-save it with save_pretrained")
+
+
+def _sharded_sha(folder: Path, index: Path) -> str:
+    weight_map = _read_json(index).get("weight_map")
+    shards = sorted(set(weight_map.values())) if isinstance(weight_map, dict) else []
+    if not shards or not all(isinstance(s, str) for s in shards):
+        raise XaiError(f"{index}: no \"weight_map\" of tensor names to shard files; re-save with save_pretrained")
+    h = hashlib.sha256()
+    h.update(index.read_bytes())
+    for name in shards:
+        shard = folder / name
+        if Path(name).name != name or not shard.is_file():
+            raise XaiError(f"model {folder}: shard {name}, listed in {index.name}, is not in the folder; "
+                           "copy every shard with the index")
+        h.update(b"\0" + name.encode() + b"\0" + sha256_file(shard).encode())
+    return h.hexdigest()
 
 
 # -- loaders -------------------------------------------------------------------
 
-def _adapter(module, task, labels, prep, info):
+def _adapter(module, task, labels, prep, info, model_size=None):
     import torch
 
     from xaicli.models.adapter import LogitsModule, ModelAdapter
 
-    return ModelAdapter(LogitsModule(module), task, labels, prep, torch.device("cpu"), info)
+    return ModelAdapter(LogitsModule(module), task, labels, prep, torch.device("cpu"), info,
+                        model_size=tuple(model_size) if model_size else None)
 
 
 def _load_smp(path: Path, options: LoadOptions):
@@ -168,12 +259,12 @@ def _load_smp(path: Path, options: LoadOptions):
         model = smp.from_pretrained(str(path))
     except Exception as exc:
         raise XaiError(f"model {path}: smp could not load it ({type(exc).__name__}: {exc})") from None
-    side = _sidecar(path)
     classes = int(config.get("classes", 1))
+    channels = int(config.get("in_channels", 3))
+    side = _sidecar(path, channels, classes, multiple=32)
     labels = side.get("labels") or _default_labels(classes, "segmentation")
-    prep = Preprocessing(channels=int(config.get("in_channels", 3)), multiple=32,
-                         size=tuple(side["size"]) if side.get("size") else None,
-                         mean=tuple(side.get("mean", IMAGENET_MEAN)), std=tuple(side.get("std", IMAGENET_STD)),
+    prep = Preprocessing(channels=channels, multiple=32, size=side.get("size"),
+                         mean=side.get("mean", IMAGENET_MEAN), std=side.get("std", IMAGENET_STD),
                          source="xai.json" if side else "imagenet-default")
     arch = f"{config['_model_class']}({config.get('encoder_name', '?')})"
     return _adapter(model, "segmentation", labels, prep,
@@ -186,30 +277,50 @@ def _load_hf(path: Path, options: LoadOptions):
     transformers.utils.logging.disable_progress_bar()
     transformers.utils.logging.set_verbosity_error()
     try:
-        model = transformers.AutoModelForImageClassification.from_pretrained(str(path), local_files_only=True)
+        model, loading = transformers.AutoModelForImageClassification.from_pretrained(
+            str(path), local_files_only=True, output_loading_info=True)
     except Exception as exc:
         raise XaiError(f"model {path}: transformers could not load it as an image classifier "
                        f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+    _refuse_new_weights(path, loading)
     cfg = model.config
     id2label = {int(k): v for k, v in (cfg.id2label or {}).items()}
     labels = [str(id2label.get(i, f"class_{i}")) for i in range(cfg.num_labels)]
     proc_path = path / "preprocessor_config.json"
     proc = _read_json(proc_path) if proc_path.exists() else {}
-    side = _sidecar(path)
-    size = _hf_size(proc.get("size"), proc.get("crop_size")) or (
-        (cfg.image_size, cfg.image_size) if isinstance(getattr(cfg, "image_size", None), int) else None)
+    channels = int(getattr(cfg, "num_channels", 3))
+    side = _sidecar(path, channels, cfg.num_labels)
+    model_size = (cfg.image_size, cfg.image_size) if isinstance(getattr(cfg, "image_size", None), int) else None
+    size = _hf_size(proc.get("size"), proc.get("crop_size")) or model_size
     if proc.get("do_normalize", True):
         mean, std = proc.get("image_mean", IMAGENET_MEAN), proc.get("image_std", IMAGENET_STD)
     else:
-        mean, std = (0.0,) * cfg.num_channels, (1.0,) * cfg.num_channels
-    prep = Preprocessing(channels=int(getattr(cfg, "num_channels", 3)),
-                         size=tuple(side["size"]) if side.get("size") else size,
-                         mean=tuple(mean), std=tuple(std),
+        mean, std = (0.0,) * channels, (1.0,) * channels
+    prep = Preprocessing(channels=channels, size=side.get("size", size),
+                         mean=side.get("mean", tuple(mean)), std=side.get("std", tuple(std)),
                          source="preprocessor_config.json" if proc else "imagenet-default",
                          notes=["whole image resized to the model size (no centre crop), so maps cover every pixel"])
+    if "mean" in side or "std" in side:
+        prep.source = "xai.json"
     arch = (cfg.architectures or [type(model).__name__])[0]
     return _adapter(model, "classification", side.get("labels") or labels, prep,
-                    {"format": "hf", "arch": arch, "sha256": _weights_sha(path)})
+                    {"format": "hf", "arch": arch, "sha256": _weights_sha(path)}, model_size=model_size or size)
+
+
+def _refuse_new_weights(path: Path, loading: Any) -> None:
+    """transformers fills weights the folder lacks (a backbone saved without its classifier) with
+    random values, and only warns (silenced here): results would change every run."""
+    if not isinstance(loading, dict):
+        return
+    missing = sorted(loading.get("missing_keys") or ())
+    mismatched = sorted(str(k[0]) if isinstance(k, (tuple, list)) else str(k)
+                        for k in (loading.get("mismatched_keys") or ()))
+    for keys, what in ((missing, "lacks"), (mismatched, "has config.json disagreeing with the shapes of")):
+        if keys:
+            shown = ", ".join(keys[:3]) + (", ..." if len(keys) > 3 else "")
+            raise XaiError(f"model {path} {what} {len(keys)} weight(s) ({shown}), which transformers would "
+                           "initialise at random; save the fine-tuned classifier itself with "
+                           "model.save_pretrained(DIR)")
 
 
 def _hf_size(size: Any, crop: Any) -> tuple[int, int] | None:
@@ -253,6 +364,11 @@ def _read_state(path: Path, options: LoadOptions):
             return load_file(str(path))
         except Exception as exc:
             raise XaiError(f"model {path}: not a readable safetensors file ({exc})") from None
+    what = _not_torch(path)
+    if what:
+        hint = (f"; for the model in that folder pass -m {path.parent}"
+                if path.name == "config.json" or (path.parent / "config.json").exists() else "")
+        raise XaiError(f"model {path}: not a model file ({what}); {ACCEPTS}{hint}")
     try:
         return torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
@@ -267,6 +383,22 @@ def _read_state(path: Path, options: LoadOptions):
         return torch.load(str(path), map_location="cpu", weights_only=False)
     except Exception as exc:
         raise XaiError(f"model {path}: the pickle did not load ({type(exc).__name__}: {exc})") from None
+
+
+def _not_torch(path: Path) -> str | None:
+    """What the file is, when it is neither a torch.save zip nor a pickle; None when it may be one."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except OSError as exc:
+        raise XaiError(f"model {path}: cannot read it ({exc.strerror}); check the path and permissions") from None
+    if zipfile.is_zipfile(path) or (len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5):
+        return None   # torch.save's zip, or a pickle (protocol 2+: legacy torch.save, pickle.dump)
+    if head.startswith(b"\x89PNG") or head.startswith(b"\xff\xd8") or head[:4] in (b"II*\0", b"MM\0*"):
+        return "an image"
+    if head.lstrip()[:1] in (b"{", b"["):
+        return "JSON text"
+    return "not a PyTorch or safetensors file" if head else "an empty file"
 
 
 def _unwrap_state(state: dict) -> dict:
@@ -342,7 +474,7 @@ def _wrap_module(module, path: Path, fmt: str, options: LoadOptions):
     if channels != 3:
         prep.mean, prep.std = (0.5,) * channels, (0.5,) * channels
     return _adapter(module, task, _default_labels(out.shape[1], task), prep,
-                    {"format": fmt, "arch": type(module).__name__, "sha256": sha256_file(path)})
+                    {"format": fmt, "arch": type(module).__name__, "sha256": sha256_file(path)}, model_size=size)
 
 
 def _first_conv_channels(module) -> int:
@@ -359,7 +491,7 @@ def _default_labels(k: int, task: str) -> list[str]:
 
 
 def _apply_overrides(adapter, options: LoadOptions) -> None:
-    from xaicli.models.preprocess import parse_floats  # noqa: F401  (validation happens in the CLI)
+    from xaicli.models.preprocess import check_norm
 
     prep = adapter.preprocessing
     if options.size:
@@ -370,6 +502,7 @@ def _apply_overrides(adapter, options: LoadOptions) -> None:
     for name in ("mean", "std"):
         vals = getattr(options, name)
         if vals:
+            check_norm(vals, f"--{name}", positive=name == "std")
             if len(vals) == 1:
                 vals = vals * prep.channels
             if len(vals) != prep.channels:
@@ -380,6 +513,20 @@ def _apply_overrides(adapter, options: LoadOptions) -> None:
         if len(options.labels) != adapter.num_classes:
             raise XaiUsageError(f"--labels: {len(options.labels)} names for a model with {adapter.num_classes} classes")
         adapter.labels = list(options.labels)
+
+
+def _check_normalisation(adapter, path: Path) -> None:
+    """One mean and one std per input channel (a 1-channel model under an RGB processor's
+    three means fails inside the model's forward)."""
+    prep = adapter.preprocessing
+    for name in ("mean", "std"):
+        vals = tuple(getattr(prep, name))
+        if len(vals) == 1 and prep.channels != 1:
+            setattr(prep, name, vals * prep.channels)
+        elif len(vals) != prep.channels:
+            one = "0.5" if prep.channels == 1 else ",".join(["0.5"] * prep.channels)
+            raise XaiError(f"model {path}: {prep.source} gives {len(vals)} {name} values for a {prep.channels}-channel "
+                           f"model; pass --mean {one} --std {one} (one value per input channel)")
 
 
 _LOADERS = {"smp": _load_smp, "hf": _load_hf, "state_dict": _load_state_dict_file,

@@ -6,6 +6,7 @@ taken with respect to the image as displayed, at its own resolution.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -72,4 +73,19 @@ def parse_floats(text: str | None, option: str, channels: int | None = None) -> 
         raise XaiUsageError(f"{option} {text!r}: expected comma-separated numbers, e.g. 0.485,0.456,0.406") from None
     if channels is not None and len(vals) not in (1, channels):
         raise XaiUsageError(f"{option} {text!r}: expected 1 or {channels} values for a {channels}-channel model")
+    check_norm(vals, option, positive=option.endswith("std"))
     return vals
+
+
+def check_norm(vals, option: str, positive: bool = False) -> None:
+    """Normalisation values must be finite numbers, a std's also > 0 (a zero std divides by zero:
+    every probability came out NaN, with exit 0)."""
+    from xaicli.errors import XaiUsageError
+
+    shown = ",".join(f"{v:g}" for v in vals)
+    if not all(math.isfinite(v) for v in vals):
+        raise XaiUsageError(f"{option} {shown}: values must be finite numbers, e.g. "
+                            + ("0.229,0.224,0.225" if positive else "0.485,0.456,0.406"))
+    if positive and not all(v > 0 for v in vals):
+        raise XaiUsageError(f"{option} {shown}: a standard deviation must be > 0, e.g. 0.229,0.224,0.225 "
+                            "(one value per input channel)")

@@ -370,3 +370,13 @@ def test_records_made_with_other_load_options_are_refused_under_m(cli, tmp_path,
     for args in (["-m", "builtin:shapes-cls", "--labels", "x,y,z"], []):   # the same options, or none
         r = cli(["cam", *args, rec, "-o", tmp_path / "c.tar"])
         assert r.exit_code == 0, r.stderr
+
+
+def test_randomize_on_torchscript_says_it_needs_hooks(cli, tmp_path, img32):
+    path = tmp_path / "seg.pt"
+    torch.jit.trace(tiny_segmenter(classes=2), torch.zeros(1, 3, 32, 32)).save(str(path))
+    rec = tmp_path / "rec.tar"
+    r = cli(["attribute", "-m", path, "--steps", "2", img32, "-o", rec])
+    assert r.exit_code == 0, r.stderr
+    line = _error_line(cli(["stats", "-m", path, "--randomize", rec]), 2)
+    assert "TorchScript" in line and "--randomize" in line

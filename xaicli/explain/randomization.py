@@ -34,6 +34,9 @@ def layer_order(adapter, image: np.ndarray) -> list[str]:
     """Names (relative to the user's model) of parameter-owning modules, in forward execution order."""
     import torch
 
+    from xaicli.models.layers import refuse_torchscript
+
+    refuse_torchscript(adapter, "--randomize (to order the layers)")
     order: list[str] = []
     handles = []
     for name, mod in adapter.module.named_modules():

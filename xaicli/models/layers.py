@@ -236,15 +236,19 @@ def probe(model, input_shape: tuple[int, ...], device=None) -> tuple[dict[str, _
 
 # -- families -------------------------------------------------------------------
 
-def layer_table(adapter, input_hw: tuple[int, int]) -> LayerTable:
-    """Probe the adapter's model at `input_hw` and name its layers."""
+def refuse_torchscript(adapter, what: str) -> None:
     import torch
 
-    model = adapter.module
-    if isinstance(model, torch.jit.ScriptModule):
+    if isinstance(adapter.module, torch.jit.ScriptModule):
         raise XaiUsageError(f"model {adapter.info.get('spec', '')} is TorchScript, which has no module hooks, and "
-                            "CAM methods (and layer listings) need them; pass the model as an smp or Hugging Face "
-                            "folder, or as a state dict with --arch")
+                            f"{what} need them; pass the model as an smp or Hugging Face folder, or as a state "
+                            "dict with --arch")
+
+
+def layer_table(adapter, input_hw: tuple[int, int]) -> LayerTable:
+    """Probe the adapter's model at `input_hw` and name its layers."""
+    model = adapter.module
+    refuse_torchscript(adapter, "CAM methods (and layer listings)")
     shape = (1, adapter.preprocessing.channels, *input_hw)
     calls, modules, sample_bytes, largest = adapter.first_forward(lambda: probe(model, shape, adapter.device),
                                                                   tuple(input_hw))

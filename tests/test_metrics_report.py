@@ -125,6 +125,14 @@ def test_summary_by_hand():
     assert s["mean"]["n"] == 3 and s["mean"]["id"] is None and s["mean"]["map"] == "m"
 
 
+def test_summary_keeps_targets_of_another_kind_apart():
+    """A predicted mask and all pixels share the label and index of the class, not the numbers."""
+    rows = [{"id": i, "map": "m", "target": "blob", "target_index": 0, "target_kind": kind, "focus_ratio": v}
+            for i, (kind, v) in enumerate([("mask", 40.0), ("all-pixels", 3.0), ("mask", 42.0), ("all-pixels", 5.0)])]
+    means = {r["target_kind"]: r["focus_ratio"] for r in report.summarise(rows) if r["stat"] == "mean"}
+    assert means == {"mask": 41.0, "all-pixels": 4.0}
+
+
 def test_csv_and_json_lines_carry_the_same_numbers():
     rows = [{"id": "a", "x": 0.1 + 0.2, "y": None, "z": 1}, {"id": "b", "x": 1e-300, "w": 2.5}]
     table = list(csv.DictReader(io.StringIO(report.csv_text(rows))))

@@ -380,3 +380,11 @@ def test_randomize_on_torchscript_says_it_needs_hooks(cli, tmp_path, img32):
     assert r.exit_code == 0, r.stderr
     line = _error_line(cli(["stats", "-m", path, "--randomize", rec]), 2)
     assert "TorchScript" in line and "--randomize" in line
+
+
+def test_load_options_without_m_are_refused_not_ignored(cli, tmp_path, img32):
+    rec = tmp_path / "rec.tar"
+    assert cli(["predict", "-m", "builtin:shapes-cls", img32, "-o", rec]).exit_code == 0
+    line = _error_line(cli(["cam", "--labels", "x,y,z", rec, "-o", tmp_path / "c.tar"]), 2)
+    assert "--labels set how -m loads a model" in line and "pass -m MODEL" in line
+    assert not (tmp_path / "c.tar").exists()

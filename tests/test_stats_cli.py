@@ -147,6 +147,7 @@ def test_output_file(cli, stream, tmp_path):
 @pytest.mark.parametrize("args, code, words", [
     (["--format", "xml"], 2, "--format"),
     (["--top-k", "0"], 2, "--top-k"),
+    (["--top-k", "inf"], 2, "--top-k"),
     (["--randomize"], 2, "-m MODEL"),
     (["--perturb-baseline", "pink"], 2, "--perturb-baseline"),
     (["--mask", "/nonexistent/m.png"], 1, "no such file"),

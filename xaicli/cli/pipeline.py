@@ -32,6 +32,7 @@ class ModelSession:
             if self.spec:
                 self.adapter = load_model(self.spec, self.options, self.device)
             elif record is not None and record.meta.get("model"):
+                self._refuse_ignored_options(record)
                 self.adapter = load_for_record(record.meta["model"], self.device,
                                                trust_pickle=bool(getattr(self.options, "trust_pickle", False)))
             else:
@@ -41,6 +42,18 @@ class ModelSession:
         if record is not None:
             self.check(record)
         return self.adapter
+
+    def _refuse_ignored_options(self, record: Record) -> None:
+        """Load options without -m would be ignored: the records' model loads as they were made."""
+        if self.options is None:
+            return
+        ours = self.options.to_meta()
+        loaded = (record.meta.get("model") or {}).get("load") or {}
+        given = [k for k in LOAD_KEYS if ours.get(k) and ours.get(k) != loaded.get(k)]
+        if given:
+            raise XaiUsageError(f"{' '.join('--' + k for k in given)} set how -m loads a model; without -m the "
+                                f"records' model loads as they were made ({_options(loaded, given)}); "
+                                "pass -m MODEL as well, or drop the option")
 
     def check(self, record: Record) -> None:
         theirs = (record.meta.get("model") or {}).get("sha256")

@@ -107,8 +107,8 @@ def stats(
         raise XaiUsageError(f"--format {fmt!r}: use one of {', '.join(FORMATS)}")
     if output not in (None, "-"):
         _check_output(output)
-    if not top_k > 0:
-        raise XaiUsageError(f"--top-k {top_k}: must be > 0 (a fraction < 1 or a pixel count)")
+    if not (top_k > 0 and top_k != float("inf")):
+        raise XaiUsageError(f"--top-k {top_k}: must be a finite number > 0 (a fraction < 1 or a pixel count)")
     if model is None and randomize:
         raise XaiUsageError("--randomize re-computes maps with the model: pass -m MODEL")
     if steps < 1 or rand_steps < 1 or batch_size < 1:

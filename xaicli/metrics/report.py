@@ -162,14 +162,15 @@ def map_row(mt: MapTarget, gt: np.ndarray | None = None, top_k: float = 0.05) ->
 # -- aggregation ---------------------------------------------------------------
 
 def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Mean, std (n−1, as pandas), median, min, max of every numeric metric per (map, target).
+    """Mean, std (n−1, as pandas), median, min, max of every numeric metric per (map, target),
+    a target being its label, index and kind (a predicted mask and all pixels share label and index).
 
     Nulls are left out of each metric's aggregate; an aggregate with no values is null,
     std with fewer than two is null. `n` counts the rows of the group.
     """
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for r in rows:
-        groups.setdefault((r.get("map"), r.get("target"), r.get("target_index")), []).append(r)
+        groups.setdefault((r.get("map"), r.get("target"), r.get("target_index"), r.get("target_kind")), []).append(r)
     out = []
     for members in groups.values():
         for stat in SUMMARY_STATS:

@@ -235,6 +235,7 @@ def test_split_gives_one_figure_per_map_and_target_with_safe_names():
                      "scan_1__gradcam++__encoder.layer4.1__blob.png"]
     names = [n for n, _ in build(rec, split=True, layout="grid", styles=("overlay",), fmt="svg")]
     assert names[-1] == "scan_1__gradcam++__encoder.layer4.1__blob__grid__overlay.svg"
+    assert names[1] == "scan_1__integrated_gradients__black__a_b_c-2__grid__overlay.svg"   # numbered on the target
 
 
 def test_record_without_image_renders_the_maps_alone(tmp_path):

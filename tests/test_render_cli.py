@@ -83,6 +83,17 @@ def test_writes_one_figure_per_record_and_prints_only_the_paths(cli, tmp_path):
     assert [(m["file"], m["id"], m["sha256"]) for m in manifest] == [("a.png", "a", "0" * 64), ("b.png", "b", "0" * 64)]
 
 
+def test_two_images_records_with_one_id_do_not_overwrite_a_figure(cli, tmp_path):
+    a, b = mapped("x"), mapped("x", seed=1)
+    b.meta["source"] = {**b.meta["source"], "path": "/other/x.png", "sha256": "2" * 64}
+    r = cli(["render", "-o", tmp_path / "figs", *FAST], input=tar_of(a, b))
+    assert r.exit_code == 1 and "two records with id 'x' in one run, of different images" in r.stderr
+    manifest = (tmp_path / "figs" / "figures.jsonl").read_text().splitlines()
+    assert [json.loads(x)["source"] for x in manifest] == ["x.png"]    # the first, alone
+    r = cli(["render", "-o", tmp_path / "again", *FAST], input=tar_of(a, a))   # the same record twice: fine
+    assert r.exit_code == 0, r.stderr
+
+
 def test_reads_a_tar_stream_on_stdin(cli, tmp_path):
     r = cli(["render", "-o", tmp_path, *FAST], input=tar_of(mapped("a"), mapped("b")))
     assert r.exit_code == 0, r.stderr

@@ -57,11 +57,10 @@ def jobs(record: Record, opts: RenderOptions) -> list[Job]:
         return [Job(figure_name(record.id, [], opts), partial(builder, record, vs, opts))]
     out, seen = [], set()
     for v in vs:
-        name = figure_name(record.id, v.name_parts(), opts)
-        stem, ext = name.rsplit(".", 1)
-        n = 2
-        while name in seen:        # two targets with the same label: keep both
-            name, n = f"{stem}-{n}.{ext}", n + 1
+        parts = v.name_parts()
+        name, n = figure_name(record.id, parts, opts), 2
+        while name in seen:        # two targets with the same label: keep both, numbered on the target
+            name, n = figure_name(record.id, [*parts[:-1], f"{parts[-1]}-{n}"], opts), n + 1
         seen.add(name)
         out.append(Job(name, partial(builder, record, [v], opts, vs)))
     return out
@@ -132,11 +131,17 @@ def render_records(records: Iterable[Record], out_dir: str | os.PathLike, opts: 
     opts = opts.checked()
     out = output_dir(out_dir)
     done = _load_manifest(out / MANIFEST) if skip_existing else {}
+    drawn: dict[str, tuple] = {}   # this run's figures: a second image under one name would replace the first
     for record in records:
         source = record.meta.get("source") or {}
         sha = source.get("sha256")
         for job in jobs(record, opts):
             path = out / job.name
+            if drawn.setdefault(job.name, (source.get("path"), sha)) != (source.get("path"), sha):
+                raise XaiError(f"{job.name}: two records with id {record.id!r} in one run, of different images "
+                               f"({drawn[job.name][0]} and {source.get('path')}); render them into separate "
+                               "folders, or make the records from the images in one run, which gives them "
+                               "distinct ids")
             if skip_existing and path.exists() and (sha is None or done.get(job.name) == sha):
                 continue
             save(job.build(), path, opts)

@@ -155,3 +155,19 @@ def write_dicom(path: Path, pixels: np.ndarray, photometric: str = "MONOCHROME2"
     ds.PixelData = pixels.tobytes()
     pydicom.dcmwrite(path, ds, enforce_file_format=True)
     return Path(path)
+
+
+def stream_records(stdout: bytes) -> list[dict]:
+    """The records of a tar stream as dicts of arrays, with `meta` parsed."""
+    import io
+    import json
+    import tarfile
+
+    out = []
+    with tarfile.open(fileobj=io.BytesIO(stdout)) as t:
+        for m in t.getmembers():
+            with np.load(t.extractfile(m), allow_pickle=False) as npz:
+                arrays = {k: npz[k] for k in npz.files}
+            arrays["meta"] = json.loads(str(arrays["meta"][()]))
+            out.append(arrays)
+    return out

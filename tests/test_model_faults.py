@@ -5,30 +5,18 @@ internal error), and models that do fit load whole (sharded checkpoints) or not 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import math
-import tarfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from helpers_models import rgb_image, save_tiny_convnext, save_tiny_vit, tiny_classifier, tiny_segmenter, write_png
+from helpers_models import (rgb_image, save_tiny_convnext, save_tiny_vit, stream_records, tiny_classifier,
+                            tiny_segmenter, write_png)
 from torch import nn
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def _records(stdout: bytes) -> list[dict]:
-    out = []
-    with tarfile.open(fileobj=io.BytesIO(stdout)) as t:
-        for m in t.getmembers():
-            with np.load(t.extractfile(m), allow_pickle=False) as npz:
-                arrays = {k: npz[k] for k in npz.files}
-            arrays["meta"] = json.loads(str(arrays["meta"][()]))
-            out.append(arrays)
-    return out
 
 
 def _error_line(r, code: int) -> str:
@@ -91,7 +79,7 @@ def test_a_sharded_hf_checkpoint_loads_and_its_sha_covers_every_shard(cli, tmp_p
     whole = cli(["predict", "-m", convnext, img32])
     r = cli(["predict", "-m", sharded, img32])
     assert r.exit_code == 0, r.stderr
-    (rec,), (ref,) = _records(r.stdout), _records(whole.stdout)
+    (rec,), (ref,) = stream_records(r.stdout), stream_records(whole.stdout)
     np.testing.assert_allclose(rec["pred/logits"], ref["pred/logits"], atol=1e-6)
 
     index = sharded / "model.safetensors.index.json"
@@ -127,7 +115,7 @@ def test_a_backbone_without_its_head_is_refused(cli, tmp_path, img32):
 
 # -- 3. --trust-pickle with the model from records ------------------------------------
 
-def test_trust_pickle_reaches_a_model_named_by_records(cli, tmp_path, img32):
+def test_trust_pickle_reaches_a_model_named_bystream_records(cli, tmp_path, img32):
     path = tmp_path / "whole.pth"
     torch.save(tiny_classifier(classes=3), path)
     r = cli(["predict", "-m", path, "--trust-pickle", "-o", tmp_path / "rec.tar", img32])
@@ -137,7 +125,7 @@ def test_trust_pickle_reaches_a_model_named_by_records(cli, tmp_path, img32):
     assert "--trust-pickle" in _error_line(r, 2)        # records never grant it themselves
     r = cli(["attribute", "-M", "saliency", "--trust-pickle", tmp_path / "rec.tar"])
     assert r.exit_code == 0, r.stderr
-    (rec,) = _records(r.stdout)
+    (rec,) = stream_records(r.stdout)
     assert any(k.startswith("attr/saliency") for k in rec)
 
 
@@ -153,7 +141,7 @@ def test_records_reload_their_own_model_from_another_folder(cli, tmp_path, img32
     monkeypatch.chdir(tmp_path / "a")
     r = cli(["predict", "-m", "m/cnx", img32])
     assert r.exit_code == 0, r.stderr
-    (rec,) = _records(r.stdout)
+    (rec,) = stream_records(r.stdout)
     meta = rec["meta"]["model"]
     assert meta["spec"] == "m/cnx"
 
@@ -222,7 +210,7 @@ def test_a_one_channel_hf_model_under_an_rgb_processor(cli, tmp_path, img32):
 
     r = cli(["predict", "-m", tmp_path / "gray", "--mean", "0.5", "--std", "0.5", img32])
     assert r.exit_code == 0, r.stderr
-    (rec,) = _records(r.stdout)
+    (rec,) = stream_records(r.stdout)
     img = rgb_image(32, 32, seed=3).astype(np.float32) / 255
     gray = torch.from_numpy(img @ np.array([0.299, 0.587, 0.114], np.float32))[None, None]
     with torch.no_grad():
@@ -345,7 +333,7 @@ def test_a_good_sidecar_is_applied(cli, tmp_path, smp_dir, img64):
                                                  "std": [0.25, 0.25, 0.25]}))
     r = cli(["predict", "-m", folder, img64])
     assert r.exit_code == 0, r.stderr
-    (rec,) = _records(r.stdout)
+    (rec,) = stream_records(r.stdout)
     prep = rec["meta"]["preprocessing"]
     assert prep["size"] == [32, 32] and prep["mean"] == [0.5] * 3 and prep["std"] == [0.25] * 3
     assert rec["meta"]["model"]["labels"] == ["bg", "cat", "dog"]

@@ -3,18 +3,16 @@ pickles (only with --trust-pickle). Predictions are checked against the model ru
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import os
 import pickle
-import tarfile
 import warnings
 
 import numpy as np
 import pytest
 import torch
-from helpers_models import (HF_LABELS, CreatesFile, rgb_image, save_tiny_convnext, save_tiny_vit,
+from helpers_models import (HF_LABELS, CreatesFile, rgb_image, save_tiny_convnext, save_tiny_vit, stream_records,
                             smp_unet_resnet18, tiny_classifier, tiny_segmenter, write_png)
 
 IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
@@ -31,17 +29,6 @@ def _imagenet(img: np.ndarray) -> torch.Tensor:
     if x.shape[1] == 1:
         x = x.repeat(1, 3, 1, 1)
     return (x - IMAGENET_MEAN) / IMAGENET_STD
-
-
-def _records(stdout: bytes) -> list[dict]:
-    out = []
-    with tarfile.open(fileobj=io.BytesIO(stdout)) as t:
-        for m in t.getmembers():
-            with np.load(t.extractfile(m), allow_pickle=False) as npz:
-                arrays = {k: npz[k] for k in npz.files}
-            arrays["meta"] = json.loads(str(arrays["meta"][()]))
-            out.append(arrays)
-    return out
 
 
 def _error_line(r) -> str:
@@ -104,7 +91,7 @@ def test_hf_records_carry_labels_and_probabilities(cli, tmp_path, images):
     model_dir = save_tiny_convnext(tmp_path / "cnx")
     r = cli(["predict", "-m", model_dir, folder / "img1.png"])
     assert r.exit_code == 0, r.stderr
-    (rec,) = _records(r.stdout)
+    (rec,) = stream_records(r.stdout)
     assert rec["meta"]["model"]["labels"] == HF_LABELS and rec["meta"]["task"] == "classification"
     assert rec["pred/probs"].shape == (4,) and rec["pred/probs"].sum() == pytest.approx(1, abs=1e-5)
     np.testing.assert_allclose(rec["pred/probs"], torch.softmax(torch.from_numpy(rec["pred/logits"]), 0), atol=1e-6)
@@ -129,7 +116,7 @@ def test_effb5_unetplusplus_state_dict_predicts_with_arch(cli, effb5_state, imag
     img_path, img = image64
     r = cli(["predict", "-m", path, "--arch", "unetplusplus:efficientnet-b5", img_path])
     assert r.exit_code == 0, r.stderr
-    (rec,) = _records(r.stdout)
+    (rec,) = stream_records(r.stdout)
     with torch.no_grad():
         want = model(_imagenet(img))[0].numpy()
     assert rec["meta"]["task"] == "segmentation"
@@ -170,7 +157,7 @@ def test_state_dict_layouts(cli, tmp_path, unet, image64, kind):
         torch.save(_wrapped(kind, sd), path)
     r = cli(["predict", "-m", path, "--arch", "unet:resnet18", img_path])
     assert r.exit_code == 0, r.stderr
-    (rec,) = _records(r.stdout)
+    (rec,) = stream_records(r.stdout)
     with torch.no_grad():
         want = unet(_imagenet(img))[0].numpy()
     assert rec["pred/logits"].shape == (2, 64, 64)
@@ -193,7 +180,7 @@ def test_one_channel_state_dict(cli, tmp_path, fmt):
     img_path = write_png(tmp_path / "g.png", gray)
     r = cli(["predict", "-m", path, "--arch", "unet:resnet18", "--mean", "0.5", "--std", "0.25", img_path])
     assert r.exit_code == 0, r.stderr
-    (rec,) = _records(r.stdout)
+    (rec,) = stream_records(r.stdout)
     with torch.no_grad():
         want = model((_chw(gray) - 0.5) / 0.25)[0].numpy()
     np.testing.assert_allclose(rec["pred/logits"], want, atol=1e-4, rtol=1e-4)
@@ -202,7 +189,7 @@ def test_one_channel_state_dict(cli, tmp_path, fmt):
     # Default normalisation: one value per input channel, and the record says which.
     r = cli(["predict", "-m", path, "--arch", "unet:resnet18", img_path])
     assert r.exit_code == 0, r.stderr
-    (rec,) = _records(r.stdout)
+    (rec,) = stream_records(r.stdout)
     prep = rec["meta"]["preprocessing"]
     assert len(prep["mean"]) == len(prep["std"]) == 1
     with torch.no_grad():
@@ -307,7 +294,7 @@ def test_torchscript_classifier_task_inferred(cli, tmp_path, images, how):
     ts.save(str(path))
     r = cli(["predict", "-m", path, folder / "img2.png"])
     assert r.exit_code == 0, r.stderr
-    (rec,) = _records(r.stdout)
+    (rec,) = stream_records(r.stdout)
     assert rec["meta"]["task"] == "classification"
     assert rec["meta"]["model"]["format"] == "torchscript"
     with torch.no_grad():
@@ -341,7 +328,7 @@ def test_torchscript_segmenter_task_inferred(cli, tmp_path, image64):
     torch.jit.trace(model, torch.zeros(1, 3, 64, 64)).save(str(path))
     r = cli(["predict", "-m", path, img_path])
     assert r.exit_code == 0, r.stderr
-    (rec,) = _records(r.stdout)
+    (rec,) = stream_records(r.stdout)
     assert rec["meta"]["task"] == "segmentation"
     with torch.no_grad():
         want = model(_imagenet(img))[0].numpy()

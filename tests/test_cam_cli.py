@@ -257,3 +257,99 @@ def test_hooks_released_and_memory_flat_over_many_images():
         if i in (50, 299):
             rss.append(_rss_mb())
     assert rss[1] - rss[0] < 20, f"RSS grew {rss[1] - rss[0]:.1f} MB over 250 images"
+
+
+# -- layer and method names ----------------------------------------------------------
+
+def test_two_names_for_one_module_give_each_name_the_same_map(cli, cls_png):
+    """`stage1` and `last` are one module on shapes-cls: computed once (not refused as a
+    module that ran twice), stored under each name given, equal to the map of the module
+    named once; a RefineCAM product counts the module once."""
+    path, _ = cls_png
+    both = cli(["-v", "cam", "-m", CLS, str(path), "-l", "stage0", "-l", "stage1", "-l", "last",
+                "-M", "gradcam,refinecam"])
+    assert both.exit_code == 0, both.stderr
+    assert "stage1 and last: one module (resnet.encoder.stages.1)" in both.stderr
+    once = cli(["cam", "-m", CLS, str(path), "-l", "stage0", "-l", "resnet.encoder.stages.1",
+                "-M", "gradcam,refinecam"])
+    assert once.exit_code == 0, once.stderr
+    (rec,), (ref,) = records(both.stdout), records(once.stdout)
+    assert sorted(k for k in rec.arrays if k.startswith("cam/")) == [
+        "cam/gradcam/last", "cam/gradcam/stage0", "cam/gradcam/stage1", "cam/refinecam/stage0+stage1+last"]
+    expected = ref.arrays["cam/gradcam/resnet.encoder.stages.1"]
+    assert expected.max() > 0
+    for name in ("stage1", "last"):
+        assert np.array_equal(rec.arrays[f"cam/gradcam/{name}"], expected), name
+        info = rec.meta["maps"][f"cam/gradcam/{name}"]
+        assert info["layer"] == name and info["module"] == "resnet.encoder.stages.1"
+    assert np.array_equal(rec.arrays["cam/gradcam/stage0"], ref.arrays["cam/gradcam/stage0"])
+    # the product over stage0 and stages.1, not over stage0, stages.1 and stages.1 again
+    assert np.array_equal(rec.arrays["cam/refinecam/stage0+stage1+last"],
+                          ref.arrays["cam/refinecam/stage0+resnet.encoder.stages.1"])
+    assert (rec.meta["maps"]["cam/refinecam/stage0+stage1+last"]["module"]
+            == "resnet.encoder.stages.0+resnet.encoder.stages.1")
+    assert rec.meta["history"][-1]["parameters"]["layers"] == {
+        "stage0": "resnet.encoder.stages.0", "stage1": "resnet.encoder.stages.1", "last": "resnet.encoder.stages.1"}
+
+
+def test_alias_and_module_path_of_one_module_on_a_segmenter(cli, seg_png, seg_run):
+    path, _ = seg_png
+    res = cli(["cam", "-m", SEG, str(path), "-l", "encoder_last", "-l", "encoder.model.layer2"])
+    assert res.exit_code == 0, res.stderr
+    (rec,), (ref,) = records(res.stdout), records(seg_run.stdout)
+    a, b = rec.arrays["cam/gradcam/encoder_last"], rec.arrays["cam/gradcam/encoder.model.layer2"]
+    assert np.array_equal(a, b)
+    # the same map as encoder_last computed next to decoder_last in another run
+    expected = ref.arrays["cam/gradcam/encoder_last"]
+    assert expected.max() > 0 and np.abs(a - expected).max() <= 1e-5 * expected.max()
+    assert rec.meta["maps"]["cam/gradcam/encoder.model.layer2"]["module"] == "encoder.model.layer2"
+
+
+def test_a_module_that_runs_twice_is_still_refused_when_named_twice():
+    """The hook counts calls per module: a module the forward pass calls twice is refused,
+    also under two names (one hook, so 2 calls, not 4)."""
+    from torch import nn
+
+    from xaicli.errors import XaiError
+    from xaicli.explain.cam import CamEngine
+    from xaicli.explain.targets import Target
+    from xaicli.models.adapter import LogitsModule, ModelAdapter
+    from xaicli.models.layers import Layer
+    from xaicli.models.preprocess import Preprocessing
+
+    class Twice(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3, padding=1)
+            self.act = nn.Tanh()
+            self.head = nn.Conv2d(4, 2, 1)
+
+        def forward(self, x):
+            return self.head(self.act(self.act(self.conv(x))))
+
+    torch.manual_seed(0)
+    ad = ModelAdapter(LogitsModule(Twice().eval()), "segmentation", ["a", "b"], Preprocessing(size=(16, 16)),
+                      torch.device("cpu"))
+    act = ad.module.act
+    img = np.full((16, 16, 3), 128, np.uint8)
+    target = [Target("all-pixels", 1, "b", np.ones((16, 16), bool))]
+    for names in (["act"], ["act", "model.act"]):
+        layers = [Layer(n, None, "act", act, (1, 4, 16, 16)) for n in names]
+        with pytest.raises(XaiError, match="layer act ran 2 times in one forward pass; pick its parent"):
+            CamEngine(ad, layers, ["gradcam"]).explain(img, target)
+        assert not act._forward_hooks
+
+
+@pytest.mark.parametrize("value", ["", ",", " , ", "gradcam,"])
+def test_empty_method_is_refused(cli, cls_png, value):
+    res = cli(["cam", "-m", CLS, str(cls_png[0]), "-M", value])
+    one_line_error(res, 2, f"--method {value!r}", "empty method name", "gradcam", "all")
+
+
+@pytest.mark.parametrize("values", [[""], [" "], ["encoder_last", ""]])
+def test_empty_layer_is_refused(cli, seg_png, values):
+    """An empty --layer resolved to the whole model (module path '') and wrote cam/gradcam/."""
+    args = ["cam", "-m", SEG, str(seg_png[0])]
+    for v in values:
+        args += ["-l", v]
+    one_line_error(cli(args), 2, f"--layer {values[-1]!r}", "empty", "--list-layers")

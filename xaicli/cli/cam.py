@@ -33,7 +33,8 @@ Layers: aliases found by probing the model (xai cam -m MODEL --list-layers shows
 with their modules and shapes): smp encoder_early, encoder_mid, encoder_last,
 encoder_1..N, decoder_last (default), seg_head; ConvNeXt last (default), stage0..N;
 ViT last (default), block0..N; Swin last (default), stage0..N; or any module path
-(encoder._blocks[-1], decoder.blocks.x_0_4). Repeatable, to compare layers.
+(encoder._blocks[-1], decoder.blocks.x_0_4). Repeatable, to compare layers; names of
+one module (last and stage1) are computed once and stored under each name.
 
 \b
   xai cam -m builtin:shapes-seg scans/ --method gradcam++ --layer decoder_last > cams.tar
@@ -91,7 +92,8 @@ def cam(
     from xaicli.io.inputs import resolve
     from xaicli.io.outputs import open_sink
 
-    resolve_methods(method)               # unknown names fail before anything loads
+    resolve_methods(method)               # unknown or empty names fail before anything loads
+    check_layer_names(layer)
     session = ModelSession(model, load_options(arch, classes, labels, size, mean, std, trust_pickle), device)
     if list_layers:
         _list_layers(session, inputs, max_pixels)
@@ -122,15 +124,32 @@ def cam(
 cam.__doc__ = HELP
 
 
+def check_layer_names(names: Optional[List[str]]) -> None:
+    """An empty --layer would resolve to the whole model (module path ''): refuse it before loading."""
+    from xaicli.errors import XaiUsageError
+
+    for name in names or []:
+        if not name.strip():
+            raise XaiUsageError(f"--layer {name!r} is empty; give a layer alias or module path "
+                                "(xai cam -m MODEL --list-layers shows them)")
+
+
 def _setup(adapter, image, method, layer, aug_smooth, eigen_smooth, batch_size, scorecam_exact, show_progress):
     """Methods, layers (probed at this image's input size) and the engine, checked before any output."""
-    from xaicli.explain.cam import CamEngine, resolve_methods
+    from xaicli.cli.state import log
+    from xaicli.explain.cam import CamEngine, distinct_modules, resolve_methods
     from xaicli.models.layers import layer_table
 
     hw = adapter.input_size(tuple(image.shape[:2]))
     table = layer_table(adapter, hw)
     layers = table.resolve(layer)
-    methods = resolve_methods(method, adapter.task, len(layers))
+    modules = distinct_modules(layers)
+    for first in modules:
+        names = [la.name for la in layers if la.path == first.path]
+        if len(names) > 1:
+            log.info("--layer %s: one module (%s), computed once and stored under each name",
+                     " and ".join(names), first.path)
+    methods = resolve_methods(method, adapter.task, len(modules))
     engine = CamEngine(adapter, layers, methods, aug_smooth=aug_smooth, eigen_smooth=eigen_smooth,
                        batch_size=batch_size, progress=show_progress, largest_bytes=table.largest_bytes,
                        scorecam_exact=scorecam_exact)

@@ -80,13 +80,15 @@ def method_names() -> list[str]:
 
 
 def resolve_methods(names: Sequence[str] | None, task: str | None = None, layers: int = 1) -> list[str]:
-    """Canonical method names from `--method` values; `all` = every method that fits the task."""
+    """Canonical method names from `--method` values; `all` = every method that fits the task
+    (refinecam only with `layers` >= 2 distinct modules). An empty name is a usage error."""
     out: list[str] = []
     for raw in names or ["gradcam"]:
         for name in str(raw).split(","):
             key = name.strip().lower()
             if not key:
-                continue
+                raise XaiUsageError(f"--method {raw!r} has an empty method name; use one of "
+                                    f"{', '.join(METHODS)} or all, comma-separated without empty entries")
             if key == "all":
                 picked = [m.name for m in METHODS.values() if m.in_all and (task is None or task in m.tasks)
                           and not (m.name == "refinecam" and layers < 2)]
@@ -162,7 +164,7 @@ class Taps:
         self.handles: list = []
 
     def __enter__(self) -> "Taps":
-        for layer in self.layers:
+        for layer in distinct_modules(self.layers):   # two names for one module: one hook, so one call
             self.handles.append(layer.module.register_forward_hook(self._hook(layer.path)))
         return self
 
@@ -205,6 +207,18 @@ class Taps:
         if twice:
             raise XaiError(f"layer {twice[0]} ran {self.calls[twice[0]]} times in one forward pass; pick its parent")
         return [self.raw[la.path] for la in self.layers]
+
+
+def distinct_modules(layers) -> list:
+    """The first layer given for each module path, in order.
+
+    Two `--layer` names can resolve to one module (`last` and `stage1`): its map is
+    computed once and stored under each name.
+    """
+    first: dict[str, Any] = {}
+    for la in layers:
+        first.setdefault(la.path, la)
+    return list(first.values())
 
 
 # -- projections (thin SVD) -----------------------------------------------------
@@ -300,7 +314,7 @@ class CamEngine:
         if method == "fullgrad":
             module = None
         elif method == "refinecam":
-            module = "+".join(la.path for la in self.layers)
+            module = "+".join(la.path for la in distinct_modules(self.layers))
         else:
             module = next(la.path for la in self.layers if la.name == lname)
         normalised = self.aug_smooth or method in ("fullgrad", "refinecam")
@@ -361,15 +375,16 @@ class CamEngine:
         stats = self.last_stats
         model_hw = tuple(x.shape[-2:])
         scorers: list = []
-        if per_layer and self.layers:
-            taps = Taps(self.layers)
+        layers = distinct_modules(self.layers)     # each module once, whatever names it was given
+        if per_layer and layers:
+            taps = Taps(layers)
             with taps, _second_order(second):
                 with torch.enable_grad() if need_grad else torch.no_grad():
                     logits = net(x)
                     tensors = taps.tensors()
                     scorers = scorers_for(logits)
                     stats["scores"] = [float(s(logits[0].detach())) for s in scorers]
-                    reshapes = [la.reshape_transform(model_hw) for la in self.layers]
+                    reshapes = [la.reshape_transform(model_hw) for la in layers]
                     acts = [(r(t) if r else t).detach() for t, r in zip(tensors, reshapes)]
                     grads = shap = fgrads = None
                     if need_grad and scorers:
@@ -378,12 +393,12 @@ class CamEngine:
                             fs = self._finer_scores(logits[0].detach(), self.targets)
                             fgrads, _ = self._gradients(logits, tensors, reshapes, fs, False)
                             stats.setdefault("finercam", {})
-                            for la in self.layers:
+                            for la in layers:
                                 stats["finercam"][la.name] = {"comparison": [f.comparison for f in fs]}
             taps.clear()
             del logits
             T = len(scorers)
-            for i, layer in enumerate(self.layers):
+            for i, layer in enumerate(layers):
                 a = acts[i].float().cpu().numpy()           # (1, C, h, w)
                 g = grads[i] if grads is not None else None
                 for m in per_layer:
@@ -397,6 +412,15 @@ class CamEngine:
                     cam = np.maximum(cam, 0)
                     out[(m, layer.name)] = _resize(cam, model_hw)
             del tensors, acts
+            first = {la.path: la.name for la in layers}
+            for layer in self.layers:                   # the other names of a module: the same map
+                name = first[layer.path]
+                if layer.name != name:
+                    for m in per_layer:
+                        out[(m, layer.name)] = out[(m, name)].clone()
+                    for v in stats.values():
+                        if isinstance(v, dict) and name in v:
+                            v[layer.name] = v[name]
         if "fullgrad" in self.methods:
             if not scorers:
                 with torch.no_grad():
@@ -404,7 +428,7 @@ class CamEngine:
             out[("fullgrad", "bias-layers")] = self._fullgrad(x, scorers)
         if "refinecam" in self.methods:
             prod = None
-            for layer in self.layers:
+            for layer in layers:                        # a module named twice counts once
                 m = minmax(out[("gradcam++", layer.name)])
                 prod = m if prod is None else prod * m
             out[("refinecam", "+".join(la.name for la in self.layers))] = minmax(prod)

@@ -199,3 +199,117 @@ def test_help_lists_the_options(cli):
     assert r.exit_code == 0
     for opt in ("--baseline", "--quadrature", "--tolerance", "--target-mask", "--baseline-samples", "--noise-std"):
         assert opt in r.output
+
+
+# -- the demo classifier (64x64 RGB): baseline files, --max-steps, --blur-sigma ---------------
+
+CLS = "builtin:shapes-cls"
+
+
+@pytest.fixture(scope="module")
+def demo_png(tmp_path_factory):
+    from helpers_models import write_png
+
+    from xaicli.models.builtin.shapes import make_sample
+
+    img, _, _ = make_sample(3, "classification")
+    assert img.shape == (64, 64, 3)
+    return str(write_png(tmp_path_factory.mktemp("attr_demo") / "obj.png", img)), img
+
+
+def map_info(rec, key):
+    return rec.arrays[key], rec.meta["maps"][key]
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_baseline_files_sharing_a_stem_are_one_map_each(cli, demo_png, tmp_path, monkeypatch):
+    """ba/x.npy and bb/x.npy were one map `file-x` (the second dropped): now each has its own key,
+    the stem plus 8 hex of sha1(absolute path), and its own baseline (zeros = black, ones = white)."""
+    import hashlib
+    import os
+
+    monkeypatch.chdir(tmp_path)
+    for d, value in (("ba", 0.0), ("bb", 1.0)):
+        (tmp_path / d).mkdir()
+        np.save(f"{d}/x.npy", np.full((64, 64, 3), value, np.float32))
+    (rec,) = ok(cli(["attribute", "-m", CLS, demo_png[0], "--steps", "4", "-b", "4", "-B", "ba/x.npy",
+                     "-B", "bb/x.npy", "-B", "black", "-B", "white", "-B", "./ba/x.npy"]))
+    key = {d: "attr/integrated_gradients/file-x-"
+              + hashlib.sha1(os.path.join(os.getcwd(), d, "x.npy").encode()).hexdigest()[:8] for d in ("ba", "bb")}
+    assert sorted(k for k in rec.arrays if k.startswith("attr/")) == sorted(
+        [key["ba"], key["bb"], "attr/integrated_gradients/black", "attr/integrated_gradients/white"])
+    for d, same in (("ba", "black"), ("bb", "white")):
+        arr, info = map_info(rec, key[d])
+        ref, ref_info = map_info(rec, f"attr/integrated_gradients/{same}")
+        assert info["baseline"] == "file" and info["baseline_path"] == f"{d}/x.npy"
+        assert np.abs(arr - ref).max() <= 1e-6 * np.abs(ref).max()
+        assert info["f_baseline"][0] == pytest.approx(ref_info["f_baseline"][0], rel=1e-5, abs=1e-5)
+
+
+@pytest.mark.parametrize("name,array,words", [
+    ("int64_255", np.full((64, 64, 3), 255), ["int64 integers", "uint8 (0-255)"]),   # was read as 16-bit: black
+    ("int64_m1", np.full((64, 64, 3), -1), ["int64 integers", "uint16 (0-65535)"]),  # wrapped to white
+    ("nan", np.full((64, 64, 3), np.nan, np.float32), ["12288 of 12288 values are NaN or infinite"]),
+    ("inf", np.where(np.eye(64)[..., None], np.inf, 0.5).repeat(3, 2), ["192 of 12288 values are NaN"]),
+    ("twos", np.full((64, 64, 3), 2.0, np.float32), ["span [2, 2]", "outside [0, 1]"]),
+])
+def test_baseline_npy_of_unknown_scale_or_non_finite_is_refused(cli, demo_png, tmp_path, name, array, words):
+    path = tmp_path / f"{name}.npy"
+    np.save(path, array)
+    line = error_line(cli(["attribute", "-m", CLS, demo_png[0], "--steps", "2", "-B", str(path)]), 2)
+    assert str(path) in line
+    for w in words:
+        assert w in line, line
+
+
+@pytest.mark.usefixtures("one_thread")
+@pytest.mark.parametrize("args,steps,evaluated", [
+    (["--max-steps", "8"], 8, 8),                      # the default first try (16) starts at the cap
+    (["--max-steps", "12", "--steps", "4"], 12, 4 + 8 + 12),
+    (["--max-steps", "4", "--steps", "4"], 4, 4),
+])
+def test_max_steps_caps_every_map(cli, demo_png, args, steps, evaluated):
+    """A tolerance no float32 map meets: the steps run to --max-steps and never beyond (16 were run)."""
+    res = cli(["attribute", "-m", CLS, demo_png[0], "--tolerance", "1e-12", "-B", "black", "-B", "white", *args])
+    for rec in ok(res):
+        for key in ("attr/integrated_gradients/black", "attr/integrated_gradients/white"):
+            info = rec.meta["maps"][key]
+            assert info["steps"] == steps and info["target_steps"] == [steps] and info["converged"] == [False]
+            assert info["steps_evaluated"] == evaluated
+        assert rec.meta["history"][-1]["parameters"]["steps"] == (8 if args == ["--max-steps", "8"] else 4)
+    assert f"within --max-steps {args[1]}" in res.stderr
+
+
+@pytest.mark.parametrize("args,words", [
+    (["--steps", "4", "--tolerance", "0.01", "--max-steps", "3"], ["--steps 4 exceeds --max-steps 3"]),
+    (["--tolerance", "0.1", "--max-steps", "1", "--quadrature", "riemann-trapezoid"],
+     ["--max-steps 1", "at least 2"]),
+    (["--tolerance", "inf"], ["--tolerance inf", "finite"]),
+    (["-B", "blur", "--blur-sigma", "inf"], ["--blur-sigma inf", "finite"]),      # was an internal OverflowError
+    (["-B", "blur", "--blur-sigma", "nan"], ["--blur-sigma nan", "finite"]),
+    (["-B", "blur", "--blur-sigma", "0"], ["--blur-sigma 0:", "unchanged"]),     # was an all-zero map, exit 0
+    (["-B", "blur", "--blur-sigma", "0.16"], ["--blur-sigma 0.16:", "at least"]),  # radius round(0.48) = 0
+    (["-B", "blur", "--blur-sigma", "-1"], ["--blur-sigma -1:"]),
+    (["-B", "noise", "--noise-std", "inf"], ["--noise-std inf", "finite"]),
+])
+def test_option_values_refused_before_any_work(cli, demo_png, args, words):
+    line = error_line(cli(["attribute", "-m", CLS, demo_png[0], *args]), 2)
+    for w in words:
+        assert w in line, line
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_blur_far_wider_than_the_image_is_its_corner_mean(cli, demo_png, tmp_path):
+    """As sigma grows, a replicated-edge blur tends to the mean of the image's four corners (per
+    channel): sigma 1e12 (6e12 taps before) is that constant image, given here as a float .npy."""
+    path, img = demo_png
+    unit = img.astype(np.float64) / 255
+    corners = unit[[0, 0, -1, -1], [0, -1, 0, -1]].mean(0)                   # (3,)
+    np.save(tmp_path / "corners.npy", np.broadcast_to(corners, (64, 64, 3)).astype(np.float32))
+    (rec,) = ok(cli(["attribute", "-m", CLS, path, "--steps", "4", "-b", "4", "-B", "blur", "--blur-sigma", "1e12",
+                     "-B", str(tmp_path / "corners.npy")]))
+    blur, info = map_info(rec, "attr/integrated_gradients/blur")
+    ref, ref_info = map_info(rec, "attr/integrated_gradients/file-corners")
+    assert info["blur_sigma"] == 1e12
+    assert np.abs(blur - ref).max() <= 1e-4 * np.abs(ref).max()
+    assert info["f_baseline"][0] == pytest.approx(ref_info["f_baseline"][0], rel=1e-5, abs=1e-5)

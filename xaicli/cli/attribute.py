@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from typing import List, Optional
 
@@ -22,6 +23,8 @@ METHOD_CHOICES = ["integrated-gradients", "saliency", "input-x-gradient", "smoot
 BASELINE_CHOICES = ["black", "zero", "white", "mean", "blur", "noise", "uniform"]
 DELTA_WARN = 0.05    # relative convergence delta above which a fixed-steps run warns
 QUADRATURES = ["gausslegendre", "riemann-left", "riemann-right", "riemann-middle", "riemann-trapezoid"]
+FIRST_TRY = 16       # --steps default with --tolerance (capped at --max-steps)
+MIN_BLUR_SIGMA = 1 / 6   # below, the blur's radius round(3 sigma) is 0: the baseline is the image, every map 0
 
 HELP = """Integrated Gradients and gradient maps for images or records.
 
@@ -56,25 +59,28 @@ def attribute(
         "--baseline", "-B", help="IG baseline: black (zeros before normalisation, default), zero (zeros after "
                                  "normalisation), white, mean (per-channel mean colour), blur (Gaussian blur of the "
                                  "image), noise (image + seeded Gaussian noise), uniform (seeded uniform pixels), or "
-                                 "an image / .npy file of the image's size. Repeatable.",
+                                 "an image / .npy file of the image's size (uint8, uint16 or floats in [0, 1]). "
+                                 "Repeatable: one map each (files sharing a stem get a path hash in the key).",
         autocompletion=lambda: BASELINE_CHOICES, show_default=False)] = None,
     baseline_samples: Annotated[int, typer.Option(
         "--baseline-samples", min=1, help="Random baselines (noise, uniform): average IG over this many draws.")] = 1,
     blur_sigma: Annotated[Optional[float], typer.Option(
-        "--blur-sigma", min=0.0, help="Blur baseline sigma in image pixels (default: 1/16 of the shorter side).",
-        show_default=False)] = None,
+        "--blur-sigma", help="Blur baseline sigma in image pixels, finite and >= 1/6 (default: 1/16 of the "
+                             "shorter side).", show_default=False)] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the random baselines and SmoothGrad noise (mixed "
                                                      "with the record id: reruns are identical).")] = 0,
     steps: Annotated[Optional[int], typer.Option(
         "--steps", "-n", min=1, help="IG steps (quadrature nodes). Default 32; with --tolerance, the first try "
-                                     "(default 16).", show_default=False)] = None,
+                                     "(default 16, or --max-steps if lower; at most --max-steps).",
+        show_default=False)] = None,
     quadrature: Annotated[str, typer.Option(
         "--quadrature", help="gausslegendre, riemann-left, riemann-right, riemann-middle or riemann-trapezoid.",
         autocompletion=lambda: QUADRATURES)] = "gausslegendre",
     tolerance: Annotated[Optional[float], typer.Option(
         "--tolerance", min=0.0, help="Adaptive steps: double the steps per target until |delta| <= T * |S(x) - "
                                      "S(x')| or --max-steps. The steps used are stored.", show_default=False)] = None,
-    max_steps: Annotated[int, typer.Option("--max-steps", min=1, help="Cap for --tolerance.")] = 512,
+    max_steps: Annotated[int, typer.Option("--max-steps", min=1, help="Cap for --tolerance: no map gets more "
+                                                                      "steps.")] = 512,
     target: opt.Targets = None,
     target_mask: opt.TargetMask = None,
     class_: opt.SegClasses = None,
@@ -101,7 +107,7 @@ def attribute(
     from xaicli.cli.pipeline import ModelSession, finish, iter_records, load_options, progress
     from xaicli.errors import XaiUsageError
     from xaicli.explain import quadrature as quad
-    from xaicli.explain.baselines import parse_baseline
+    from xaicli.explain.baselines import parse_baselines
     from xaicli.io.inputs import resolve
     from xaicli.io.outputs import open_sink
 
@@ -116,15 +122,30 @@ def attribute(
         quadrature = quad.canonical(quadrature)
     except ValueError:
         raise XaiUsageError(f"--quadrature {quadrature!r}: use one of {', '.join(QUADRATURES)}") from None
+    least = quad.min_steps(quadrature)
+    if tolerance is not None and not math.isfinite(tolerance):
+        raise XaiUsageError(f"--tolerance {tolerance}: every delta meets it, so nothing is checked; pass a finite "
+                            "bound such as 0.01, or omit it for fixed --steps")
+    if tolerance is not None and max_steps < least:
+        raise XaiUsageError(f"--max-steps {max_steps}: {quadrature} needs at least {least} steps")
+    if tolerance is not None and steps is not None and steps > max_steps:
+        raise XaiUsageError(f"--steps {steps} exceeds --max-steps {max_steps}: with --tolerance the steps start at "
+                            "--steps and double up to --max-steps; lower --steps or raise --max-steps")
     if steps is None:
-        steps = 16 if tolerance is not None else 32
-    if steps < quad.min_steps(quadrature):
-        raise XaiUsageError(f"--steps {steps}: {quadrature} needs at least {quad.min_steps(quadrature)}")
-    baselines = []
-    for b in baseline or ["black"]:
-        parsed = parse_baseline(b)
-        if all(p.name != parsed.name for p in baselines):
-            baselines.append(parsed)
+        steps = min(FIRST_TRY, max_steps) if tolerance is not None else 32
+    if steps < least:
+        raise XaiUsageError(f"--steps {steps}: {quadrature} needs at least {least}")
+    if blur_sigma is not None and not math.isfinite(blur_sigma):
+        raise XaiUsageError(f"--blur-sigma {blur_sigma}: use a finite sigma in pixels, e.g. 4, or omit it for 1/16 "
+                            "of the image's shorter side")
+    if blur_sigma is not None and blur_sigma < MIN_BLUR_SIGMA:
+        raise XaiUsageError(f"--blur-sigma {blur_sigma:g}: below 1/6 px the blur leaves the image unchanged, so "
+                            "every map would be 0; use at least 0.17, or omit it for 1/16 of the image's "
+                            "shorter side")
+    if not math.isfinite(noise_std):
+        raise XaiUsageError(f"--noise-std {noise_std}: use a finite std relative to the image's value range, "
+                            "e.g. 0.15")
+    baselines = parse_baselines(baseline or ["black"])
     from xaicli.cli.targets import TargetMasks
 
     masks = TargetMasks(target_mask) if target_mask else None

@@ -16,7 +16,8 @@ the quadrature error. How this engine differs from running Captum once per targe
   point on one path.
 - Chunks are sized by memory and measurement (`chunking.py`), halved on OOM.
 - `tolerance` makes the step count adaptive per (map, target): steps double until
-  |delta| ≤ tolerance·|S(x) − S(x')| or `max_steps`; converged targets stop early.
+  |delta| ≤ tolerance·|S(x) − S(x')| or `max_steps` (never more: a first try of more
+  steps is an error); converged targets stop early.
 
 The gradient methods are the same machinery with one point per path: saliency is
 |∇S(x)|, input×gradient is x ⊙ ∇S(x), SmoothGrad averages |∇S| over noisy copies of
@@ -109,7 +110,8 @@ def attribute(forward: Callable, jobs: Sequence[Job], weights: torch.Tensor | No
     quadrature = quad.canonical(quadrature)
     if steps < quad.min_steps(quadrature):
         raise ValueError(f"{quadrature} needs at least {quad.min_steps(quadrature)} steps")
-    max_steps = max(max_steps, steps)
+    if tolerance is not None and steps > max_steps:     # the cap holds: no map is made with more steps
+        raise ValueError(f"the first try of {steps} steps exceeds max_steps {max_steps}")
     jobs = list(jobs)
     if not jobs:
         return []

@@ -95,6 +95,45 @@ def test_predict_segmenter_json(cli, seg_image):
     assert set(lines[0]["area_fraction"]) == {"blob"} and lines[0]["mask_pixels"] > 0
 
 
+class _ManyClasses(torch.nn.Module):
+    """300 classes: 257 where the image is bright, 3 elsewhere (uint8 would wrap 257 to 1)."""
+
+    def forward(self, x):
+        bright = (x.mean(1, keepdim=True) > 0).float()
+        logits = torch.zeros(x.shape[0], 300, *x.shape[-2:])
+        logits[:, 257:258] = 10 * bright
+        logits[:, 3:4] = 5.0
+        return logits
+
+
+def test_a_segmenter_of_more_than_256_classes_keeps_its_class_indices(cli, tmp_path):
+    model = tmp_path / "many.pt"
+    torch.jit.trace(_ManyClasses(), torch.zeros(1, 3, 32, 32)).save(str(model))
+    img = np.zeros((32, 32, 3), np.uint8)
+    img[8:16, 8:24] = 255                                    # 128 bright pixels
+    write_png(tmp_path / "img.png", img)
+    r = cli(["predict", "-m", model, "--mean", "0.5", "--std", "0.5", tmp_path / "img.png", "-o", f"{tmp_path}/out/"])
+    assert r.exit_code == 0, r.stderr
+    with np.load(tmp_path / "out" / "img.npz") as npz:
+        mask = npz["pred/mask"]
+    assert set(np.unique(mask)) == {3, 257} and (mask == 257).sum() == 128
+    r = cli(["predict", "-m", model, "--mean", "0.5", "--std", "0.5", "--json", tmp_path / "img.png"])
+    fractions = json.loads(r.output)["area_fraction"]
+    assert fractions["class_257"] == 128 / 1024 and fractions["class_1"] == 0
+
+
+def test_json_top3_holds_three_whatever_top_k(cli, tmp_path):
+    from xaicli.models.builtin.shapes import make_sample
+
+    img, _, _ = make_sample(3, "classification")
+    write_png(tmp_path / "c.png", img)
+    line = json.loads(cli(["predict", "-m", "builtin:shapes-cls", "--json", "--top-k", "1", tmp_path / "c.png"]).output)
+    assert len(line["top"]) == 1 and len(line["top3"]) == 3
+    probs = line["probabilities"]
+    assert [t["label"] for t in line["top3"]] == sorted(probs, key=probs.get, reverse=True)
+    assert line["top3"][0]["label"] == line["predicted_class"]
+
+
 def test_version():
     from xaicli import __version__
 

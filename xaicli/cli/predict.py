@@ -98,6 +98,8 @@ class _JsonSink:
 
 
 def json_line(rec) -> dict:
+    import numpy as np
+
     pred = rec.meta.get("prediction", {})
     src = rec.meta.get("source", {})
     line = {"id": rec.id, "image": src.get("path"), "sha256": src.get("sha256"), "task": rec.task,
@@ -107,7 +109,8 @@ def json_line(rec) -> dict:
         probs = rec.arrays["pred/probs"]
         line.update({"predicted_class": pred["label"], "predicted_index": pred["index"],
                      "confidence": pred["confidence"],
-                     "top3": [{"label": t["label"], "prob": t["prob"]} for t in pred["top"][:3]],
+                     "top3": [{"label": labels[i], "prob": float(probs[i])}       # 3 whatever --top-k keeps
+                              for i in np.argsort(-probs, kind="stable")[:3]],
                      "top": pred["top"],
                      "probabilities": {lab: float(p) for lab, p in zip(labels, probs)}})
     else:

@@ -43,7 +43,8 @@ def add_prediction(record: Record, adapter, logits: torch.Tensor, threshold: flo
         if probs.shape[0] == 1:
             mask = (probs[0] > threshold).numpy().astype(np.uint8)
         else:
-            mask = probs.argmax(0).numpy().astype(np.uint8)
+            # uint8 would wrap class 256 to 0: wider only where a model has that many classes
+            mask = probs.argmax(0).numpy().astype(np.uint8 if probs.shape[0] <= 256 else np.uint16)
         record.arrays[MASK] = mask
         record.meta["prediction"] = segmentation_summary(mask, adapter.labels, threshold if probs.shape[0] == 1 else None)
 

@@ -52,6 +52,12 @@ def test_linear_closed_forms():
     res = attribute(f, [job], weights, steps=4)[0]
     noisy = gm.noisy_copies(x, 5, 0.2, seed=3, key="k")
     torch.testing.assert_close(res.attributions, (noisy - b).mean(0) * w, atol=1e-6, rtol=1e-5)
+    # with K baselines every copy runs against every one: the map is (mean copy - mean baseline)·w
+    bs = torch.rand(3, *x.shape[1:])
+    job = gm.smoothgrad_ig_job(x, bs, samples=2, noise_std=0.2, seed=3, key="k")
+    res = attribute(f, [job], weights, steps=4)[0]
+    noisy = gm.noisy_copies(x, 2, 0.2, seed=3, key="k")
+    torch.testing.assert_close(res.attributions, (noisy.mean(0) - bs.mean(0)) * w, atol=1e-6, rtol=1e-5)
 
 
 @pytest.mark.parametrize("cls", ["Saliency", "InputXGradient"])

@@ -11,7 +11,8 @@ SmoothGrad for several targets sharing the forward passes.
   ε ~ N(0, (noise_std·(max x − min x))²) (Smilkov et al.: the noise level is relative to
   the input's value range). Raw and signed like every map here; take |·| to display.
 - smoothgrad-ig: the mean of IG over noisy copies of x, each against the baseline
-  (Captum's NoiseTunnel over IntegratedGradients, nt_type="smoothgrad").
+  (Captum's NoiseTunnel over IntegratedGradients, nt_type="smoothgrad"); with K random
+  baselines, each copy against each of them.
 
 Noise is seeded per record (see `baselines.derive_seed`): reruns give the same maps.
 """
@@ -50,10 +51,12 @@ def smoothgrad_job(x: torch.Tensor, samples: int = 10, noise_std: float = 0.15, 
 
 def smoothgrad_ig_job(x: torch.Tensor, baselines: torch.Tensor, samples: int = 10, noise_std: float = 0.15, *,
                       seed: int = 0, key: str = "") -> Job:
-    """IG over `samples` noisy copies of x; copy s runs against baseline s mod K."""
+    """IG over `samples` noisy copies of x, each against every one of the K baselines
+    (samples × K paths): the mean over copies of the K-draw IG map."""
     noisy = noisy_copies(x, samples, noise_std, seed=seed, key=key)
-    idx = torch.arange(noisy.shape[0], device=baselines.device) % baselines.shape[0]
-    return Job("smoothgrad_ig", baselines[idx], noisy, integral=True)
+    k = baselines.shape[0]
+    return Job("smoothgrad_ig", baselines.repeat(noisy.shape[0], 1, 1, 1), noisy.repeat_interleave(k, 0),
+               integral=True)
 
 
 def saliency(forward: Callable, x: torch.Tensor, weights: torch.Tensor, **kw) -> JobResult:

@@ -435,3 +435,11 @@ def test_the_deterministic_resize_is_torchs_antialiased_resize(hw, size):
     g = torch.rand_like(ref)
     (want,), (have,) = torch.autograd.grad(ref, x, g), torch.autograd.grad(got, x, g)
     torch.testing.assert_close(have, want, atol=1e-12, rtol=1e-12)
+
+
+def test_image_sides_round_to_the_nearest_multiple_halves_up():
+    from xaicli.models.preprocess import Preprocessing
+
+    prep = Preprocessing(channels=3, multiple=32)
+    sides = [15, 47, 48, 79, 80, 111, 112, 144, 208]
+    assert [prep.input_size((s, s))[0] for s in sides] == [32, 32, 64, 64, 96, 96, 128, 160, 224]

@@ -37,7 +37,8 @@ class Preprocessing:
         if self.size is not None:
             return self.size
         m = self.multiple
-        return tuple(max(m, int(round(s / m)) * m) for s in image_hw)  # type: ignore[return-value]
+        # halves up (Python's round() takes them to even: 48 went to 64 but 80 to 64)
+        return tuple(max(m, (s + m // 2) // m * m) for s in image_hw)  # type: ignore[return-value]
 
     def to_meta(self, image_hw: tuple[int, int] | None = None) -> dict:
         d = asdict(self)

@@ -20,6 +20,8 @@
 #   a run that is killed (reboot, kill -9, Ctrl-C) leaves no partial file; the next run
 #   redoes exactly what is missing.
 # - flock: a run that starts while the previous one is still busy exits at once.
+# - --skip-unreadable: a scan that cannot be read (cut short, still being copied) is named in
+#   cron.log and tried again next run; the other scans go on. An empty inbox is nothing to do.
 set -euo pipefail
 model=${1:-builtin:shapes-seg}
 inbox=${2:-inbox}
@@ -34,11 +36,19 @@ if command -v flock > /dev/null; then
 fi
 read -r -a extra <<< "${XAI_ARGS:-}"
 before=$(cat "$out/records/manifest.jsonl" 2> /dev/null | wc -l || true)
+if [ -z "$(find "$inbox" -maxdepth 1 -type f ! -name '.*' 2> /dev/null | head -n 1)" ]; then
+    echo "$(date -Is) $inbox holds no scans yet; nothing to do" >> "$out/cron.log"
+    exit 0
+fi
 
-# -q: no progress bars or info lines in the cron mail; errors still go to cron.log.
-xai -q attribute -m "$model" "$inbox" -o "$out/records/" --skip-existing "${extra[@]}" 2>> "$out/cron.log"
-xai -q render "$out/records" -o "$out/figures" --skip-existing > /dev/null 2>> "$out/cron.log"
-xai -q stats "$out/records" --format csv -o "$out/stats.csv" 2>> "$out/cron.log"
+# Warnings (a skipped scan, a large delta) and errors go to cron.log; progress bars only
+# appear on a terminal. -q keeps render and stats to errors.
+xai attribute -m "$model" "$inbox" -o "$out/records/" --skip-existing --skip-unreadable "${extra[@]}" \
+    2>> "$out/cron.log"
+if ls "$out/records" 2> /dev/null | grep -q '\.npz$'; then
+    xai -q render "$out/records" -o "$out/figures" --skip-existing > /dev/null 2>> "$out/cron.log"
+    xai -q stats "$out/records" --format csv -o "$out/stats.csv" 2>> "$out/cron.log"
+fi
 
-after=$(wc -l < "$out/records/manifest.jsonl")
-echo "$(date -Is) $((after - before)) new record(s); $(ls "$out/records" | grep -c '\.npz$') in total" >> "$out/cron.log"
+after=$(cat "$out/records/manifest.jsonl" 2> /dev/null | wc -l || true)
+echo "$(date -Is) $((after - before)) new record(s); $(ls "$out/records" 2> /dev/null | grep -c '\.npz$' || true) in total" >> "$out/cron.log"

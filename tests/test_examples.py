@@ -188,9 +188,27 @@ def test_cron_does_only_new_scans(tmp_path):
     _scans(tmp_path / "more", 1, crop=64, first_seed=50)
     shutil.copyfile(tmp_path / "more" / "scan_0.png", inbox / "scan_new.png")
     run("cron.sh", model, inbox, out, env=env)
-    log = (out / "cron.log").read_text().splitlines()
+    log = [line for line in (out / "cron.log").read_text().splitlines() if not line.startswith("xai: WARNING")]
     assert log[0].endswith("2 new record(s); 2 in total") and log[1].endswith("1 new record(s); 3 in total"), log
     after = {p.name: p.stat().st_mtime_ns for p in (out / "records").glob("*.npz")}
     assert {k: after[k] for k in first} == first                          # old records untouched
     assert len([r for r in _csv(out / "stats.csv")]) == 3
     assert len(_pngs(out / "figures")) == 3
+
+
+def test_cron_goes_on_past_a_scan_it_cannot_read_and_waits_on_an_empty_inbox(tmp_path):
+    model = _torchscript_segmenter(tmp_path / "seg.pt")
+    env = {"XAI_ARGS": "--steps 2", "PYTHONWARNINGS": "ignore::FutureWarning"}
+    (tmp_path / "empty").mkdir()
+    run("cron.sh", model, tmp_path / "empty", tmp_path / "eout", env=env)
+    assert (tmp_path / "eout" / "cron.log").read_text().strip().endswith("holds no scans yet; nothing to do")
+    inbox, out = _scans(tmp_path / "inbox", 2, crop=64), tmp_path / "out"
+    whole = (inbox / "scan_1.png").read_bytes()
+    (inbox / "scan_1.png").write_bytes(whole[:300])                  # still being copied
+    run("cron.sh", model, inbox, out, env=env)
+    log = (out / "cron.log").read_text()
+    assert "skipped: " in log and "scan_1.png" in log and log.strip().endswith("1 new record(s); 1 in total")
+    (inbox / "scan_1.png").write_bytes(whole)                         # the copy finished
+    run("cron.sh", model, inbox, out, env=env)
+    assert sorted(p.name for p in (out / "records").glob("*.npz")) == ["scan_0.npz", "scan_1.npz"]
+    assert len(_pngs(out / "figures")) == 2

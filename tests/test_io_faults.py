@@ -252,3 +252,22 @@ def test_malformed_meta_is_one_line(cli, tmp_path, drop, changes):
     assert r.exit_code == 1
     line = _one_line(r.stderr)
     assert "internal error" not in line and "re-create the record with xai" in line
+
+
+def test_skip_unreadable_goes_on_past_a_bad_image(cli, tmp_path):
+    from helpers_models import write_png
+    from xaicli.models.builtin.shapes import make_sample
+
+    for i in range(2):
+        write_png(tmp_path / f"s{i}.png", make_sample(i, "segmentation")[0])
+    whole = (tmp_path / "s1.png").read_bytes()
+    (tmp_path / "s1.png").write_bytes(whole[:300])
+    args = ["predict", "-m", "builtin:shapes-seg", "--json", tmp_path]
+    r = cli(args)
+    assert r.exit_code == 1 and "s1.png: cannot read as an image" in _one_line(r.stderr)
+    r = cli([*args, "--skip-unreadable"])
+    assert r.exit_code == 0
+    assert [json.loads(line)["id"] for line in r.output.splitlines()] == ["s0"]
+    assert r.stderr.startswith("xai: WARNING: skipped: ") and "s1.png" in r.stderr
+    r = cli(["predict", "-m", "/nonexistent/model", "--skip-unreadable", "--json", tmp_path])   # no model: still fatal
+    assert r.exit_code != 0

@@ -102,6 +102,7 @@ def attribute(
     no_image: opt.NoImage = False,
     max_pixels: opt.MaxPixels = 100_000_000,
     skip_existing: opt.SkipExisting = False,
+    skip_unreadable: opt.SkipUnreadable = False,
     shard: opt.Shard = None,
 ) -> None:
     from xaicli.cli.pipeline import ModelSession, finish, iter_records, load_options, progress
@@ -166,8 +167,9 @@ def attribute(
     from xaicli.models.device import reproducible
 
     with reproducible(device, bool(batch_size)), sink:
-        for rec, image in progress(iter_records(items, session, max_pixels=max_pixels, skip=skip),
-                                   items.count, "attribute"):
+        records = iter_records(items, session, max_pixels=max_pixels, skip=skip,
+                               skip_unreadable=skip_unreadable)
+        for rec, image in progress(records, items.count, "attribute"):
             adapter = session.get()
             if planner is None:
                 from xaicli.explain.chunking import BatchPlanner

@@ -84,6 +84,7 @@ def cam(
     no_image: opt.NoImage = False,
     max_pixels: opt.MaxPixels = 100_000_000,
     skip_existing: opt.SkipExisting = False,
+    skip_unreadable: opt.SkipUnreadable = False,
     shard: opt.Shard = None,
 ) -> None:
     from xaicli.cli.pipeline import ModelSession, finish, iter_records, load_options, progress
@@ -106,7 +107,9 @@ def cam(
     skip = sink.exists if skip_existing else None
     state: dict = {}
     with sink:
-        for rec, image in progress(iter_records(items, session, max_pixels=max_pixels, skip=skip), items.count, "cam"):
+        records = iter_records(items, session, max_pixels=max_pixels, skip=skip,
+                               skip_unreadable=skip_unreadable)
+        for rec, image in progress(records, items.count, "cam"):
             adapter = session.get()
             if not state:
                 state.update(_setup(adapter, image, method, layer, aug_smooth, eigen_smooth, batch_size,

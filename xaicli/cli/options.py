@@ -80,6 +80,12 @@ SkipExisting = Annotated[
                                          "the same record id and source sha256. A rerun or a cron job then does only "
                                          "new or changed inputs."),
 ]
+SkipUnreadable = Annotated[
+    bool,
+    typer.Option("--skip-unreadable", help="Skip an image that cannot be read (corrupt, cut short, still being "
+                                           "copied, unreadable) with a warning on stderr instead of failing the "
+                                           "run; with --skip-existing a later run tries it again."),
+]
 MaxPixels = Annotated[
     int,
     typer.Option("--max-pixels", min=1, help="Refuse images with more pixels than this."),

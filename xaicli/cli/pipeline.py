@@ -98,12 +98,15 @@ def record_for_image(item: ImageInput, adapter, *, max_pixels: int | None = None
 
 
 def iter_records(inputs: Inputs, session: ModelSession, *, max_pixels: int | None = None,
-                 skip: Callable[[str, str | None], bool] | None = None) -> Iterator[tuple[Record, Any]]:
+                 skip: Callable[[str, str | None], bool] | None = None,
+                 skip_unreadable: bool = False) -> Iterator[tuple[Record, Any]]:
     """(record, image array) per input; images become new records, records are copied and checked.
 
     `inputs` already holds only this task's shard (`resolve(..., shard=)`). `skip(id, sha256)`
     (`sink.exists` under --skip-existing) drops inputs whose output is finished, before the
     image is decoded or the model loaded; a sink that cannot tell (a stream) is a usage error.
+    `skip_unreadable` (--skip-unreadable) turns an image that cannot be read into a warning,
+    so one bad scan in a cron inbox does not stop the others; nothing is written for it.
     """
     owner = getattr(skip, "__self__", None)
     if skip is not None and owner is not None and not getattr(owner, "can_skip", True):
@@ -111,14 +114,24 @@ def iter_records(inputs: Inputs, session: ModelSession, *, max_pixels: int | Non
                             "a stream or tar file has nothing to skip against")
     for item in inputs:
         if isinstance(item, ImageInput):
-            sha = None
-            if skip is not None:
-                sha = source_sha256(item.path)
-                if skip(item.id, sha):
-                    log.info("%s: output exists, skipped", item.id)
-                    continue
-            adapter = session.get()
-            rec, image = record_for_image(item, adapter, max_pixels=max_pixels, sha256=sha)
+            try:
+                sha = source_sha256(item.path) if skip is not None else None
+            except XaiError as exc:
+                if not skip_unreadable:
+                    raise
+                log.warning("skipped: %s", exc)
+                continue
+            if skip is not None and skip(item.id, sha):
+                log.info("%s: output exists, skipped", item.id)
+                continue
+            adapter = session.get()                  # a model that fails to load is never skipped
+            try:
+                rec, image = record_for_image(item, adapter, max_pixels=max_pixels, sha256=sha)
+            except XaiError as exc:
+                if not skip_unreadable:
+                    raise
+                log.warning("skipped: %s", exc)
+                continue
         else:
             if skip is not None and skip(item.id, (item.meta.get("source") or {}).get("sha256")):
                 log.info("%s: output exists, skipped", item.id)

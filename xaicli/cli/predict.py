@@ -31,6 +31,7 @@ def predict(
     no_image: opt.NoImage = False,
     max_pixels: opt.MaxPixels = 100_000_000,
     skip_existing: opt.SkipExisting = False,
+    skip_unreadable: opt.SkipUnreadable = False,
     shard: opt.Shard = None,
 ) -> None:
     """Predict classes (classifiers) or masks (segmenters) for images.
@@ -53,8 +54,9 @@ def predict(
     skip = sink.exists if skip_existing else None
     with sink:
         batch: list = []
-        for rec, image in progress(iter_records(items, session, max_pixels=max_pixels, skip=skip),
-                                   items.count, "predict"):
+        records = iter_records(items, session, max_pixels=max_pixels, skip=skip,
+                               skip_unreadable=skip_unreadable)
+        for rec, image in progress(records, items.count, "predict"):
             batch.append((rec, image))
             if len(batch) >= batch_size:
                 _flush(batch, session, sink, params, threshold, top_k, not no_image)

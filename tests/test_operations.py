@@ -104,6 +104,23 @@ def test_parse_shard():
         parse_shard("slurm", {"SLURM_ARRAY_TASK_ID": "9", "SLURM_ARRAY_TASK_COUNT": "3", "SLURM_ARRAY_TASK_MIN": "1"})
 
 
+def test_a_task_resubmitted_alone_keeps_its_shard():
+    """sbatch --array=5 after a 16-task array: SLURM says one task, min = max = 5."""
+    alone = {"SLURM_ARRAY_TASK_ID": "5", "SLURM_ARRAY_TASK_COUNT": "1", "SLURM_ARRAY_TASK_MIN": "5",
+             "SLURM_ARRAY_TASK_MAX": "5", "SLURM_ARRAY_TASK_STEP": "1"}
+    with pytest.raises(ValueError, match="one task .id 5.* slurm/N"):   # plain slurm would take every input
+        parse_shard("slurm", alone)
+    s = parse_shard("slurm/16", alone)
+    assert (s.index, s.count) == (5, 16)
+    assert parse_shard("slurm/16", {"SLURM_ARRAY_TASK_ID": "5", "SLURM_ARRAY_TASK_COUNT": "16"}).index == 5
+    assert parse_shard("slurm", {"SLURM_ARRAY_TASK_ID": "0", "SLURM_ARRAY_TASK_COUNT": "1"}).count == 1
+    for bad, words in (("slurm/4", "not in 0..3"), ("slurm/x", "slurm/N")):
+        with pytest.raises(ValueError, match=words):
+            parse_shard(bad, alone)
+    with pytest.raises(ValueError, match="SLURM_ARRAY_TASK_ID is not set"):
+        parse_shard("slurm/4", {})
+
+
 def test_resolve_applies_the_shard_after_assigning_ids(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     _scans(a, 3)

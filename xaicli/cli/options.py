@@ -99,7 +99,8 @@ Shard = Annotated[
     typer.Option("--shard", help="Process only shard K of N (K/N, 0-based), split by a stable hash of the record "
                                  "id (sha1 mod N): N tasks with K = 0..N-1 cover every input exactly once. "
                                  "'slurm' reads SLURM_ARRAY_TASK_ID and SLURM_ARRAY_TASK_COUNT "
-                                 "(sbatch --array=0-3 gives 0/4 ... 3/4).",
+                                 "(sbatch --array=0-3 gives 0/4 ... 3/4); 'slurm/N' takes K from "
+                                 "SLURM_ARRAY_TASK_ID, so a task resubmitted alone keeps its shard.",
                  show_default=False, autocompletion=lambda: ["slurm", "0/2", "1/2", "0/4"]),
 ]
 Targets = Annotated[

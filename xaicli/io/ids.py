@@ -71,13 +71,16 @@ class Shard:
 def parse_shard(spec: str | None, environ: dict[str, str] | None = None) -> Shard | None:
     """`K/N` (0-based K), or `slurm`: K = (SLURM_ARRAY_TASK_ID - SLURM_ARRAY_TASK_MIN) /
     SLURM_ARRAY_TASK_STEP, N = SLURM_ARRAY_TASK_COUNT, so `--array=0-3`, `--array=1-4`
-    and `--array=0-6:2` all give shards 0..3 of 4. Raises ValueError with a message
-    that names the fix."""
+    and `--array=0-6:2` all give shards 0..3 of 4; or `slurm/N`: K = SLURM_ARRAY_TASK_ID.
+    A one-task array with a nonzero id (a task resubmitted alone) is refused under `slurm`:
+    it would take every input. Raises ValueError with a message that names the fix."""
     if spec is None or spec == "":
         return None
     spec = spec.strip()
+    env = os.environ if environ is None else environ
+    if spec.lower().startswith("slurm/"):
+        return _slurm_of(spec, env)
     if spec.lower() == "slurm":
-        env = os.environ if environ is None else environ
         if "SLURM_ARRAY_TASK_ID" not in env:
             raise ValueError("--shard slurm: SLURM_ARRAY_TASK_ID is not set; run it inside an array job "
                              "(sbatch --array=0-N), or pass --shard K/N")
@@ -90,6 +93,10 @@ def parse_shard(spec: str | None, environ: dict[str, str] | None = None) -> Shar
             raise ValueError("--shard slurm: SLURM_ARRAY_TASK_ID / SLURM_ARRAY_TASK_COUNT are not integers; "
                              "pass --shard K/N") from None
         offset = task - first
+        if count == 1 and task != 0:
+            raise ValueError(f"--shard slurm: this array has one task (id {task}), as a task resubmitted alone "
+                             "has, and would take every input; pass --shard slurm/N with N the first array's "
+                             f"task count (or --shard {task}/N)")
         if step < 1 or offset % step or not 0 <= offset // step < count:
             raise ValueError(f"--shard slurm: task {task} is not one of {count} evenly spaced tasks "
                              f"starting at {first}; submit a range such as --array=0-{count - 1}, "
@@ -103,3 +110,20 @@ def parse_shard(spec: str | None, environ: dict[str, str] | None = None) -> Shar
     if not sep or count < 1 or not 0 <= index < count:
         raise ValueError(f"--shard {spec!r}: need 0 <= K < N, e.g. 0/4 ... 3/4")
     return Shard(index, count, spec)
+
+
+def _slurm_of(spec: str, env) -> Shard:
+    """`slurm/N`: K = SLURM_ARRAY_TASK_ID itself, for arrays 0..N-1 whose tasks may be
+    resubmitted alone (`sbatch --array=5`), which then see a one-task array."""
+    try:
+        count = int(spec.split("/", 1)[1])
+        task = int(env["SLURM_ARRAY_TASK_ID"])
+    except KeyError:
+        raise ValueError(f"--shard {spec}: SLURM_ARRAY_TASK_ID is not set; run it inside an array job "
+                         "(sbatch --array=0-N), or pass --shard K/N") from None
+    except ValueError:
+        raise ValueError(f"--shard {spec!r}: use slurm/N with N the number of tasks, e.g. slurm/16") from None
+    if count < 1 or not 0 <= task < count:
+        raise ValueError(f"--shard {spec}: task id {task} is not in 0..{count - 1}; submit --array=0-{count - 1} "
+                         "(ids are the shard numbers)")
+    return Shard(task, count, spec)

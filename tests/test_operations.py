@@ -19,6 +19,7 @@ from conftest import invoke
 from helpers_models import write_png
 
 from xaicli.errors import XaiError, XaiUsageError
+from xaicli.io.record import Record
 from xaicli.io.atomic import append_line, sweep_stale_temps, temp_prefix
 from xaicli.io.ids import Shard, parse_shard, shard_of
 from xaicli.io.inputs import resolve
@@ -502,3 +503,19 @@ def test_attribute_in_place_over_predict_records_with_skip_existing(cli, tmp_pat
     assert entries[-1]["maps"] == ["attr/integrated_gradients/black"]
     r = cli(["-v", *args])  # done now: skipped
     assert r.exit_code == 0 and len(_manifest(recs)) == 2 and "skipped" in r.stderr
+
+
+def test_two_commands_over_one_inbox_add_to_each_others_records(cli, scans, tmp_path):
+    """Two cron lines, attribute and cam, from the same images into one folder: each adds its
+    maps to the record the other made instead of replacing it (and dropping its maps)."""
+    out = f"{tmp_path}/out/"
+    for _ in range(2):
+        for cmd in (["attribute", "--steps", "2"], ["cam"]):
+            r = cli([*cmd, "-m", "builtin:shapes-seg", scans, "-o", out, "--skip-existing"])
+            assert r.exit_code == 0, r.stderr
+    for path in sorted(Path(out).glob("*.npz")):
+        rec = Record.from_bytes(path.read_bytes())
+        assert rec.map_keys() == ["attr/integrated_gradients/black", "cam/gradcam/decoder_last"], path
+        assert [h["command"] for h in rec.meta["history"]] == ["attribute", "cam"]
+    lines = (Path(out) / "manifest.jsonl").read_text().splitlines()
+    assert len(lines) == 2 * 6                                   # the second round skipped everything

@@ -124,6 +124,12 @@ def iter_records(inputs: Inputs, session: ModelSession, *, max_pixels: int | Non
             if skip is not None and skip(item.id, sha):
                 log.info("%s: output exists, skipped", item.id)
                 continue
+            earlier = getattr(owner, "finished_by_others", None) if skip is not None else None
+            found = earlier(item.id, sha) if earlier is not None else None
+            if found is not None:        # e.g. `cam` after `attribute` on one inbox: add, keep its maps
+                log.info("%s: adds to %s", item.id, found)
+                yield _with_image(Record.from_bytes(found.read_bytes(), str(found)), session)
+                continue
             adapter = session.get()                  # a model that fails to load is never skipped
             try:
                 rec, image = record_for_image(item, adapter, max_pixels=max_pixels, sha256=sha)
@@ -136,12 +142,16 @@ def iter_records(inputs: Inputs, session: ModelSession, *, max_pixels: int | Non
             if skip is not None and skip(item.id, (item.meta.get("source") or {}).get("sha256")):
                 log.info("%s: output exists, skipped", item.id)
                 continue
-            session.get(item)
-            rec = item
-            image = item.arrays.get("image")
-            if image is None:
-                raise XaiError(f"record {item.id} holds no image (written with --no-image); re-run from the images")
+            rec, image = _with_image(item, session)
         yield rec, image
+
+
+def _with_image(record: Record, session: ModelSession) -> tuple[Record, Any]:
+    session.get(record)
+    image = record.arrays.get("image")
+    if image is None:
+        raise XaiError(f"record {record.id} holds no image (written with --no-image); re-run from the images")
+    return record, image
 
 
 def source_sha256(path) -> str:

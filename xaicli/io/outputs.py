@@ -178,6 +178,14 @@ class DirSink(Sink):
             return self.command in commands
         return True
 
+    def finished_by_others(self, record_id: str, sha256: str | None) -> Path | None:
+        """The finished record of this id and source that other commands made here, if any: an
+        image input under --skip-existing adds to it, rather than replacing its maps."""
+        entry, path = self._done.get(record_id), self.file_for(record_id)
+        if entry is None or not path.exists() or entry.get("sha256") != sha256:
+            return None
+        return path
+
     def write(self, record: Record) -> None:
         self.claim(record)
         target = self.file_for(record.id)

@@ -149,6 +149,16 @@ def test_skip_existing_resumes_and_redraws_a_changed_source(cli, tmp_path):
     (g,) = write(tmp_path / "new", changed)
     r = cli(["render", g, "-o", out, "--skip-existing", *FAST])
     assert lines(r) == [str(out / "r1.png")]
+    # the same source, but the record gained a map (xai attribute recs/ -o recs/): drawn again
+    grown = mapped()
+    grown.meta["source"]["sha256"] = "f" * 64
+    grown.add_map("attr/saliency/none", np.ones((1, 3, 16, 16), np.float32), {"kind": "attribution",
+                  "method": "saliency", "baseline": None, "layer": None,
+                  "targets": [{"kind": "mask", "label": "blob", "index": 0}]})
+    (tmp_path / "grown").mkdir()
+    (h,) = write(tmp_path / "grown", grown)
+    assert lines(cli(["render", h, "-o", out, "--skip-existing", *FAST])) == [str(out / "r1.png")]
+    assert cli(["render", h, "-o", out, "--skip-existing", *FAST]).stdout == b""
 
 
 # -- errors: one line on stderr, exit 1 or 2, no traceback, no partial file -------------

@@ -9,8 +9,9 @@ when --style was given (anything but the default `auto`), so runs with different
 styles never overwrite each other and `--skip-existing` resumes the right files.
 
 `figures.jsonl` in the folder gets one line per written figure (file, record id,
-source path and sha256): provenance for a reader, and what `--skip-existing` checks
-so a changed source image with the same id is drawn again.
+source path and sha256, and a fingerprint of the record's maps and history): provenance
+for a reader, and what `--skip-existing` checks, so a changed source image or a record
+that gained maps is drawn again.
 """
 
 from __future__ import annotations
@@ -135,6 +136,7 @@ def render_records(records: Iterable[Record], out_dir: str | os.PathLike, opts: 
     for record in records:
         source = record.meta.get("source") or {}
         sha = source.get("sha256")
+        made = fingerprint(record)
         for job in jobs(record, opts):
             path = out / job.name
             if drawn.setdefault(job.name, (source.get("path"), sha)) != (source.get("path"), sha):
@@ -142,10 +144,11 @@ def render_records(records: Iterable[Record], out_dir: str | os.PathLike, opts: 
                                f"({drawn[job.name][0]} and {source.get('path')}); render them into separate "
                                "folders, or make the records from the images in one run, which gives them "
                                "distinct ids")
-            if skip_existing and path.exists() and (sha is None or done.get(job.name) == sha):
+            if skip_existing and path.exists() and done.get(job.name) == made:
                 continue
             save(job.build(), path, opts)
-            entry = {"file": job.name, "id": record.id, "source": source.get("path"), "sha256": sha}
+            entry = {"file": job.name, "id": record.id, "source": source.get("path"), "sha256": sha,
+                     "record": made}
             try:
                 append_line(out / MANIFEST, json.dumps(entry))
             except OSError as exc:
@@ -153,8 +156,18 @@ def render_records(records: Iterable[Record], out_dir: str | os.PathLike, opts: 
             yield path
 
 
+def fingerprint(record: Record) -> str:
+    """What a figure was drawn from: the source image and the record's maps and history, so
+    a record that gained maps (`xai attribute recs/ -o recs/`) or was redone is drawn again."""
+    meta = record.meta
+    what = {"source": (meta.get("source") or {}).get("sha256"), "maps": meta.get("maps"),
+            "history": meta.get("history")}
+    return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()
+
+
 def _load_manifest(path: Path) -> dict[str, str | None]:
-    """file name → source sha256 of its latest figure (a line cut by a crash is ignored)."""
+    """file name → fingerprint of the record its latest figure was drawn from (lines cut by a
+    crash, or written before fingerprints, are ignored: their figures are drawn again)."""
     done: dict[str, str | None] = {}
     try:
         text = path.read_text()
@@ -163,7 +176,7 @@ def _load_manifest(path: Path) -> dict[str, str | None]:
     for line in text.splitlines():
         try:
             entry = json.loads(line)
-            done[entry["file"]] = entry.get("sha256")
+            done[entry["file"]] = entry.get("record")
         except (ValueError, KeyError, TypeError):
             continue
     return done

@@ -161,6 +161,23 @@ def test_skip_existing_resumes_and_redraws_a_changed_source(cli, tmp_path):
     assert cli(["render", h, "-o", out, "--skip-existing", *FAST]).stdout == b""
 
 
+def test_render_sweeps_the_temp_file_of_a_killed_render(cli, tmp_path):
+    import subprocess
+    import sys
+
+    from xaicli.io.atomic import temp_prefix
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    out = tmp_path / "o"
+    out.mkdir()
+    stale = out / (temp_prefix("r1.png").replace(f"-{os.getpid()}-", f"-{dead.pid}-") + "abcd1234.tmp")
+    stale.write_bytes(b"half a png")
+    (f,) = write(tmp_path, mapped())
+    assert cli(["render", f, "-o", out, *FAST]).exit_code == 0
+    assert sorted(p.name for p in out.iterdir()) == ["figures.jsonl", "r1.png"]
+
+
 # -- errors: one line on stderr, exit 1 or 2, no traceback, no partial file -------------
 
 @pytest.mark.parametrize("args,code,words", [

@@ -29,7 +29,7 @@ from matplotlib.figure import Figure
 
 from xaicli import __version__
 from xaicli.errors import XaiError
-from xaicli.io.atomic import append_line, atomic_open
+from xaicli.io.atomic import append_line, atomic_open, sweep_stale_temps
 from xaicli.io.ids import safe_id
 from xaicli.io.record import Record
 from xaicli.render.grid import build_grid
@@ -131,6 +131,7 @@ def render_records(records: Iterable[Record], out_dir: str | os.PathLike, opts: 
     """
     opts = opts.checked()
     out = output_dir(out_dir)
+    sweep_stale_temps(out)          # what a killed render left (a figure's temp file)
     done = _load_manifest(out / MANIFEST) if skip_existing else {}
     drawn: dict[str, tuple] = {}   # this run's figures: a second image under one name would replace the first
     for record in records:

@@ -519,3 +519,17 @@ def test_two_commands_over_one_inbox_add_to_each_others_records(cli, scans, tmp_
         assert [h["command"] for h in rec.meta["history"]] == ["attribute", "cam"]
     lines = (Path(out) / "manifest.jsonl").read_text().splitlines()
     assert len(lines) == 2 * 6                                   # the second round skipped everything
+
+
+def test_json_lines_skip_existing_replaces_the_line_of_a_changed_image(cli, scans, tmp_path):
+    inbox, out = tmp_path / "in", tmp_path / "p.jsonl"
+    inbox.mkdir()
+    for name in ("scan_000.png", "scan_001.png"):
+        (inbox / name).write_bytes((scans / name).read_bytes())
+    args = ["predict", "-m", "builtin:shapes-seg", "--json", inbox, "-o", out, "--skip-existing"]
+    assert cli(args).exit_code == 0
+    (inbox / "scan_001.png").write_bytes((scans / "scan_002.png").read_bytes())     # the scan was replaced
+    assert cli(args).exit_code == 0
+    lines = [json.loads(x) for x in out.read_text().splitlines()]
+    assert [x["id"] for x in lines] == ["scan_000", "scan_001"]
+    assert lines[1]["sha256"] == hashlib.sha256((scans / "scan_002.png").read_bytes()).hexdigest()

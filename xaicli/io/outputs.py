@@ -250,6 +250,7 @@ class LinesSink(_Transaction):
         self.can_skip = self.path is not None
         self._done: dict[str, str | None] = {}
         self._kept: list[str] = []
+        self._redone: set[str] = set()
         if self.path is None:
             self.out = stdout if stdout is not None else sys.stdout
             return
@@ -296,6 +297,8 @@ class LinesSink(_Transaction):
         return record_id in self._done and (sha256 is None or self._done[record_id] == sha256)
 
     def write_line(self, obj: dict[str, Any]) -> None:
+        if obj.get("id") in self._done:
+            self._redone.add(obj["id"])     # a changed image: its kept line goes at commit
         try:
             self.out.write(json_dumps_strict(obj) + "\n")
             self.out.flush()
@@ -309,12 +312,22 @@ class LinesSink(_Transaction):
             return
         try:
             self.out.close()
+            if self._redone and self.tmp is not None:
+                self._drop_replaced_lines()
             if self.tmp is not None:
                 os.chmod(self.tmp, 0o644)
                 os.replace(self.tmp, self.path)
         except OSError as exc:
             self.abort()
             raise _write_error(self.path, exc) from None
+
+    def _drop_replaced_lines(self) -> None:
+        """The temp file is the kept lines, then this run's: drop kept lines of redone ids."""
+        with open(self.tmp, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+        kept = [line for line in lines[:len(self._kept)] if json.loads(line).get("id") not in self._redone]
+        with open(self.tmp, "w", encoding="utf-8") as f:
+            f.write("".join(line + "\n" for line in kept + lines[len(self._kept):]))
 
     def abort(self) -> None:
         if self.path is None:

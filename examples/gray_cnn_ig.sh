@@ -25,8 +25,12 @@ if [[ -z $images ]]; then
     images=$out/images
     demo_images "$images" segmentation 4
 fi
+# The default model is written once: TorchScript files differ byte for byte between saves,
+# and the records of an earlier run name the model by its sha256.
 if [[ -z $model ]]; then
     model=$out/gray_cnn.pt
+fi
+if [[ $model == "$out/gray_cnn.pt" && ! -e $model ]]; then
     "$(xai_python)" - "$model" <<'PY'
 import sys, torch
 from torch import nn

@@ -11,7 +11,7 @@
 #   env     STEPS (IG steps, default 32), ARCH, DPI (figures, default 150)
 #
 # Writes OUT/records/<id>.npz (4 maps each), OUT/batch.csv (one row per scan x baseline plus
-# mean/std/median/min/max rows), OUT/focus_by_baseline.tsv, OUT/panels/<id>.png.
+# mean/std/median/min/max rows), OUT/focus_by_baseline.tsv, OUT/panels/<id>__signed+overlay.png.
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 . "$here/lib.sh"

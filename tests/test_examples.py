@@ -162,6 +162,9 @@ def test_5_gray_cnn_with_a_uniform_baseline(tmp_path):
     assert rec.arrays[key].shape == (1, 1, 32, 32)                          # one target, one gray channel
     assert rec.map_info(key)["baseline_samples"] == 2
     assert _pngs(out / "signed") == ["scan_0__signed.png", "scan_1__signed.png"]
+    model = (out / "gray_cnn.pt").read_bytes()
+    run("gray_cnn_ig.sh", "", tmp_path / "gray", out)       # a rerun keeps the model its records name
+    assert (out / "gray_cnn.pt").read_bytes() == model
 
 
 def _torchscript_segmenter(path: Path) -> Path:

@@ -85,3 +85,22 @@ def test_completion_through_the_console_script():
     src = subprocess.run([str(script)], capture_output=True, text=True, timeout=60,
                          env={**os.environ, "_XAI_COMPLETE": "source_bash"})
     assert src.returncode == 0 and "complete" in src.stdout and "_XAI_COMPLETE" in src.stdout
+
+
+def test_ctrl_c_while_the_cli_imports_is_one_line(monkeypatch, capsys):
+    import builtins
+
+    from xaicli import entry
+
+    real_import = builtins.__import__
+
+    def interrupted(name, *args, **kwargs):
+        if name == "xaicli.cli.app":
+            raise KeyboardInterrupt
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", interrupted)
+    with pytest.raises(SystemExit) as exit_:
+        entry.main()
+    assert exit_.value.code == 130
+    assert capsys.readouterr().err == "xai: error: interrupted\n"

@@ -1,4 +1,4 @@
-from xaicli.cli.app import main
+from xaicli.entry import main
 
 if __name__ == "__main__":
     main()

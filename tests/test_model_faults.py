@@ -376,3 +376,9 @@ def test_load_options_without_m_are_refused_not_ignored(cli, tmp_path, img32):
     line = _error_line(cli(["cam", "--labels", "x,y,z", rec, "-o", tmp_path / "c.tar"]), 2)
     assert "--labels set how -m loads a model" in line and "pass -m MODEL" in line
     assert not (tmp_path / "c.tar").exists()
+
+
+@pytest.mark.parametrize("opt", [["--arch", "unet:resnet18"], ["--classes", "5"]])
+def test_arch_and_classes_for_a_model_that_names_its_own_are_refused(cli, convnext, img32, opt):
+    line = _error_line(cli(["predict", "-m", convnext, *opt, "--json", img32]), 2)
+    assert f"{opt[0]}: for state-dict files only" in line and "Hugging Face folder" in line

@@ -67,6 +67,11 @@ def load_model(spec: str, options: LoadOptions | None = None, device: str = "aut
     options = options or LoadOptions()
     dev = resolve_device(device)
     path, fmt = _locate(spec)
+    if fmt in ("smp", "hf", "torchscript"):   # these carry their architecture and class count
+        given = [opt for opt, v in (("--arch", options.arch), ("--classes", options.classes)) if v]
+        if given:
+            raise XaiUsageError(f"{' and '.join(given)}: for state-dict files only; model {spec} is "
+                                f"{_FORMAT_NAMES[fmt]}, which names its own; drop {' and '.join(given)}")
     # smp prints "Loading weights..." to stdout: keep stdout for records, chatter for -vv.
     chatter = io.StringIO()
     with contextlib.redirect_stdout(chatter):
@@ -529,5 +534,6 @@ def _check_normalisation(adapter, path: Path) -> None:
                            f"model; pass --mean {one} --std {one} (one value per input channel)")
 
 
+_FORMAT_NAMES = {"smp": "an smp folder", "hf": "a Hugging Face folder", "torchscript": "TorchScript"}
 _LOADERS = {"smp": _load_smp, "hf": _load_hf, "state_dict": _load_state_dict_file,
             "torch_file": _load_torch_file, "torchscript": _load_torchscript}

@@ -149,6 +149,7 @@ def test_output_file(cli, stream, tmp_path):
     (["--top-k", "0"], 2, "--top-k"),
     (["--top-k", "inf"], 2, "--top-k"),
     (["--randomize"], 2, "-m MODEL"),
+    (["--randomize", "-m", "builtin:shapes-seg", "--rand-steps", "1"], 2, "at least 2 checkpoints"),
     (["--perturb-baseline", "pink"], 2, "--perturb-baseline"),
     (["--mask", "/nonexistent/m.png"], 1, "no such file"),
     (["/nonexistent/r.npz"], 1, "no such file"),

@@ -92,7 +92,8 @@ def stats(
                                                                 "recomputed map with the original.")] = False,
     rand_steps: Annotated[int, typer.Option("--rand-steps", help="With --randomize: maps recomputed along the "
                                                                  "cascade (the first after the top layer, the "
-                                                                 "last with every layer randomised).")] = 4,
+                                                                 "last with every layer randomised; at least "
+                                                                 "2).")] = 4,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the randomisation.")] = 0,
 ) -> None:
     import sys
@@ -113,6 +114,9 @@ def stats(
         raise XaiUsageError("--randomize re-computes maps with the model: pass -m MODEL")
     if steps < 1 or rand_steps < 1 or batch_size < 1:
         raise XaiUsageError("--steps, --rand-steps and --batch-size must be at least 1")
+    if randomize and rand_steps < 2:   # one checkpoint would be the top layer alone: no rand_spearman_all
+        raise XaiUsageError(f"--rand-steps {rand_steps}: the cascade needs at least 2 checkpoints, the top "
+                            "layer alone and every layer; use 2 or more")
     if perturb_baseline not in ("black", "mean", "blur"):
         raise XaiUsageError(f"--perturb-baseline {perturb_baseline!r}: use black, mean or blur")
     records = resolve(inputs or [], images=False, records=True)

@@ -346,3 +346,13 @@ def test_dicom_through_the_cli_keeps_16_bit(cli, tmp_path):
     rec = _records(r.stdout)["scan.dcm"]
     assert rec["image"].dtype == np.uint16 and rec["image"].shape == (64, 64)
     assert rec["pred/mask"].shape == (64, 64)
+
+
+def test_multi_frame_dicom_reads_the_first_frame_and_says_so(tmp_path, caplog):
+    frames = np.zeros((3, 16, 16), np.uint16)
+    frames[0, 2:5, 2:5] = 1000
+    frames[1, 10:14, 10:14] = 1000
+    with caplog.at_level("WARNING", logger="xai"):
+        img = read_image(write_dicom(tmp_path / "cine.dcm", frames))
+    assert img.shape == (16, 16) and img[3, 3] == 65535 and img[12, 12] == 0
+    assert "cine.dcm: 3 frames; xai reads the first only" in caplog.text

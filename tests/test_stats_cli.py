@@ -138,6 +138,25 @@ def test_mask_folder_matches_a_stem_that_the_id_made_safe(cli, tmp_path):
     assert [r["gt_area_fraction"] for r in rows] == [32 / 256, 32 / 256]
 
 
+def test_masks_that_are_not_two_level_images_are_warned_about(cli, tmp_path):
+    import imageio.v3 as iio
+
+    rec = tmp_path / "s1.npz"
+    rec.write_bytes(seg_record().to_bytes())
+    edged = np.zeros((16, 16), np.uint8)
+    edged[4:8, 4:8], edged[8, 4:8] = 255, 40                    # an antialiased lower edge
+    iio.imwrite(tmp_path / "edged.png", edged)
+    alpha = np.zeros((16, 16, 4), np.uint8)
+    alpha[..., :3], alpha[4:8, 4:8, 3] = 255, 255               # the region only in the alpha channel
+    iio.imwrite(tmp_path / "alpha.png", alpha)
+    r = cli(["stats", rec, "--mask", tmp_path / "edged.png", "--map", CAM])
+    assert lines(r)[0]["gt_area_fraction"] == 20 / 256 and "3 levels" in r.stderr
+    r = cli(["stats", rec, "--mask", tmp_path / "alpha.png", "--map", CAM])
+    assert lines(r)[0]["gt_area_fraction"] == 1.0 and "covers the whole image" in r.stderr
+    iio.imwrite(tmp_path / "clean.png", (edged == 255).astype(np.uint8) * 255)
+    assert cli(["stats", rec, "--mask", tmp_path / "clean.png", "--map", CAM]).stderr == ""
+
+
 def test_output_file(cli, stream, tmp_path):
     r = cli(["stats", "-o", str(tmp_path / "t.csv"), "-f", "csv"], input=stream)
     assert r.exit_code == 0 and r.stdout == b""

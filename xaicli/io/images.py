@@ -45,6 +45,14 @@ def _check_readable(path: Path) -> None:
         pass  # e.g. a folder: the readers say it is not an image
 
 
+def _first_frame_only(path: Path, frames: int) -> None:
+    """One image per file: a cine loop or a volume would otherwise lose its other frames unsaid."""
+    import logging
+
+    logging.getLogger("xai").warning("%s: %d frames; xai reads the first only (export the frame or slice "
+                                     "to explain as its own file)", path, frames)
+
+
 def _check_pixels(path: Path, width: int, height: int, max_pixels: int | None) -> None:
     if max_pixels and width * height > max_pixels:
         raise XaiError(
@@ -87,6 +95,7 @@ def _read_imageio(path: Path, max_pixels: int | None) -> np.ndarray:
                 f"{path}: cannot read as an image ({type(exc).__name__}); pass PNG, JPEG, BMP, TIFF or DICOM files"
             ) from None
     if img.ndim == 4:  # multi-frame (animated/multi-page): the first frame
+        _first_frame_only(path, img.shape[0])
         img = img[0]
     orientation = header[3] if header is not None else 1
     if not by_pillow:  # other plugins (tifffile) give the pixels as stored
@@ -189,7 +198,8 @@ def _read_dicom(path: Path, max_pixels: int | None) -> np.ndarray:
     except Exception as exc:
         raise XaiError(f"{path}: cannot read DICOM pixels ({type(exc).__name__}: {exc}); check the file") from None
     if arr.ndim == 3 and arr.shape[-1] not in (3, 4):
-        arr = arr[0]  # multi-frame: the first frame
+        _first_frame_only(path, arr.shape[0])
+        arr = arr[0]
     arr = arr.astype(np.float64)
     slope = float(getattr(ds, "RescaleSlope", 1) or 1)
     intercept = float(getattr(ds, "RescaleIntercept", 0) or 0)

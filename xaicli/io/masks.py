@@ -60,9 +60,26 @@ def read_mask(path: Path, option: str, error: type[XaiError] = XaiError):
             m = read_image(path)
         except XaiError as exc:
             raise error(f"{option} {exc}") from None
-    m = np.asarray(m)
-    if m.ndim == 3:
-        m = (m != 0).any(axis=-1)
+    raw = np.asarray(m)
+    m = (raw != 0).any(axis=-1) if raw.ndim == 3 else raw
     if m.ndim != 2:
         raise error(f"{option} {path}: a mask is a 2-D image, got shape {m.shape}")
+    if path.suffix.lower() != ".npy":   # an array says what it means; an exported image may not
+        _warn_if_suspect(path, option, m != 0, raw)
     return m != 0
+
+
+def _warn_if_suspect(path: Path, option: str, inside, raw) -> None:
+    """Non-zero is inside: masks that are not plain two-level images give another region than meant."""
+    import logging
+
+    import numpy as np
+
+    log = logging.getLogger("xai")
+    levels = len(np.unique(raw))
+    if inside.all():
+        log.warning("%s %s: the mask covers the whole image (a region kept in the alpha channel is not "
+                    "read: save it as gray or RGB, 0 outside)", option, path)
+    elif levels > 2:
+        log.warning("%s %s: the mask has %d levels and every non-zero pixel counts as inside, so antialiased "
+                    "or JPEG edges grow the region; save it as a two-level PNG (0 and 255)", option, path, levels)

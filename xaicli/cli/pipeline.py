@@ -85,16 +85,15 @@ def _options(load: dict, keys: list[str]) -> str:
     return " ".join(f"--{k} {value(k, load[k])}" if load.get(k) else f"no --{k}" for k in keys)
 
 
-def record_for_image(item: ImageInput, adapter, *, max_pixels: int | None = None, sha256: str | None = None):
-    """A new record for an image: source provenance, the image as displayed, model meta."""
-    image = read_image(item.path, max_pixels)
-    rec = Record.new(item.id, {"path": str(item.path), "sha256": sha256 or source_sha256(item.path),
+def record_for_image(item: ImageInput, adapter, image, sha256: str):
+    """A new record for an image read as displayed: source provenance, the image, model meta."""
+    rec = Record.new(item.id, {"path": str(item.path), "sha256": sha256,
                                "shape": list(image.shape), "dtype": str(image.dtype)})
     rec.meta["task"] = adapter.task
     rec.meta["model"] = adapter.meta()
     rec.meta["preprocessing"] = adapter.preprocessing.to_meta(image.shape[:2])
     rec.arrays["image"] = image  # `finish` drops it again under --no-image
-    return rec, image
+    return rec
 
 
 def iter_records(inputs: Inputs, session: ModelSession, *, max_pixels: int | None = None,
@@ -112,32 +111,26 @@ def iter_records(inputs: Inputs, session: ModelSession, *, max_pixels: int | Non
     if skip is not None and owner is not None and not getattr(owner, "can_skip", True):
         raise XaiUsageError("--skip-existing needs -o DIR/ (one record per file, with manifest.jsonl); "
                             "a stream or tar file has nothing to skip against")
+    earlier = getattr(owner, "finished_by_others", None) if skip is not None else None
     for item in inputs:
         if isinstance(item, ImageInput):
-            try:
-                sha = source_sha256(item.path) if skip is not None else None
+            try:                                     # reading the image only: a model error is never skipped
+                sha = source_sha256(item.path)
+                if skip is not None and skip(item.id, sha):
+                    log.info("%s: output exists, skipped", item.id)
+                    continue
+                found = earlier(item.id, sha) if earlier is not None else None
+                image = None if found is not None else read_image(item.path, max_pixels)
             except XaiError as exc:
                 if not skip_unreadable:
                     raise
                 log.warning("skipped: %s", exc)
                 continue
-            if skip is not None and skip(item.id, sha):
-                log.info("%s: output exists, skipped", item.id)
-                continue
-            earlier = getattr(owner, "finished_by_others", None) if skip is not None else None
-            found = earlier(item.id, sha) if earlier is not None else None
             if found is not None:        # e.g. `cam` after `attribute` on one inbox: add, keep its maps
                 log.info("%s: adds to %s", item.id, found)
                 yield _with_image(Record.from_bytes(found.read_bytes(), str(found)), session)
                 continue
-            adapter = session.get()                  # a model that fails to load is never skipped
-            try:
-                rec, image = record_for_image(item, adapter, max_pixels=max_pixels, sha256=sha)
-            except XaiError as exc:
-                if not skip_unreadable:
-                    raise
-                log.warning("skipped: %s", exc)
-                continue
+            rec = record_for_image(item, session.get(), image, sha)
         else:
             if skip is not None and skip(item.id, (item.meta.get("source") or {}).get("sha256")):
                 log.info("%s: output exists, skipped", item.id)

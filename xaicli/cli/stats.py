@@ -107,7 +107,9 @@ def stats(
     if fmt not in FORMATS:
         raise XaiUsageError(f"--format {fmt!r}: use one of {', '.join(FORMATS)}")
     if output not in (None, "-"):
-        _check_output(output)
+        from xaicli.io.outputs import check_file_output
+
+        check_file_output(output, "the table goes", "stats.csv")
     if not (top_k > 0 and top_k != float("inf")):
         raise XaiUsageError(f"--top-k {top_k}: must be a finite number > 0 (a fraction < 1 or a pixel count)")
     if model is None and randomize:
@@ -166,20 +168,6 @@ def stats(
 
 
 stats.__doc__ = HELP
-
-
-def _check_output(path: str) -> None:
-    """Before any work: `-o` must name a file in an existing folder."""
-    import os
-    from pathlib import Path
-
-    from xaicli.errors import XaiError, XaiUsageError
-
-    p = Path(path)
-    if p.is_dir() or path.endswith(("/", os.sep)):
-        raise XaiUsageError(f"-o {path}: the table goes to a file (e.g. -o stats.csv), not a folder")
-    if not p.parent.exists():
-        raise XaiError(f"{p.parent}: output folder does not exist; create it or choose another -o")
 
 
 def _write_file(path: str, text: str) -> None:

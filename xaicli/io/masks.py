@@ -61,12 +61,12 @@ def read_mask(path: Path, option: str, error: type[XaiError] = XaiError):
         except XaiError as exc:
             raise error(f"{option} {exc}") from None
     raw = np.asarray(m)
-    m = (raw != 0).any(axis=-1) if raw.ndim == 3 else raw
-    if m.ndim != 2:
-        raise error(f"{option} {path}: a mask is a 2-D image, got shape {m.shape}")
+    inside = (raw != 0).any(axis=-1) if raw.ndim == 3 else raw != 0
+    if inside.ndim != 2:
+        raise error(f"{option} {path}: a mask is a 2-D image, got shape {raw.shape}")
     if path.suffix.lower() != ".npy":   # an array says what it means; an exported image may not
-        _warn_if_suspect(path, option, m != 0, raw)
-    return m != 0
+        _warn_if_suspect(path, option, inside, raw)
+    return inside
 
 
 def _warn_if_suspect(path: Path, option: str, inside, raw) -> None:

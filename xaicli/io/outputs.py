@@ -61,16 +61,25 @@ class Sink(_Transaction):
         return False
 
     def claim(self, record: Record) -> None:
-        """Refuse a record whose id this run already wrote for another image: in a folder it
-        would replace the first, and `tar xf` of a stream would too. The same image's record
-        twice (concatenated streams) passes, as it came."""
-        written = self.__dict__.setdefault("_written", {})
+        """Refuse a record whose id this run already wrote for another image (see IdClaims)."""
+        self.__dict__.setdefault("_claims", IdClaims()).claim(record)
+
+
+class IdClaims:
+    """The record ids one run has written, with their images. A second record of the same id
+    but another image would replace the first (a file in a folder, `tar xf` of a stream, a
+    figure): refused. The same image's record twice (concatenated streams) passes, as it came."""
+
+    def __init__(self):
+        self.sources: dict[str, tuple] = {}
+
+    def claim(self, record: Record) -> None:
         src = record.meta.get("source") or {}
         source = (src.get("path"), src.get("sha256"))
-        if written.setdefault(record.id, source) != source:
+        if self.sources.setdefault(record.id, source) != source:
             raise XaiError(f"two records with id {record.id!r} in one run, of different images "
-                           f"({written[record.id][0]} and {source[0]}); write them in separate runs, or make "
-                           "the records from the images in one run, which gives them distinct ids")
+                           f"({self.sources[record.id][0]} and {source[0]}); write them in separate runs, or "
+                           "make the records from the images in one run, which gives them distinct ids")
 
 
 class StreamSink(Sink):
@@ -254,10 +263,7 @@ class LinesSink(_Transaction):
         if self.path is None:
             self.out = stdout if stdout is not None else sys.stdout
             return
-        if self.path.is_dir() or output.endswith(("/", os.sep)):
-            raise XaiUsageError(f"-o {output}: JSON Lines go to a file (e.g. -o predictions.jsonl), not a folder")
-        if not self.path.parent.exists():
-            raise XaiError(f"{self.path.parent}: output folder does not exist; create it or choose another -o")
+        check_file_output(output, "JSON Lines go", "predictions.jsonl")
         self.path, in_place = output_target(self.path)
         self.tmp = None
         if in_place:   # a FIFO or device: written as it comes, nothing to keep or rename
@@ -341,6 +347,14 @@ class LinesSink(_Transaction):
                 os.unlink(self.tmp)
             except OSError:
                 pass
+
+
+def check_file_output(output: str, what: str, example: str) -> None:
+    """`-o FILE` before any work: a file (not a folder) in a folder that exists."""
+    if Path(output).is_dir() or output.endswith(("/", os.sep)):
+        raise XaiUsageError(f"-o {output}: {what} to a file (e.g. -o {example}), not a folder")
+    if not Path(output).parent.exists():
+        raise XaiError(f"{Path(output).parent}: output folder does not exist; create it or choose another -o")
 
 
 def json_dumps_strict(obj: Any) -> str:

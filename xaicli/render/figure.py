@@ -31,6 +31,7 @@ from xaicli import __version__
 from xaicli.errors import XaiError
 from xaicli.io.atomic import append_line, atomic_open, sweep_stale_temps
 from xaicli.io.ids import safe_id
+from xaicli.io.outputs import IdClaims
 from xaicli.io.record import Record
 from xaicli.render.grid import build_grid
 from xaicli.render.maps import views
@@ -133,18 +134,14 @@ def render_records(records: Iterable[Record], out_dir: str | os.PathLike, opts: 
     out = output_dir(out_dir)
     sweep_stale_temps(out)          # what a killed render left (a figure's temp file)
     done = _load_manifest(out / MANIFEST) if skip_existing else {}
-    drawn: dict[str, tuple] = {}   # this run's figures: a second image under one name would replace the first
+    claims = IdClaims()            # figures are named by record id: another image's would replace them
     for record in records:
+        claims.claim(record)
         source = record.meta.get("source") or {}
         sha = source.get("sha256")
         made = fingerprint(record)
         for job in jobs(record, opts):
             path = out / job.name
-            if drawn.setdefault(job.name, (source.get("path"), sha)) != (source.get("path"), sha):
-                raise XaiError(f"{job.name}: two records with id {record.id!r} in one run, of different images "
-                               f"({drawn[job.name][0]} and {source.get('path')}); render them into separate "
-                               "folders, or make the records from the images in one run, which gives them "
-                               "distinct ids")
             if skip_existing and path.exists() and done.get(job.name) == made:
                 continue
             save(job.build(), path, opts)

@@ -69,6 +69,18 @@ def cli():
     return invoke
 
 
+def error_line(r: Result, code: int | None = None) -> str:
+    """The one `xai: error:` line of a failed run (exit `code` when given): no traceback, no
+    internal error, nothing on stdout."""
+    lines = r.stderr.strip().splitlines()
+    if code is not None:
+        assert r.exit_code == code, r.stderr
+    assert len(lines) == 1 and lines[0].startswith("xai: error: "), r.stderr
+    assert "internal error" not in r.stderr and "Traceback" not in r.stderr
+    assert r.stdout == b""
+    return lines[0]
+
+
 def make_record(record_id: str = "r1", *, task: str = "segmentation", size=(16, 16), channels: int = 3,
                 maps: dict | None = None, image: bool = True, mask: np.ndarray | None = None,
                 labels=("blob",), seed: int = 0):

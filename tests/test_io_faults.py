@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_record
+from conftest import Result, error_line, make_record
 
 from xaicli.errors import XaiError
 from xaicli.io.outputs import LinesSink, StreamSink, open_sink
@@ -22,12 +22,6 @@ from xaicli.io.record import Record
 from xaicli.io.stream import TarWriter
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg"}
-
-
-def _one_line(stderr: str) -> str:
-    lines = stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("xai: error: "), stderr
-    return lines[0]
 
 
 def _record_file(tmp_path: Path, name: str = "r1") -> Path:
@@ -65,7 +59,7 @@ def _with_meta(rec: Record, drop: tuple = (), **changes) -> bytes:
 def test_click_usage_errors_are_one_line(cli, args, hint):
     r = cli(args)
     assert r.exit_code == 2
-    assert hint in _one_line(r.stderr)
+    assert hint in error_line(r)
     assert r.stdout == b""
 
 
@@ -83,7 +77,7 @@ def test_a_full_stdout_is_one_line(tmp_path):
         r = subprocess.run([sys.executable, "-m", "xaicli", "stats", str(rec)], stdout=full, stderr=subprocess.PIPE,
                            text=True, env=ENV, timeout=120)
     assert r.returncode == 1
-    assert "cannot write to stdout (No space left on device)" in _one_line(r.stderr)
+    assert "cannot write to stdout (No space left on device)" in error_line(Result(r.returncode, b"", r.stderr))
 
 
 def test_output_through_a_link_replaces_the_target_and_keeps_the_link(cli, tmp_path):
@@ -140,7 +134,7 @@ def test_stats_refuses_a_folder_as_output_before_reading(cli, tmp_path):
     rec = _record_file(tmp_path)
     r = cli(["stats", rec, "-o", f"{tmp_path}/newdir/"])
     assert r.exit_code == 2
-    assert "not a folder" in _one_line(r.stderr)
+    assert "not a folder" in error_line(r)
     assert not (tmp_path / "newdir").exists()
 
 
@@ -189,7 +183,7 @@ def test_an_unlistable_folder_is_one_line(cli, tmp_path, monkeypatch):
     monkeypatch.setattr(Path, "iterdir", denied)
     r = cli(["stats", folder])
     assert r.exit_code == 1
-    assert "cannot list the folder (Permission denied)" in _one_line(r.stderr)
+    assert "cannot list the folder (Permission denied)" in error_line(r)
 
 
 def test_a_tar_of_images_is_an_error_not_an_empty_success(cli, tmp_path):
@@ -199,7 +193,7 @@ def test_a_tar_of_images_is_an_error_not_an_empty_success(cli, tmp_path):
     write_png(png, np.zeros((8, 8), np.uint8))
     r = cli(["stats"], input=_tar({"scan.png": png.read_bytes()}))
     assert r.exit_code == 1
-    assert "tar holds no .npz records (first member: scan.png)" in _one_line(r.stderr)
+    assert "tar holds no .npz records (first member: scan.png)" in error_line(r)
     assert r.stdout == b""
 
 
@@ -212,7 +206,7 @@ def test_records_joined_with_cat_on_stdin_are_refused(cli, tmp_path):
     both = make_record("a").to_bytes() + make_record("b").to_bytes()
     r = cli(["stats"], input=both)
     assert r.exit_code == 1
-    assert "records joined with cat?" in _one_line(r.stderr)
+    assert "records joined with cat?" in error_line(r)
 
 
 @pytest.mark.parametrize("content", ["npy", "png"])
@@ -225,7 +219,7 @@ def test_a_file_named_npz_that_is_no_zip(cli, tmp_path, content):
         path.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 64)
     r = cli(["stats", path])
     assert r.exit_code == 1
-    assert "not an .npz record (not a zip archive)" in _one_line(r.stderr)
+    assert "not an .npz record (not a zip archive)" in error_line(r)
 
 
 @pytest.mark.parametrize("bad_id", ["../escaped", "/tmp/abs", "", "a\nb", ".hidden", "-rf", 7])
@@ -239,7 +233,7 @@ def test_an_unsafe_id_writes_nothing_outside_the_output(cli, tmp_path):
     (tmp_path / "in" / "evil.npz").write_bytes(_with_meta(make_record("r1"), id="../escaped"))
     r = cli(["render", tmp_path / "in", "-o", tmp_path / "out/", "--dpi", "40"])
     assert r.exit_code == 1
-    _one_line(r.stderr)
+    error_line(r)
     assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file()) == ["in/evil.npz"]
 
 
@@ -250,7 +244,7 @@ def test_malformed_meta_is_one_line(cli, tmp_path, drop, changes):
     (tmp_path / "bad.npz").write_bytes(_with_meta(rec, drop, **changes))
     r = cli(["stats", tmp_path / "bad.npz"])
     assert r.exit_code == 1
-    line = _one_line(r.stderr)
+    line = error_line(r)
     assert "internal error" not in line and "re-create the record with xai" in line
 
 
@@ -264,7 +258,7 @@ def test_skip_unreadable_goes_on_past_a_bad_image(cli, tmp_path):
     (tmp_path / "s1.png").write_bytes(whole[:300])
     args = ["predict", "-m", "builtin:shapes-seg", "--json", tmp_path]
     r = cli(args)
-    assert r.exit_code == 1 and "s1.png: cannot read as an image" in _one_line(r.stderr)
+    assert r.exit_code == 1 and "s1.png: cannot read as an image" in error_line(r)
     r = cli([*args, "--skip-unreadable"])
     assert r.exit_code == 0
     assert [json.loads(line)["id"] for line in r.output.splitlines()] == ["s0"]

@@ -12,20 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import error_line
 from helpers_models import (rgb_image, save_tiny_convnext, save_tiny_vit, stream_records, tiny_classifier,
                             tiny_segmenter, write_png)
 from torch import nn
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def _error_line(r, code: int) -> str:
-    lines = r.stderr.strip().splitlines()
-    assert r.exit_code == code, r.stderr
-    assert len(lines) == 1 and lines[0].startswith("xai: error:"), r.stderr
-    assert "internal error" not in r.stderr and "Traceback" not in r.stderr
-    assert r.stdout == b""
-    return lines[0]
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +101,7 @@ def test_a_backbone_without_its_head_is_refused(cli, tmp_path, img32):
     ConvNextModel(cfg).save_pretrained(tmp_path / "backbone")
     ConvNextImageProcessor(size={"shortest_edge": 32}).save_pretrained(tmp_path / "backbone")
     r = cli(["predict", "-m", tmp_path / "backbone", "--json", img32])
-    line = _error_line(r, 1)
+    line = error_line(r, 1)
     assert "classifier.weight" in line and "save_pretrained" in line and "random" in line
 
 
@@ -122,7 +114,7 @@ def test_trust_pickle_reaches_a_model_named_bystream_records(cli, tmp_path, img3
     assert r.exit_code == 0, r.stderr
 
     r = cli(["attribute", "-M", "saliency", tmp_path / "rec.tar"])
-    assert "--trust-pickle" in _error_line(r, 2)        # records never grant it themselves
+    assert "--trust-pickle" in error_line(r, 2)        # records never grant it themselves
     r = cli(["attribute", "-M", "saliency", "--trust-pickle", tmp_path / "rec.tar"])
     assert r.exit_code == 0, r.stderr
     (rec,) = stream_records(r.stdout)
@@ -168,7 +160,7 @@ def test_a_file_that_is_not_a_model_is_not_called_a_pickle(cli, tmp_path, convne
         path = tmp_path / "notes.txt"
         path.write_text("hello\n")
     r = cli(["predict", "-m", path, img32])
-    line = _error_line(r, 1)
+    line = error_line(r, 1)
     assert "pickle" not in line and "not a model file" in line and "-m takes" in line
     if which == "config.json":
         assert f"pass -m {convnext}" in line
@@ -181,7 +173,7 @@ def test_cam_on_torchscript_says_it_needs_hooks(cli, tmp_path, img32, extra):
     path = tmp_path / "seg.pt"
     torch.jit.trace(tiny_segmenter(classes=2), torch.zeros(1, 3, 32, 32)).save(str(path))
     r = cli(["cam", "-m", path, *extra, *([] if extra else [img32])])
-    line = _error_line(r, 2)
+    line = error_line(r, 2)
     assert "TorchScript" in line and "hooks" in line and "--arch" in line
 
 
@@ -193,7 +185,7 @@ def test_an_rgb_image_for_a_four_channel_model(cli, tmp_path, img32):
     from helpers_models import TinySegmenter
 
     torch.jit.trace(TinySegmenter(classes=2, channels=4).eval(), torch.zeros(1, 4, 32, 32)).save(str(path))
-    line = _error_line(cli(["predict", "-m", path, img32]), 1)
+    line = error_line(cli(["predict", "-m", path, img32]), 1)
     assert "3-channel image" in line and "4-channel model" in line
 
 
@@ -205,7 +197,7 @@ def test_a_one_channel_hf_model_under_an_rgb_processor(cli, tmp_path, img32):
     model = ConvNextForImageClassification(cfg).eval()
     model.save_pretrained(tmp_path / "gray")
     ConvNextImageProcessor(size={"shortest_edge": 32}).save_pretrained(tmp_path / "gray")   # 3 ImageNet means
-    line = _error_line(cli(["predict", "-m", tmp_path / "gray", img32]), 1)
+    line = error_line(cli(["predict", "-m", tmp_path / "gray", img32]), 1)
     assert "1-channel model" in line and "--mean 0.5 --std 0.5" in line
 
     r = cli(["predict", "-m", tmp_path / "gray", "--mean", "0.5", "--std", "0.5", img32])
@@ -223,7 +215,7 @@ def test_a_one_channel_hf_model_under_an_rgb_processor(cli, tmp_path, img32):
 @pytest.mark.parametrize("opt, value", [("--std", "0"), ("--std", "-0.2"), ("--std", "0.2,0,0.2"),
                                         ("--mean", "nan"), ("--std", "inf"), ("--mean", "0.5,-inf,0.5")])
 def test_normalisation_must_be_finite_and_std_positive(cli, convnext, img32, opt, value):
-    line = _error_line(cli(["predict", "-m", convnext, opt, value, "--json", img32]), 2)
+    line = error_line(cli(["predict", "-m", convnext, opt, value, "--json", img32]), 2)
     assert opt in line
 
 
@@ -254,7 +246,7 @@ class _Fixed(nn.Module):
 @pytest.mark.parametrize("cmd", ["predict", "cam"])
 def test_a_vit_at_another_size_names_the_size(cli, tmp_path, img32, cmd):
     vit = save_tiny_vit(tmp_path / "vit", size=32)
-    line = _error_line(cli([cmd, "-m", vit, "--size", "16", img32]), 1)
+    line = error_line(cli([cmd, "-m", vit, "--size", "16", img32]), 1)
     assert "16x16" in line and "--size 32" in line
 
 
@@ -264,7 +256,7 @@ def test_a_fixed_size_torchscript_model_names_the_size(cli, tmp_path, img32):
     torch.jit.trace(_Fixed(64).eval(), torch.zeros(1, 3, 64, 64)).save(str(path))
     r = cli(["predict", "-m", path, "--size", "64", img32])     # the size it takes: fine
     assert r.exit_code == 0, r.stderr
-    line = _error_line(cli(["predict", "-m", path, img32]), 1)
+    line = error_line(cli(["predict", "-m", path, img32]), 1)
     assert "32x32" in line and "--size 64" in line
 
 
@@ -300,7 +292,7 @@ def test_only_input_failures_become_size_errors():
 def test_a_malformed_cuda_index_is_a_usage_error(cli, monkeypatch, convnext, img32, name):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
-    line = _error_line(cli(["predict", "-m", convnext, "--device", name, img32]), 2)
+    line = error_line(cli(["predict", "-m", convnext, "--device", name, img32]), 2)
     assert name in line and "cuda:0..cuda:1" in line
 
 
@@ -321,7 +313,7 @@ def test_a_malformed_cuda_index_is_a_usage_error(cli, monkeypatch, convnext, img
 def test_a_bad_sidecar_names_the_file_and_the_key(cli, tmp_path, smp_dir, img64, side, words):
     folder = _copy(smp_dir, tmp_path / "m")
     (folder / "xai.json").write_text(json.dumps(side))
-    line = _error_line(cli(["predict", "-m", folder, img64]), 1)
+    line = error_line(cli(["predict", "-m", folder, img64]), 1)
     assert str(folder / "xai.json") in line
     for w in words:
         assert w in line
@@ -342,7 +334,7 @@ def test_a_good_sidecar_is_applied(cli, tmp_path, smp_dir, img64):
 def test_an_hf_sidecar_is_checked_against_the_config(cli, tmp_path, convnext, img32):
     folder = _copy(convnext, tmp_path / "cnx")
     (folder / "xai.json").write_text(json.dumps({"labels": ["a", "b"]}))
-    line = _error_line(cli(["predict", "-m", folder, img32]), 1)
+    line = error_line(cli(["predict", "-m", folder, img32]), 1)
     assert "xai.json" in line and "4 classes" in line
 
 
@@ -366,19 +358,19 @@ def test_randomize_on_torchscript_says_it_needs_hooks(cli, tmp_path, img32):
     rec = tmp_path / "rec.tar"
     r = cli(["attribute", "-m", path, "--steps", "2", img32, "-o", rec])
     assert r.exit_code == 0, r.stderr
-    line = _error_line(cli(["stats", "-m", path, "--randomize", rec]), 2)
+    line = error_line(cli(["stats", "-m", path, "--randomize", rec]), 2)
     assert "TorchScript" in line and "--randomize" in line
 
 
 def test_load_options_without_m_are_refused_not_ignored(cli, tmp_path, img32):
     rec = tmp_path / "rec.tar"
     assert cli(["predict", "-m", "builtin:shapes-cls", img32, "-o", rec]).exit_code == 0
-    line = _error_line(cli(["cam", "--labels", "x,y,z", rec, "-o", tmp_path / "c.tar"]), 2)
+    line = error_line(cli(["cam", "--labels", "x,y,z", rec, "-o", tmp_path / "c.tar"]), 2)
     assert "--labels set how -m loads a model" in line and "pass -m MODEL" in line
     assert not (tmp_path / "c.tar").exists()
 
 
 @pytest.mark.parametrize("opt", [["--arch", "unet:resnet18"], ["--classes", "5"]])
 def test_arch_and_classes_for_a_model_that_names_its_own_are_refused(cli, convnext, img32, opt):
-    line = _error_line(cli(["predict", "-m", convnext, *opt, "--json", img32]), 2)
+    line = error_line(cli(["predict", "-m", convnext, *opt, "--json", img32]), 2)
     assert f"{opt[0]}: for state-dict files only" in line and "Hugging Face folder" in line

@@ -12,6 +12,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from conftest import error_line
 from helpers_models import (HF_LABELS, CreatesFile, rgb_image, save_tiny_convnext, save_tiny_vit, stream_records,
                             smp_unet_resnet18, tiny_classifier, tiny_segmenter, write_png)
 
@@ -29,14 +30,6 @@ def _imagenet(img: np.ndarray) -> torch.Tensor:
     if x.shape[1] == 1:
         x = x.repeat(1, 3, 1, 1)
     return (x - IMAGENET_MEAN) / IMAGENET_STD
-
-
-def _error_line(r) -> str:
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("xai: error:"), r.stderr
-    assert "Traceback" not in r.stderr
-    assert r.stdout == b""
-    return lines[0]
 
 
 @pytest.fixture(scope="module")
@@ -207,17 +200,17 @@ def test_state_dict_that_does_not_fit_names_the_keys(cli, tmp_path, unet, image6
 
     r = cli(["predict", "-m", path, "--arch", "unet:resnet34", img_path])
     assert r.exit_code == 1
-    line = _error_line(r)
+    line = error_line(r)
     missing = set(smp.Unet("resnet34", encoder_weights=None, classes=2).state_dict()) - set(sd)
     assert "missing" in line and any(k in line for k in missing)
 
     r = cli(["predict", "-m", path, "--arch", "unetplusplus:resnet18", img_path])
-    line = _error_line(r)
+    line = error_line(r)
     unexpected = set(sd) - set(smp.UnetPlusPlus("resnet18", encoder_weights=None, classes=2).state_dict())
     assert "unexpected" in line and any(k in line for k in unexpected)
 
     r = cli(["predict", "-m", path, "--arch", "unet:resnet18", "--classes", "3", img_path])
-    line = _error_line(r)
+    line = error_line(r)
     assert "segmentation_head.0.weight" in line
 
 
@@ -228,7 +221,7 @@ def test_unknown_arch_is_a_usage_error(cli, tmp_path, unet, image64, arch, word)
     torch.save(unet.state_dict(), path)
     r = cli(["predict", "-m", path, "--arch", arch, image64[0]])
     assert r.exit_code == 2
-    assert word in _error_line(r)
+    assert word in error_line(r)
 
 
 def test_state_dict_without_arch_asks_for_it(cli, tmp_path, unet, image64):
@@ -236,7 +229,7 @@ def test_state_dict_without_arch_asks_for_it(cli, tmp_path, unet, image64):
     torch.save(unet.state_dict(), path)
     r = cli(["predict", "-m", path, image64[0]])
     assert r.exit_code == 2
-    assert "--arch" in _error_line(r)
+    assert "--arch" in error_line(r)
 
 
 # -- pickles ---------------------------------------------------------------------------
@@ -254,7 +247,7 @@ def test_code_running_pickle_is_refused_and_runs_nothing(cli, tmp_path, image64,
     for extra in ([], ["--arch", "unet:resnet18"]):
         r = cli(["predict", "-m", path, *extra, image64[0]])
         assert r.exit_code == 2
-        assert "--trust-pickle" in _error_line(r)
+        assert "--trust-pickle" in error_line(r)
         assert not target.exists()
     with open(path, "rb") as f:  # the payload is real: unpickling it does create the file
         loaded = torch.load(f, weights_only=False) if how != "pickle.dump" else pickle.load(f)
@@ -269,7 +262,7 @@ def test_pickled_whole_module_needs_trust_pickle(cli, tmp_path, images):
     torch.save(model, path)
     r = cli(["predict", "-m", path, "--json", folder / "img0.png"])
     assert r.exit_code == 2
-    assert "--trust-pickle" in _error_line(r)
+    assert "--trust-pickle" in error_line(r)
 
     r = cli(["predict", "-m", path, "--trust-pickle", "--json", folder])
     assert r.exit_code == 0, r.stderr
@@ -342,7 +335,7 @@ def test_torchscript_segmenter_task_inferred(cli, tmp_path, image64):
 def test_cuda_without_cuda_is_a_usage_error(cli, image64):
     r = cli(["predict", "-m", "builtin:shapes-seg", "--device", "cuda", image64[0]])
     assert r.exit_code == 2
-    assert "cuda" in _error_line(r).lower()
+    assert "cuda" in error_line(r).lower()
 
 
 def test_a_cuda_device_turns_tf32_off(monkeypatch):
@@ -381,7 +374,7 @@ def test_a_gpu_index_past_the_last_names_the_valid_ones(monkeypatch):
 def test_unknown_device_is_a_usage_error(cli, image64):
     r = cli(["predict", "-m", "builtin:shapes-seg", "--device", "tpu", image64[0]])
     assert r.exit_code == 2
-    assert "tpu" in _error_line(r)
+    assert "tpu" in error_line(r)
 
 
 def test_a_fixed_chunk_on_cuda_asks_for_deterministic_kernels(monkeypatch, caplog):

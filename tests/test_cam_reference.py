@@ -198,7 +198,7 @@ def test_unetplusplus_every_method_equals_gradcam(seg, layer):
     targets, ref_t = seg_targets(ad, image)
     if layer == "encoder_last":
         targets, ref_t = targets[:1], ref_t[:1]
-    mine, layers = ours(ad, list(PER_LAYER), [layer], image, targets)
+    mine, layers = ours(ad, list(PER_LAYER), [layer], image, targets, scorecam_exact=False)
     x = ad.prepare(image)
     for method in PER_LAYER:
         if method == "kpcacam" and layer == "decoder_last":
@@ -226,7 +226,8 @@ def test_scorecam_screening_skips_channels_and_keeps_the_map():
         img, _, _ = make_sample(seed, "segmentation")
         with torch.no_grad():
             pred = (ad.forward(ad.prepare(img))[0, 0] > 0).numpy()
-        mine, layers = ours(ad, ["scorecam"], ["encoder_last"], img, [Target("mask", 0, "blob", pred)])
+        mine, layers = ours(ad, ["scorecam"], ["encoder_last"], img, [Target("mask", 0, "blob", pred)],
+                            scorecam_exact=False)
         m = mine["cam/scorecam/encoder_last"]
         info = m.info["scorecam"]
         assert info["mode"] == "screened" and info["exact_channels"] < info["channels"] == 128

@@ -65,11 +65,12 @@ def cam(
     eigen_smooth: Annotated[bool, typer.Option(
         "--eigen-smooth", help="Replace the channel sum by the first principal component of the weighted "
                                "activations (thin SVD).")] = False,
-    scorecam_exact: Annotated[bool, typer.Option(
-        "--scorecam-exact", help="ScoreCAM: score every channel in float32, as grad-cam does. By default "
-                                 "every channel is first estimated in bfloat16 at a quarter size and only the "
-                                 "channels that move the map are scored exactly (several times faster; the map "
-                                 "correlates with grad-cam's at >= 0.998).")] = False,
+    scorecam_exact: Annotated[Optional[bool], typer.Option(
+        "--scorecam-exact/--scorecam-screen", help="ScoreCAM: score every channel in float32, as grad-cam does "
+                                 "(the default on a CPU), or first estimate every channel in bfloat16 at a quarter "
+                                 "size and score exactly only the channels that move the map (the default on CUDA, "
+                                 "where bfloat16 is fast; on a CPU it is several times slower). The screened map "
+                                 "correlates with grad-cam's at >= 0.998.", show_default=False)] = None,
     threshold: opt.Threshold = 0.5,
     batch_size: opt.BatchSize = None,
     arch: opt.Arch = None,

@@ -106,6 +106,7 @@ def attribute(
     trust_pickle: opt.TrustPickle = False,
     output: opt.Output = None,
     no_image: opt.NoImage = False,
+    window: opt.Window = None,
     max_pixels: opt.MaxPixels = 100_000_000,
     skip_existing: opt.SkipExisting = False,
     skip_unreadable: opt.SkipUnreadable = False,
@@ -115,6 +116,7 @@ def attribute(
     from xaicli.errors import XaiUsageError
     from xaicli.explain import quadrature as quad
     from xaicli.explain.baselines import parse_baselines
+    from xaicli.io.images import parse_window
     from xaicli.io.inputs import resolve
     from xaicli.io.outputs import open_sink
 
@@ -158,6 +160,7 @@ def attribute(
     from xaicli.cli.targets import TargetMasks
 
     masks = TargetMasks(target_mask) if target_mask else None
+    windowing = parse_window(window)
     items = resolve(inputs or [], images=True, records=True, shard=shard)
     session = ModelSession(model, load_options(arch, classes, labels, size, mean, std, trust_pickle), device)
     sink = open_sink(output)
@@ -176,7 +179,7 @@ def attribute(
 
     with reproducible(device, bool(batch_size)), sink:
         records = iter_records(items, session, max_pixels=max_pixels, skip=skip,
-                               skip_unreadable=skip_unreadable)
+                               skip_unreadable=skip_unreadable, window=windowing)
         for rec, image in progress(records, items.count, "attribute"):
             adapter = session.get()
             if planner is None:

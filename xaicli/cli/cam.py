@@ -83,6 +83,7 @@ def cam(
     trust_pickle: opt.TrustPickle = False,
     output: opt.Output = None,
     no_image: opt.NoImage = False,
+    window: opt.Window = None,
     max_pixels: opt.MaxPixels = 100_000_000,
     skip_existing: opt.SkipExisting = False,
     skip_unreadable: opt.SkipUnreadable = False,
@@ -91,6 +92,7 @@ def cam(
     from xaicli.cli.pipeline import ModelSession, finish, iter_records, load_options, progress
     from xaicli.cli.state import settings
     from xaicli.explain.cam import resolve_methods
+    from xaicli.io.images import parse_window
     from xaicli.io.inputs import resolve
     from xaicli.io.outputs import open_sink
 
@@ -103,13 +105,14 @@ def cam(
     from xaicli.cli.targets import TargetMasks
 
     masks = TargetMasks(target_mask) if target_mask else None
+    windowing = parse_window(window)
     items = resolve(inputs or [], images=True, records=True, shard=shard)
     sink = open_sink(output)
     skip = sink.exists if skip_existing else None
     state: dict = {}
     with sink:
         records = iter_records(items, session, max_pixels=max_pixels, skip=skip,
-                               skip_unreadable=skip_unreadable)
+                               skip_unreadable=skip_unreadable, window=windowing)
         for rec, image in progress(records, items.count, "cam"):
             adapter = session.get()
             if not state:

@@ -29,6 +29,7 @@ def predict(
     top_k: Annotated[int, typer.Option("--top-k", min=1, help="Classes listed in 'top' (classifiers).")] = 3,
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Images per forward pass.")] = 8,
     no_image: opt.NoImage = False,
+    window: opt.Window = None,
     max_pixels: opt.MaxPixels = 100_000_000,
     skip_existing: opt.SkipExisting = False,
     skip_unreadable: opt.SkipUnreadable = False,
@@ -41,9 +42,11 @@ def predict(
     class, confidence, top-k and all probabilities (segmenters: area fractions).
     """
     from xaicli.cli.pipeline import ModelSession, iter_records, load_options, progress
+    from xaicli.io.images import parse_window
     from xaicli.io.inputs import resolve
     from xaicli.io.outputs import LinesSink, open_sink
 
+    windowing = parse_window(window)
     items = resolve(inputs or [], images=True, records=True, shard=shard)
     session = ModelSession(model, load_options(arch, classes, labels, size, mean, std, trust_pickle), device)
     if as_json:
@@ -55,7 +58,7 @@ def predict(
     with sink:
         batch: list = []
         records = iter_records(items, session, max_pixels=max_pixels, skip=skip,
-                               skip_unreadable=skip_unreadable)
+                               skip_unreadable=skip_unreadable, window=windowing)
         for rec, image in progress(records, items.count, "predict"):
             batch.append((rec, image))
             if len(batch) >= batch_size:

@@ -161,7 +161,7 @@ def attribute(
 
     masks = TargetMasks(target_mask) if target_mask else None
     windowing = parse_window(window)
-    items = resolve(inputs or [], images=True, records=True, shard=shard)
+    items = resolve(inputs or [], images=True, records=True, shard=shard, output=output)
     session = ModelSession(model, load_options(arch, classes, labels, size, mean, std, trust_pickle), device)
     sink = open_sink(output)
     params = {"methods": methods, "baselines": [b.name for b in baselines], "steps": steps,

@@ -106,7 +106,7 @@ def cam(
 
     masks = TargetMasks(target_mask) if target_mask else None
     windowing = parse_window(window)
-    items = resolve(inputs or [], images=True, records=True, shard=shard)
+    items = resolve(inputs or [], images=True, records=True, shard=shard, output=output)
     sink = open_sink(output)
     skip = sink.exists if skip_existing else None
     state: dict = {}

@@ -47,7 +47,7 @@ def predict(
     from xaicli.io.outputs import LinesSink, open_sink
 
     windowing = parse_window(window)
-    items = resolve(inputs or [], images=True, records=True, shard=shard)
+    items = resolve(inputs or [], images=True, records=True, shard=shard, output=output)
     session = ModelSession(model, load_options(arch, classes, labels, size, mean, std, trust_pickle), device)
     if as_json:
         sink = _JsonSink(LinesSink(output, keep_existing=skip_existing))

@@ -213,7 +213,7 @@ def _list_layers(session, inputs, max_pixels) -> None:
             break
     if session.spec is None and record is None:
         raise XaiUsageError("--list-layers needs the model: pass -m MODEL (or a record that names it)")
-    adapter = session.get(record)
+    adapter = session.get(record, image_hw=image.shape[:2] if image is not None else None)
     if image is not None:
         hw = adapter.input_size(tuple(image.shape[:2]))
     else:

@@ -24,17 +24,22 @@ class ModelSession:
         self.spec, self.options, self.device = spec, options, device
         self.adapter = None
 
-    def get(self, record: Record | None = None):
+    def get(self, record: Record | None = None, image_hw: tuple[int, int] | None = None):
+        """The model, loaded on first use; `image_hw` (else the record's image size) is the first
+        image's size, where a model without a stated input size is probed."""
         if self.adapter is None:
             from xaicli.models.loader import load_for_record, load_model
 
             t0 = time.perf_counter()
+            if image_hw is None and record is not None and record.arrays.get("image") is not None:
+                image_hw = tuple(record.arrays["image"].shape[:2])
             if self.spec:
-                self.adapter = load_model(self.spec, self.options, self.device)
+                self.adapter = load_model(self.spec, self.options, self.device, probe_size=image_hw)
             elif record is not None and record.meta.get("model"):
                 self._refuse_ignored_options(record)
                 self.adapter = load_for_record(record.meta["model"], self.device,
-                                               trust_pickle=bool(getattr(self.options, "trust_pickle", False)))
+                                               trust_pickle=bool(getattr(self.options, "trust_pickle", False)),
+                                               probe_size=image_hw)
             else:
                 raise XaiError("no model: pass -m MODEL (images carry no model, and these records name none)")
             log.info("model %s loaded on %s in %.1f s", self.adapter.info.get("spec"), self.adapter.device,
@@ -134,7 +139,7 @@ def iter_records(inputs: Inputs, session: ModelSession, *, max_pixels: int | Non
                 log.info("%s: adds to %s", item.id, found)
                 yield _with_image(Record.from_bytes(found.read_bytes(), str(found)), session)
                 continue
-            rec = record_for_image(item, session.get(), image, sha, used)
+            rec = record_for_image(item, session.get(image_hw=image.shape[:2]), image, sha, used)
         else:
             if skip is not None and skip(item.id, (item.meta.get("source") or {}).get("sha256")):
                 log.info("%s: output exists, skipped", item.id)

@@ -17,7 +17,7 @@ import logging
 import os
 import warnings
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -58,13 +58,19 @@ class LoadOptions:
                    mean=tuple(d["mean"]) if d.get("mean") else None, std=tuple(d["std"]) if d.get("std") else None)
 
 
-def load_model(spec: str, options: LoadOptions | None = None, device: str = "auto"):
-    """Load `spec` into a ModelAdapter on `device` (eval mode, gradients off for parameters)."""
+def load_model(spec: str, options: LoadOptions | None = None, device: str = "auto",
+               probe_size: tuple[int, int] | None = None):
+    """Load `spec` into a ModelAdapter on `device` (eval mode, gradients off for parameters).
+
+    `probe_size` (the first image's height and width) is where a whole model (TorchScript,
+    pickle) is first tried when no --size is given: it may take only its training size."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     from xaicli.models.device import resolve_device
 
     options = options or LoadOptions()
+    if probe_size:
+        options = replace(options, extra={**options.extra, "probe_size": tuple(probe_size)})
     dev = resolve_device(device)
     path, fmt = _locate(spec)
     if fmt in ("smp", "hf", "torchscript"):   # these carry their architecture and class count
@@ -88,7 +94,8 @@ def load_model(spec: str, options: LoadOptions | None = None, device: str = "aut
     return adapter
 
 
-def load_for_record(meta_model: dict[str, Any], device: str = "auto", trust_pickle: bool = False):
+def load_for_record(meta_model: dict[str, Any], device: str = "auto", trust_pickle: bool = False,
+                    probe_size: tuple[int, int] | None = None):
     """Reload the model a record names (commands downstream of `predict` without -m).
 
     The absolute path the record stored comes first: the spec as typed (often relative) may
@@ -107,7 +114,7 @@ def load_for_record(meta_model: dict[str, Any], device: str = "auto", trust_pick
             raise XaiError(f"the model the records were made with ({stored or spec}) is not here; pass -m MODEL")
     options = LoadOptions.from_meta(meta_model.get("load") or {})
     options.trust_pickle = bool(trust_pickle)
-    adapter = load_model(where, options, device)
+    adapter = load_model(where, options, device, probe_size)
     adapter.info["spec"] = spec
     return adapter
 
@@ -452,7 +459,11 @@ def _load_torch_file(path: Path, options: LoadOptions):
 
 
 def _wrap_module(module, path: Path, fmt: str, options: LoadOptions):
-    """A whole model (TorchScript or pickle): infer task and class count with one probe forward."""
+    """A whole model (TorchScript or pickle): infer task and class count with one probe forward.
+
+    The probe runs at --size; without it at the first image's own size (a 28x28 classifier
+    given 28x28 images just works), then at 64x64. The size that worked is remembered, so
+    an image the model cannot take is told the --size it can."""
     import torch
 
     from xaicli.models.adapter import LogitsModule
@@ -460,14 +471,21 @@ def _wrap_module(module, path: Path, fmt: str, options: LoadOptions):
     if not isinstance(module, torch.nn.Module):
         raise XaiError(f"model {path}: holds a {type(module).__name__}, not a model or state dict")
     channels = _first_conv_channels(module)
-    size = options.size or (64, 64)
+    sizes = [options.size] if options.size else list(dict.fromkeys([options.extra.get("probe_size"), (64, 64)]))
+    sizes = [tuple(s) for s in sizes if s]
     net = LogitsModule(module).eval()
+    out = None
     with torch.no_grad():
-        try:
-            out = net(torch.zeros(1, channels, *size))
-        except Exception as exc:
-            raise XaiError(f"model {path}: a probe forward at {size[0]}x{size[1]} failed ({type(exc).__name__}); "
-                           "pass --size the model was trained at") from None
+        for size in sizes:
+            try:
+                out = net(torch.zeros(1, channels, *size))
+                break
+            except Exception as exc:
+                failure = type(exc).__name__
+    if out is None:
+        tried = " and ".join(f"{h}x{w}" for h, w in sizes)
+        raise XaiError(f"model {path}: a probe forward at {tried} failed ({failure}); "
+                       "pass --size the model was trained at")
     if out.ndim == 2:
         task = "classification"
     elif out.ndim == 4:

@@ -108,8 +108,9 @@ def test_voi_lut_sequence_is_preferred_over_the_window(tmp_path):
     assert used == {"from": "file", "center": None, "width": None, "lut": "RAMP"}
 
 
-def test_no_window_falls_back_to_minmax_and_says_so(tmp_path, caplog):
-    path = write_dicom(tmp_path / "plain.dcm", STORED.astype(np.uint16), slope=2.0, intercept=-10.0)
+@pytest.mark.parametrize("elements", [{}, {"WindowCenter": None, "WindowWidth": None}])   # absent, or empty
+def test_no_window_falls_back_to_minmax_and_says_so(tmp_path, caplog, elements):
+    path = write_dicom(tmp_path / "plain.dcm", STORED.astype(np.uint16), slope=2.0, intercept=-10.0, **elements)
     with caplog.at_level("INFO", logger="xai"):
         img, used = read_image_and_window(path)
     v = STORED.astype(float) * 2 - 10

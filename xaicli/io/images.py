@@ -6,6 +6,7 @@ import hashlib
 import logging
 import math
 import warnings
+from collections.abc import Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -265,7 +266,7 @@ def _display_levels(path: Path, ds, arr: np.ndarray, window: Window) -> tuple[np
         if "VOILUTSequence" in ds:
             del ds.VOILUTSequence
     lut = _voi_lut(ds) if window.mode == "file" else None
-    has_window = "WindowCenter" in ds and "WindowWidth" in ds and window.mode != "minmax"
+    has_window = window.mode != "minmax" and all(ds.get(k) not in (None, "") for k in ("WindowCenter", "WindowWidth"))
     if lut is None and not has_window:
         if window.mode == "file":
             log.info("%s: no VOI LUT or window in the file; stretched min to max (set one with --window C,W)", path)
@@ -303,7 +304,7 @@ def _voi_lut(ds):
 
 def _first(value):
     """The first of a multi-valued element (several windows), as a float where it is a number."""
-    if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
+    if isinstance(value, Sequence) and not isinstance(value, str):    # pydicom's MultiValue is one
         value = value[0]
     try:
         return float(value)

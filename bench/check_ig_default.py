@@ -7,10 +7,11 @@ images with the default settings (no --steps, no --tolerance) and, with `--old`,
 the former default of 32 fixed steps. Prints, per model × baseline, the worst stored
 relative delta |Σ map − (S(x) − S(x'))| / |S(x) − S(x')| over images and targets, the
 targets that stopped at --max-steps (their record says `converged: false`), the steps
-used, and the median seconds per image (the records' own `history` time: reading,
-prediction, IG and storing, without the process start; the median leaves out the first
-image's chunk tuning). The check fails (exit 1) when a target
-exceeds the default tolerance without being reported as not converged.
+used, and the cost per image: path points evaluated (all rounds) and CPU seconds. The
+commands run in this process, with one torch thread, timed by CPU time, so the cost
+does not depend on what else the machine runs (model loading included, startup not).
+The check fails (exit 1) when a target exceeds the default tolerance without being
+reported as not converged.
 """
 
 from __future__ import annotations
@@ -18,10 +19,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tarfile
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -29,11 +30,6 @@ import numpy as np
 MODELS = {"builtin:shapes-seg": "segmentation", "builtin:shapes-cls": "classification"}
 BASELINES = ("black", "zero", "white", "mean", "blur", "noise", "uniform")
 TOLERANCE = 0.01
-
-
-def xai() -> list[str]:
-    script = Path(sys.executable).with_name("xai")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "xaicli"]
 
 
 def metas(tar_path: Path) -> list[dict]:
@@ -45,18 +41,23 @@ def metas(tar_path: Path) -> list[dict]:
     return out
 
 
-def run(model: str, images: Path, baseline: str, extra: list[str], out: Path) -> list[dict]:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    subprocess.run([*xai(), "-q", "attribute", "-m", model, str(images), "-B", baseline, *extra, "-o", str(out)],
-                   check=True, env=env)
-    return metas(out)
+def run(model: str, images: Path, baseline: str, extra: list[str], out: Path) -> tuple[list[dict], float]:
+    """The records' meta, and the CPU seconds of the command."""
+    from xaicli.cli.app import run as xai
+
+    t0 = time.process_time()
+    code = xai(["-q", "attribute", "-m", model, str(images), "-B", baseline, *extra, "-o", str(out)])
+    seconds = time.process_time() - t0
+    if code != 0:
+        raise SystemExit(f"xai attribute -B {baseline} {' '.join(extra)} failed with exit {code}")
+    return metas(out), seconds
 
 
-def summary(records: list[dict], baseline: str) -> dict:
-    rel, capped, steps, secs, bad = [], 0, [], [], 0
+def summary(records: list[dict], seconds: float, baseline: str) -> dict:
+    rel, capped, steps, points, bad = [], 0, [], [], 0
     for meta in records:
         info = meta["maps"][f"attr/integrated_gradients/{baseline}"]
-        secs.append(meta["history"][-1]["seconds"])
+        points.append(info["steps_evaluated"] / info["baseline_samples"])
         conv = info["converged"] or [None] * len(info["relative_delta"])
         for r, c, s in zip(info["relative_delta"], conv, info["target_steps"]):
             r = float("inf") if r is None else r
@@ -66,7 +67,7 @@ def summary(records: list[dict], baseline: str) -> dict:
             bad += r > TOLERANCE and c is not False
     return {"worst": max(rel), "median": float(np.median(rel)), "capped": capped, "targets": len(rel),
             "unreported": bad, "steps": (min(steps), float(np.median(steps)), max(steps)),
-            "s_per_image": float(np.median(secs))}
+            "points": float(np.mean(points)), "s_per_image": seconds / len(records)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -74,26 +75,33 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--count", type=int, default=20)
     ap.add_argument("--model", action="append", choices=list(MODELS))
     ap.add_argument("--baseline", action="append", choices=BASELINES)
-    ap.add_argument("--old", action="store_true", help="also time the former default, 32 fixed steps")
+    ap.add_argument("--old", action="store_true", help="also run the former default, 32 fixed steps")
     args = ap.parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import torch
+
+    from xaicli.models.builtin.shapes import write_samples
+
+    torch.set_num_threads(1)
     failed = 0
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         for model in args.model or list(MODELS):
-            task = MODELS[model]
-            images = tmp / task
-            subprocess.run([sys.executable, "-m", "xaicli.models.builtin.shapes", str(images), "--count",
-                            str(args.count), "--task", task], check=True, stdout=subprocess.DEVNULL)
+            images = tmp / MODELS[model]
+            write_samples(images, args.count, MODELS[model])
+            run(model, images, "black", ["--steps", "2"], tmp / "warm.tar")    # imports and first-call set-up
             for baseline in args.baseline or BASELINES:
-                new = summary(run(model, images, baseline, [], tmp / "new.tar"), baseline)
+                new = summary(*run(model, images, baseline, [], tmp / "new.tar"), baseline)
                 failed += new["unreported"]
                 line = (f"{model:19} {baseline:8} default: worst rel. delta {new['worst']:.2e} (median "
                         f"{new['median']:.1e}), capped {new['capped']}/{new['targets']}, steps min/median/max "
-                        "%d/%g/%d, %.3f s/image" % (*new["steps"], new["s_per_image"]))
+                        "%d/%g/%d, %.0f points, %.3f CPU s/image" % (*new["steps"], new["points"],
+                                                                    new["s_per_image"]))
                 if args.old:
-                    old = summary(run(model, images, baseline, ["--steps", "32"], tmp / "old.tar"), baseline)
-                    line += (f" | 32 fixed: worst {old['worst']:.2e}, {old['s_per_image']:.3f} s/image, "
-                             f"ratio {new['s_per_image'] / old['s_per_image']:.2f}")
+                    old = summary(*run(model, images, baseline, ["--steps", "32"], tmp / "old.tar"), baseline)
+                    line += (f" | 32 fixed: worst {old['worst']:.2e}, {old['s_per_image']:.3f} CPU s/image; "
+                             f"default/old: points {new['points'] / old['points']:.2f}, "
+                             f"CPU {new['s_per_image'] / old['s_per_image']:.2f}")
                 print(line, flush=True)
     print("FAIL: targets above the tolerance without converged=false: %d" % failed if failed else "OK")
     return 1 if failed else 0

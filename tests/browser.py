@@ -10,6 +10,7 @@ console message, which is what the page tests check.
 from __future__ import annotations
 
 import base64
+import fcntl
 import json
 import os
 import select
@@ -46,16 +47,22 @@ class Browser:
             raise BrowserError("chromium is not installed (Debian: apt-get install chromium)")
         self.timeout = timeout
         self.profile = tempfile.mkdtemp(prefix="xai-chromium-")
+        self._log = open(Path(self.profile) / "stderr.log", "wb")     # a file: an unread pipe would fill and block
         to_child_r, self._w = os.pipe()       # we write, Chromium reads fd 3
         self._r, from_child_w = os.pipe()     # Chromium writes fd 4, we read
 
         def fds():
-            os.dup2(to_child_r, 3)
-            os.dup2(from_child_w, 4)
+            # The protocol pipe is fds 3 and 4 of Chromium. Moved out of the way first, so neither
+            # end overwrites the other; dup2 makes them inheritable (Python's own fds are not, so
+            # nothing else leaks: no close_fds, whose pass_fds would need fds 3 and 4 to exist here).
+            a = fcntl.fcntl(to_child_r, fcntl.F_DUPFD, 10)
+            b = fcntl.fcntl(from_child_w, fcntl.F_DUPFD, 10)
+            os.dup2(a, 3)
+            os.dup2(b, 4)
 
         self.proc = subprocess.Popen([exe, *FLAGS, f"--user-data-dir={self.profile}", "about:blank"],
-                                     pass_fds=(3, 4), preexec_fn=fds, stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                                     close_fds=False, preexec_fn=fds, stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.DEVNULL, stderr=self._log)
         os.close(to_child_r)
         os.close(from_child_w)
         self._buf = b""
@@ -107,7 +114,7 @@ class Browser:
             if ready:
                 data = os.read(self._r, 1 << 20)
                 if not data:
-                    err = self.proc.stderr.read().decode(errors="replace")[-2000:] if self.proc.stderr else ""
+                    err = (Path(self.profile) / "stderr.log").read_bytes().decode(errors="replace")[-2000:]
                     raise BrowserError(f"chromium closed the pipe ({what}): {err}")
                 self._buf += data
 
@@ -135,6 +142,7 @@ class Browser:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        self._log.close()
         shutil.rmtree(self.profile, ignore_errors=True)
 
     def __enter__(self) -> "Browser":

@@ -207,6 +207,7 @@ def test_record_without_maps_and_figures_that_cannot_be_drawn(cli, tmp_path):
     broken = cell(data, "bad", "cam/gradcam/broken")
     assert "shape (5,)" in broken["e"]
     assert "cannot" not in json.dumps(cell(data, "bad", "cam/gradcam/decoder_last"))   # its other maps drawn
+    assert data["rows"][1]["img"] == {"n": "bad.png", "t": True}        # and its panel, without the broken map
     empty = data["rows"][2]
     assert "nothing to draw" in empty["img"]["e"]
 

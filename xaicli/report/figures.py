@@ -79,17 +79,19 @@ class Drawer:
         self.done = _load_manifest(out / MANIFEST) if skip_existing else {}
 
     def draw(self, record: Record) -> RecordFigures:
-        figs = RecordFigures(self._one(record, self.panel_opts, "image:", record.map_keys()))
+        maps: dict[tuple[str, int], Ref] = {}
         for key in record.map_keys():
-            sub = _with_only(record, key)
             try:
-                split = jobs(sub, self.split_opts)
+                split = jobs(_with_maps(record, [key]), self.split_opts)
             except XaiError as exc:               # render refuses the map (shape, dtype): one cell says why
-                figs.maps[(key, 0)] = self._failed(record, key, exc)
+                maps[(key, 0)] = self._failed(record, key, exc)
                 continue
             for t, job in enumerate(split):
-                figs.maps[(key, t)] = self._draw_job(record, job, [key], ("overlay:", "map:"))
-        return figs
+                maps[(key, t)] = self._draw_job(record, job, [key], ("overlay:", "map:"))
+        # the panel shows the maps that could be drawn: one broken map does not take the image's thumbnail along
+        broken = {key for (key, _), ref in maps.items() if ref.error is not None}
+        keys = [k for k in record.map_keys() if k not in broken]
+        return RecordFigures(self._one(_with_maps(record, keys), self.panel_opts, "image:", keys), maps)
 
     def _one(self, record: Record, opts: RenderOptions, role: str, keys: list[str]) -> Ref:
         try:
@@ -129,12 +131,13 @@ class Drawer:
         return Ref(error=reason)
 
 
-def _with_only(record: Record, key: str) -> Record:
-    """The record with one map, so render's --split figures of it are that map's, target by target."""
+def _with_maps(record: Record, keys: list[str]) -> Record:
+    """The record with only these maps (one: render's --split figures of it are that map's, target
+    by target)."""
+    all_maps = set(record.map_keys())
     meta = dict(record.meta)
-    meta["maps"] = {key: record.map_info(key)}
-    arrays = {k: v for k, v in record.arrays.items() if k == key or k not in record.map_keys()}
-    return Record(meta, arrays)
+    meta["maps"] = {k: v for k, v in (record.meta.get("maps") or {}).items() if k in keys}
+    return Record(meta, {k: v for k, v in record.arrays.items() if k in keys or k not in all_maps})
 
 
 def _panel_box(fig: Figure, roles: tuple[str, ...]) -> Bbox | None:

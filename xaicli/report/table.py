@@ -24,7 +24,7 @@ from xaicli import __version__
 from xaicli.errors import XaiError
 from xaicli.io.record import MASK, PROBS, Record
 from xaicli.metrics import report
-from xaicli.report.figures import RecordFigures, Ref
+from xaicli.report.figures import RecordFigures
 from xaicli.report.stats_input import StatsRows, join_key
 
 _REGION = [m for m in report.REGION_METRICS if m != "area_fraction"]   # area: the prediction column has it

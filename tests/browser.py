@@ -187,10 +187,11 @@ class Page:
             self.browser.pump(0.05)
 
     def settle(self) -> None:
-        """Two animation frames, and every image in the window loaded (lazy ones below it are not)."""
+        """Two animation frames, and every image in the window loaded (lazy ones out of it are not)."""
         self.eval("new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
-        self.wait_for("Array.prototype.every.call(document.images, i => i.complete"
-                      " || i.getBoundingClientRect().top > innerHeight)")
+        self.wait_for("Array.prototype.every.call(document.images, i => { const b = i.getBoundingClientRect();"
+                      " return i.complete || b.top > innerHeight || b.left > innerWidth || b.bottom < 0"
+                      " || b.right < 0; })")
 
     def click(self, selector: str) -> None:
         """A real mouse click (pressed and released) at the middle of the element."""

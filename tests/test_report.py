@@ -296,7 +296,7 @@ def test_errors_are_one_line(cli, tmp_path):
     a_file.write_text("x")
     assert "-o DIR" in error_line(cli(["report", f]), 2)
     assert "not a folder" in error_line(cli(["report", f, "-o", a_file]), 1)
-    assert "cannot create the report folder" in error_line(cli(["report", f, "-o", a_file / "rep"]), 1)
+    assert "cannot create output folder" in error_line(cli(["report", f, "-o", a_file / "rep"]), 1)
     assert "--dpi" in error_line(cli(["report", f, "-o", tmp_path / "o", "--dpi", "5"]), 2)
     assert "--thumb-size" in error_line(cli(["report", f, "-o", tmp_path / "o", "--thumb-size", "4"]), 2)
     assert "nope.jsonl" in error_line(cli(["report", f, "-o", tmp_path / "o", "--stats", tmp_path / "nope.jsonl"]), 1)

@@ -13,8 +13,7 @@ import os
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from xaicli.errors import XaiError
-from xaicli.io.outputs import IdClaims
+from xaicli.io.outputs import IdClaims, output_folder
 from xaicli.io.record import Record
 from xaicli.report.figures import Drawer
 from xaicli.report.options import ReportOptions
@@ -22,7 +21,7 @@ from xaicli.report.page import PAGE, write_page
 from xaicli.report.stats_input import StatsRows
 from xaicli.report.table import Table
 
-__all__ = ["PAGE", "ReportOptions", "build_report", "output_folder", "read_stats"]
+__all__ = ["PAGE", "ReportOptions", "build_report", "read_stats"]
 
 
 def read_stats(paths: Sequence[str | os.PathLike]) -> StatsRows:
@@ -32,20 +31,6 @@ def read_stats(paths: Sequence[str | os.PathLike]) -> StatsRows:
     return rows
 
 
-def output_folder(path: str | os.PathLike) -> Path:
-    """Create the report folder and check it is writable, before any record is read or drawn."""
-    path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise XaiError(f"{path}: exists and is not a folder; -o takes a folder for the report")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise XaiError(f"{path}: cannot create the report folder ({exc.strerror}); choose a writable -o") from None
-    if not os.access(path, os.W_OK | os.X_OK):
-        raise XaiError(f"{path}: report folder is not writable; choose a writable -o")
-    return path
-
-
 def build_report(records: Iterable[Record], out_dir: str | os.PathLike, opts: ReportOptions | None = None, *,
                  stats: StatsRows | Sequence[str | os.PathLike] = (), skip_existing: bool = False) -> Path:
     """Draw the figures of `records` into `out_dir` and write `out_dir/index.html`; return its path.
@@ -53,7 +38,7 @@ def build_report(records: Iterable[Record], out_dir: str | os.PathLike, opts: Re
     The page is written last, in one rename: a run that fails leaves the previous page (or none)."""
     opts = (opts or ReportOptions()).checked()
     extra = stats if isinstance(stats, StatsRows) else read_stats(stats)
-    out = output_folder(out_dir)
+    out = output_folder(out_dir, "-o takes a folder for the report")
     drawer = Drawer(out, opts, skip_existing)
     table = Table(extra)
     claims = IdClaims()            # one row and one set of figures per id: another image's would replace them

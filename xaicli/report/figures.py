@@ -26,7 +26,7 @@ from matplotlib.transforms import Bbox
 
 from xaicli import __version__
 from xaicli.errors import XaiError
-from xaicli.io.atomic import append_line, atomic_open, close_cut_line, sweep_stale_temps
+from xaicli.io.atomic import append_line, atomic_open, close_cut_line, manifest_entries, sweep_stale_temps
 from xaicli.io.record import Record
 from xaicli.render import RenderOptions, jobs
 from xaicli.report.options import ReportOptions
@@ -171,16 +171,6 @@ def fingerprint(record: Record, keys: list[str], opts: ReportOptions) -> str:
 
 
 def _load_manifest(path: Path) -> dict[str, tuple[str, bool]]:
-    """file name → (fingerprint, has a thumbnail) of its latest drawing; damaged lines are ignored."""
-    done: dict[str, tuple[str, bool]] = {}
-    try:
-        text = path.read_text()
-    except OSError:
-        return done
-    for line in text.splitlines():
-        try:
-            entry = json.loads(line)
-            done[entry["file"]] = (entry["record"], bool(entry.get("thumb")))
-        except (ValueError, KeyError, TypeError):
-            continue
-    return done
+    """file name → (fingerprint, has a thumbnail) of its latest drawing."""
+    return {e["file"]: (e.get("record"), bool(e.get("thumb"))) for e in manifest_entries(path)
+            if isinstance(e.get("file"), str)}

@@ -136,7 +136,7 @@ class Table:
             "metrics": [{"key": k, "label": LABELS.get(k, k.replace("_", " ")), "shown": k in SHOWN}
                         for k in metrics],
             "maps": [{"id": f"{c.key}#{c.t}", "key": c.key, "kind": c.kind, "method": c.method, "where": c.where,
-                      "target": _target_label(c)} for c in columns],
+                      "target": _target_label(c), "mixed": len(c.labels) > 1} for c in columns],
             "groups": [self._group(g, names[i], metrics) for i, g in enumerate(groups)],
             "rows": rows,
         }

@@ -188,7 +188,7 @@
   }
 
   // -- drawing --------------------------------------------------------------------------
-  function figureLink(ref, alt, caption, noThumb) {
+  function figureLink(ref, alt, caption, noThumb, tag) {
     if (!ref) return el('span', { cls: 'none', text: '\u2014', title: 'no such map in this record' });
     if (ref.e !== undefined) return el('div', { cls: 'err', text: 'cannot draw: ' + ref.e, title: ref.e });
     var full = 'figures/' + encodeURIComponent(ref.n);
@@ -196,7 +196,8 @@
       ? el('img', { src: 'thumbs/' + encodeURIComponent(ref.n), width: THUMB, height: THUMB, alt: alt,
         loading: 'lazy', decoding: 'async' })
       : el('span', { text: noThumb });
-    return el('a', { cls: 'thumb', href: full, title: caption, 'data-caption': caption }, [inner]);
+    return el('a', { cls: 'thumb', href: full, title: caption, 'data-caption': caption },
+      [inner, tag ? el('span', { cls: 'tag', text: tag }) : null]);
   }
 
   function drawHead() {
@@ -253,10 +254,12 @@
     tr.appendChild(el('td', { cls: 'num', text: fmtScore(r) }));
     maps.forEach(function (j) {
       var c = r.m[j];
+      var own = c && c.lab !== undefined && c.lab !== null ? String(c.lab) : '';
       var caption = r.id + ' \u00b7 ' + MAPS[j].method + ' \u00b7 ' + MAPS[j].where + ' \u00b7 ' +
-        (c && c.lab !== undefined && c.lab !== null ? c.lab : MAPS[j].target);
+        (own || MAPS[j].target);
+      var tag = MAPS[j].mixed ? own : '';      // a column whose target differs by record names it on each cell
       tr.appendChild(el('td', { cls: 'map' }, [figureLink(c && (c.n !== undefined || c.e !== undefined) ? c : null,
-        r.id + ' ' + MAPS[j].method, caption, 'figure')]));
+        r.id + ' ' + MAPS[j].method, caption, 'figure', tag)]));
       metrics.forEach(function (k) {
         var v = c && c.v ? c.v[k] : null;
         tr.appendChild(el('td', { cls: 'num', text: c && c.me ? '!' : fmt(v), title: c && c.me ? c.me : null }));

@@ -154,6 +154,19 @@ def test_models_are_grouped_and_named(cli, tmp_path):
     assert seg["p"] == pytest.approx(float(np.mean(a.arrays["pred/mask"] != 0)))
 
 
+def test_prediction_of_a_multi_class_segmenter():
+    from xaicli.report.table import prediction
+
+    mask = np.zeros((10, 10), np.uint8)
+    mask[:2] = 2                          # 20% dog, no cat, the rest background (class 0)
+    rec = make_record("m", labels=("background", "cat", "dog"), mask=mask)
+    rec.meta["prediction"] = {"area_fraction": {"background": 0.8, "cat": 0.0, "dog": 0.2}}
+    assert prediction(rec) == {"cls": "dog", "p": 0.2, "pk": "area"}
+    del rec.arrays["pred/mask"]           # from the fractions alone: all but class 0
+    rec.meta["prediction"]["area_fraction"] = {"background": 0.0, "cat": 0.25, "dog": 0.2}
+    assert prediction(rec) == {"cls": "cat, dog", "p": 0.45, "pk": "area"}
+
+
 def test_provenance_lists_versions_and_parameters(cli, tmp_path):
     recs = [mapped(f"r{i}", i) for i in range(3)]
     for i, rec in enumerate(recs):

@@ -75,7 +75,10 @@ class Drawer:
             except OSError as exc:
                 raise XaiError(f"{out / sub}: cannot create ({exc.strerror}); choose a writable -o folder") from None
             sweep_stale_temps(out / sub)      # what a killed run left
-        close_cut_line(out / MANIFEST)
+        try:
+            close_cut_line(out / MANIFEST)
+        except OSError as exc:
+            raise XaiError(f"{out / MANIFEST}: cannot write ({exc.strerror}); free space or choose another -o") from None
         self.done = _load_manifest(out / MANIFEST) if skip_existing else {}
 
     def draw(self, record: Record) -> RecordFigures:

@@ -75,8 +75,9 @@ class Table:
         for (key, t), ref in figs.maps.items():
             self._column(record, key, t)
             cells[(key, t)] = ref.to_json()
+        gt = report.ground_truth(record, None)
         for key in record.map_keys():
-            for row, problem in _metric_rows(record, key):
+            for row, problem in _metric_rows(record, key, gt):
                 if problem is not None:
                     cells.setdefault((key, 0), {})["me"] = problem
                     continue
@@ -161,9 +162,8 @@ class Table:
         }
 
 
-def _metric_rows(record: Record, key: str):
+def _metric_rows(record: Record, key: str, gt: np.ndarray | None):
     """(map_row with its target position under '_t', None) per target of `key`, or (None, why)."""
-    gt = report.ground_truth(record, None)
     try:
         found = []
         for mt in report.iter_map_targets(record, [glob.escape(key)]):
@@ -210,7 +210,7 @@ def prediction(record: Record) -> dict[str, Any]:
         area = next(iter(fractions.values()))
     else:                                 # several classes: class 0 is the background (README, targets)
         area = sum(list(fractions.values())[1:]) if fractions else None
-    names = [k for k, v in fractions.items() if v > 0][1 if len(fractions) > 1 else 0:]
+    names = [k for i, (k, v) in enumerate(fractions.items()) if v > 0 and (i > 0 or len(fractions) == 1)]
     return {"cls": ", ".join(names) or None, "p": _short(area), "pk": "area"}
 
 

@@ -290,6 +290,7 @@
     body.textContent = '';
     body.appendChild(frag);
     $('empty').hidden = view.length > 0;
+    $('empty').textContent = ROWS.length ? 'No record matches the filters.' : 'This report holds no records.';
     var one = body.querySelector('tr.row');
     if (one) {
       var h = one.getBoundingClientRect().height;

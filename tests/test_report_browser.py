@@ -192,8 +192,8 @@ def test_rows_of_bad_records_and_thousands_of_rows(browser, tmp_path):
     page = open_page(browser, page_path)
     assert page.eval(ROWS) == ["nomaps", "bad", "empty"]
     texts = page.eval("Array.from(document.querySelectorAll('tr.row')).map(r => r.textContent)")
-    assert "cannot draw: record bad: map cam/gradcam/broken has shape (5,)" in texts[1]
-    assert "cannot draw: record empty: nothing to draw" in texts[2]
+    assert "cannot draw: map cam/gradcam/broken has shape (5,)" in texts[1]
+    assert "cannot draw: nothing to draw" in texts[2]
     assert page.eval("document.querySelectorAll('tr.row[data-id=nomaps] img').length") == 1
     assert page.eval("document.querySelectorAll('tr.row[data-id=bad] img').length") == 2      # image, good map
     assert page.console_errors() == []

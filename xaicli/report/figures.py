@@ -94,14 +94,14 @@ class Drawer:
         # the panel shows the maps that could be drawn: one broken map does not take the image's thumbnail along
         broken = {key for (key, _), ref in maps.items() if ref.error is not None}
         keys = [k for k in record.map_keys() if k not in broken]
-        return RecordFigures(self._one(_with_maps(record, keys), self.panel_opts, "image:", keys), maps)
+        return RecordFigures(self._panel(_with_maps(record, keys), keys), maps)
 
-    def _one(self, record: Record, opts: RenderOptions, role: str, keys: list[str]) -> Ref:
+    def _panel(self, record: Record, keys: list[str]) -> Ref:
         try:
-            (job,) = jobs(record, opts)
+            (job,) = jobs(record, self.panel_opts)
         except XaiError as exc:
             return self._failed(record, "its panel", exc)
-        return self._draw_job(record, job, keys, (role,))
+        return self._draw_job(record, job, keys, ("image:",))
 
     def _draw_job(self, record: Record, job, keys: list[str], roles: tuple[str, ...]) -> Ref:
         made = fingerprint(record, keys, self.opts)
@@ -129,7 +129,10 @@ class Drawer:
 
     @staticmethod
     def _failed(record: Record, what: str, exc: Exception) -> Ref:
+        """The reason, for the record's row (render's messages name the record: not twice)."""
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        prefix = f"record {record.id}: "
+        reason = reason[len(prefix):] if reason.startswith(prefix) else reason
         log.warning("record %s: cannot draw %s: %s", record.id, what, reason)
         return Ref(error=reason)
 

@@ -217,15 +217,21 @@ def load_strict(model, state: dict, path: Path, against: str,
 
 def sized_by(build: Callable[..., Any], state: dict, key: str, probes: tuple[int, int]) -> int | None:
     """The value of constructor argument `key` (a class or channel count) that `state` was saved with:
-    two empty builds (meta device: no memory, no init cost) with `probes` values show which tensors
-    that argument sizes, and along which dimension; the state's tensor there gives the value.
-    None when no tensor depends on it, or the state lacks them."""
+    two empty builds (on the meta device: no memory, no init cost; on the CPU where a constructor
+    needs real values) with `probes` values show which tensors that argument sizes, and along which
+    dimension; the state's tensor there gives the value. None when no tensor depends on it, or the
+    state lacks them."""
     import torch
 
-    try:
-        with torch.device("meta"):
-            a, b = (build(**{key: v}).state_dict() for v in probes)
-    except Exception:
+    a = b = None
+    for device in ("meta", "cpu"):
+        try:
+            with torch.device(device):
+                a, b = (build(**{key: v}).state_dict() for v in probes)
+            break
+        except Exception:
+            continue
+    if a is None:
         return None
     for name, t in a.items():
         other = b.get(name)

@@ -51,7 +51,7 @@ def from_state(state: dict, path: Path, options):
         raise XaiUsageError(f"--arch {options.arch}: MONAI could not build {cls.__name__} with --arch-args {kwargs} "
                             f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
     common.load_strict(model, state, path, f"--arch {options.arch}")
-    multiple = _multiple(build, int(kwargs.get("in_channels", common.first_conv_channels(model))))
+    multiple = _multiple(model, int(kwargs.get("in_channels", common.first_conv_channels(model))))
     ad = wrap_module(model, path, "monai", options)       # task and class count from a probe forward
     prep = ad.preprocessing
     prep.mean, prep.std = (0.0,) * prep.channels, (1.0,) * prep.channels
@@ -121,28 +121,36 @@ def _example(cls) -> str:
     return examples.get(cls.__name__, '{"in_channels": 1, "out_channels": 2}')
 
 
-def _multiple(build, channels: int) -> int:
-    """The smallest side multiple the network takes: a forward on the meta device (shapes only) at an
-    odd multiple of each candidate; a segmenter must also give its logits at the input's size."""
+def _multiple(model, channels: int) -> int:
+    """The smallest side multiple the network takes: a forward at an odd multiple of each candidate, on
+    a meta-device copy (shapes only) where that works, else on the model itself; a segmenter must also
+    give its logits at the input's size."""
+    import copy
+
     import torch
 
-    try:
-        with torch.device("meta"):
-            net = build().eval()
-    except Exception:
-        return 1
-    for m in MULTIPLES:
-        side = m * max(1, -(-48 // m) | 1)          # an odd multiple of m, at least 48
+    failed: list[BaseException] = []
+
+    def runs(net, side: int, device) -> bool:
         try:
-            with torch.device("meta"), torch.no_grad():
-                out = net(torch.zeros(1, channels, side, side))
-        except Exception:
-            continue
+            with torch.no_grad():
+                out = net(torch.zeros(1, channels, side, side, device=device))
+        except Exception as exc:
+            failed.append(exc)
+            return False
         out = out[0] if isinstance(out, (tuple, list)) else out
-        if getattr(out, "ndim", 0) == 2 or tuple(out.shape[-2:]) == (side, side):
+        return getattr(out, "ndim", 0) == 2 or tuple(out.shape[-2:]) == (side, side)
+
+    net, device = copy.deepcopy(model).to("meta").eval(), "meta"
+    if not runs(net, 2 * MULTIPLES[-1], device):          # an op without a meta kernel: real forwards
+        net, device = model.eval(), "cpu"
+    for m in MULTIPLES:
+        if runs(net, m * max(1, -(-48 // m) | 1), device):   # an odd multiple of m, at least 48
             return m
-    raise XaiError("the MONAI network took no input size up to a multiple of 64 on a shape check; "
-                   "check --arch-args (e.g. \"strides\")")
+    said = str(failed[-1]).strip().splitlines()[0] if failed and str(failed[-1]).strip() else ""
+    raise XaiError(f"the MONAI network failed a probe forward at every side multiple up to {MULTIPLES[-1]} "
+                   f"({type(failed[-1]).__name__}: {said}); check --arch-args (e.g. \"strides\") and MONAI's "
+                   "optional packages (pip install 'xai[monai]')")
 
 
 FORMAT = Format(

@@ -51,13 +51,33 @@ class TransformPipeline(PixelPipeline):
         return str(getattr(self.mode, "value", self.mode))
 
 
-def timm_pipeline(model) -> TransformPipeline:
-    """timm's eval transform for `model`, as `timm.data.create_transform(**resolve_data_config(model=model))`."""
-    from timm.data import create_transform, resolve_data_config
+def timm_data_config(model) -> dict[str, Any]:
+    """The model's data config as timm resolves it for the model as built (`resolve_input_data_config`: its
+    own input channels, so a 1-channel model built by name gets one mean and std, as timm's scripts do);
+    `resolve_data_config(model=model)` in timm versions without it."""
+    import logging
+
+    try:
+        from timm.data.model_config import resolve_input_data_config
+    except ImportError:
+        from timm.data import resolve_data_config
+
+        return resolve_data_config({}, model=model)
+    logger = logging.getLogger("timm.data.model_config")   # its note on averaging an RGB mean: for -vv
+    saved = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        return resolve_input_data_config(model)
+    finally:
+        logger.setLevel(saved)
+
+
+def timm_pipeline(config: dict[str, Any]) -> TransformPipeline:
+    """timm's eval transform for a data config, as `timm.data.create_transform(**config)`."""
+    from timm.data import create_transform
     from timm.data.transforms import str_to_interp_mode
     from torchvision import transforms as T
 
-    config = resolve_data_config({}, model=model)
     transform = create_transform(**config)
     steps = [t for t in transform.transforms if type(t).__name__ not in ("MaybeToTensor", "ToTensor", "Normalize",
                                                                            "MaybePILToTensor")]

@@ -24,10 +24,6 @@ FORMATS: tuple[Format, ...] = (smp.FORMAT, timm.FORMAT, hf.FORMAT, torchvision.F
                                torchscript.FORMAT, pickled.FORMAT)
 
 
-def by_name(name: str) -> Format:
-    return next(f for f in FORMATS if f.name == name)
-
-
 def locate(spec: str) -> tuple[Format | None, Path]:
     """The format of `-m SPEC` and its path; format None: a weights file (a state dict for --arch, or a pickle)."""
     if spec.startswith("builtin:"):

@@ -262,6 +262,12 @@ def output_channels(model, shape: tuple[int, ...]) -> int:
             return int(LogitsModule(model).eval()(torch.zeros(shape)).shape[1])
 
 
+def said(exc: BaseException) -> str:
+    """`Type: first line of the message`, for one-line errors quoting a library."""
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+
+
 def first_conv_channels(module) -> int:
     for p in module.parameters():
         if p.ndim == 4:

@@ -20,7 +20,7 @@ def load(path: Path, options):
             str(path), local_files_only=True, output_loading_info=True)
     except Exception as exc:
         raise XaiError(f"model {path}: transformers could not load it as an image classifier "
-                       f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+                       f"({common.said(exc)})") from None
     _refuse_new_weights(path, loading)
     cfg = model.config
     id2label = {int(k): v for k, v in (cfg.id2label or {}).items()}

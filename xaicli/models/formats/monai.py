@@ -31,6 +31,11 @@ def from_state(state: dict, path: Path, options):
         return cls(**{**kwargs, **more})
 
     params = _parameters(cls)
+    missing = [n for n, p in params.items() if p.default is inspect.Parameter.empty and n not in kwargs
+               and n not in ("in_channels", "out_channels")]
+    if missing:
+        raise XaiUsageError(f"--arch {options.arch}: --arch-args lacks {', '.join(missing)}, which {cls.__name__} "
+                            f"needs, e.g. --arch-args '{_example(cls)}'")
     counts = [k for k in ("in_channels", "out_channels") if k in params]
     stand_in = {k: kwargs.get(k, 2) for k in counts}      # a required count the probes do not vary
     for key, probes in (("in_channels", (3, 1)), ("out_channels", (3, 5))):
@@ -40,19 +45,15 @@ def from_state(state: dict, path: Path, options):
                 raise XaiUsageError(f"--arch {options.arch}: give \"{key}\" in --arch-args (the state dict does "
                                     "not show it)")
             kwargs[key] = found
-    missing = [n for n, p in params.items() if p.default is inspect.Parameter.empty and n not in kwargs
-               and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
-    if missing:
-        raise XaiUsageError(f"--arch {options.arch}: --arch-args lacks {', '.join(missing)}, which {cls.__name__} "
-                            f"needs, e.g. --arch-args '{_example(cls)}'")
     try:
         model = build()
     except Exception as exc:
         raise XaiUsageError(f"--arch {options.arch}: MONAI could not build {cls.__name__} with --arch-args {kwargs} "
-                            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+                            f"({common.said(exc)})") from None
     common.load_strict(model, state, path, f"--arch {options.arch}")
-    multiple = _multiple(model, int(kwargs.get("in_channels", common.first_conv_channels(model))))
-    ad = wrap_module(model, path, "monai", options)       # task and class count from a probe forward
+    channels = int(kwargs.get("in_channels") or common.first_conv_channels(model))
+    multiple = _multiple(model, channels)
+    ad = wrap_module(model, path, "monai", options, channels=channels)   # task and class count: a probe forward
     prep = ad.preprocessing
     prep.mean, prep.std = (0.0,) * prep.channels, (1.0,) * prep.channels
     prep.multiple, prep.source = multiple, "monai-default"
@@ -63,11 +64,10 @@ def from_state(state: dict, path: Path, options):
 
 
 def _network(arch: str):
+    import torch
     from monai.networks import nets
 
     name = arch.partition(":")[2].strip()
-    import torch
-
     found = {n.lower(): getattr(nets, n) for n in dir(nets)
              if isinstance(getattr(nets, n), type) and issubclass(getattr(nets, n), torch.nn.Module)}
     if name.lower() not in found:
@@ -147,9 +147,8 @@ def _multiple(model, channels: int) -> int:
     for m in MULTIPLES:
         if runs(net, m * max(1, -(-48 // m) | 1), device):   # an odd multiple of m, at least 48
             return m
-    said = str(failed[-1]).strip().splitlines()[0] if failed and str(failed[-1]).strip() else ""
     raise XaiError(f"the MONAI network failed a probe forward at every side multiple up to {MULTIPLES[-1]} "
-                   f"({type(failed[-1]).__name__}: {said}); check --arch-args (e.g. \"strides\") and MONAI's "
+                   f"({common.said(failed[-1]) if failed else 'no forward ran'}); check --arch-args (e.g. \"strides\") and MONAI's "
                    "optional packages (pip install 'xai[monai]')")
 
 

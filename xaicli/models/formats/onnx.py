@@ -18,6 +18,7 @@ import re
 from pathlib import Path
 
 from xaicli.errors import XaiError
+from xaicli.models.formats import common
 from xaicli.models.formats.base import Format
 
 log = logging.getLogger("xai")
@@ -74,17 +75,16 @@ def _convert(graph, path: Path):
         return onnx2torch.convert(graph).eval()
     except NotImplementedError as exc:
         op = re.search(r"operation_type='([^']*)'", str(exc))
-        version = re.search(r"version=(\d+)", str(exc))
+        opset = re.search(r"version=(\d+)", str(exc))
         if op is None:
             raise XaiError(f"model {path}: onnx2torch cannot convert it ({exc})") from None
         nodes = [n.name for n in graph.graph.node if n.op_type == op[1]]
         where = f", node {nodes[0]!r}" + (f" and {len(nodes) - 1} more" if len(nodes) > 1 else "") if nodes else ""
         raise XaiError(f"model {path}: onnx2torch {version('onnx2torch')} cannot convert the operator {op[1]} "
-                       f"(opset {version[1] if version else '?'}{where}); re-export the model without it, or at "
-                       "another opset") from None
+                       f"(opset {opset[1] if opset else '?'}{where}); re-export the model without it, or at an "
+                       "opset it converts (torch.onnx.export(..., opset_version=17), tf2onnx --opset 17)") from None
     except Exception as exc:
-        raise XaiError(f"model {path}: onnx2torch could not convert it ({type(exc).__name__}: "
-                       f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
+        raise XaiError(f"model {path}: onnx2torch could not convert it ({common.said(exc)})") from None
 
 
 def _input_dims(graph, path: Path) -> list:

@@ -30,7 +30,7 @@ def load(path: Path, options):
             model = timm.create_model(f"local-dir:{path}", pretrained=False)
         except Exception as exc:
             raise XaiError(f"model {path}: timm {timm.__version__} could not build {name!r} from its config.json "
-                           f"({type(exc).__name__}: {_first_line(exc)}); upgrade timm, or re-save the folder with "
+                           f"({common.said(exc)}); upgrade timm, or re-save the folder with "
                            "timm.models.save_for_hf") from None
     state = common.unwrap_state(common.read_state(weights, options))
     common.load_strict(model, state, path, f"its config.json ({name})",
@@ -64,14 +64,14 @@ def from_state(state: dict, path: Path, options):
             model = build(**{k: v for k, v in sizes.items() if v})
         except Exception as exc:
             raise XaiUsageError(f"--arch {options.arch!r}: timm could not build it with --arch-args "
-                                f"{kwargs} ({type(exc).__name__}: {_first_line(exc)})") from None
+                                f"{kwargs} ({common.said(exc)})") from None
     common.load_strict(model, state, path, f"--arch {options.arch}")
     return _adapter(model, path, options, name, sha256_file(path), folder=False)
 
 
 def _adapter(model, path: Path, options, name: str, sha: str, folder: bool):
     from xaicli.models.preprocess import Preprocessing
-    from xaicli.models.transforms import timm_pipeline
+    from xaicli.models.transforms import timm_data_config, timm_pipeline
 
     classes = int(getattr(model, "num_classes", 0) or 0)
     if classes < 1:
@@ -79,19 +79,22 @@ def _adapter(model, path: Path, options, name: str, sha: str, folder: bool):
                        "xai explains classifiers: save it with its head")
     channels = common.first_conv_channels(model)
     side = common.sidecar(path, channels, classes) if folder else {}
-    pipe = timm_pipeline(model)
+    config = timm_data_config(model)
+    # crop_mode "border" pads with the mean colour (PIL fill values, which tensors do not take): squash instead
+    own = config.get("crop_mode") != "border"
     sized = options.size or side.get("size")
     given = ("--size" if options.size else f"\"size\" in {path / 'xai.json'}") if sized else None
-    fit = common.choose_fit(options, given, str(path), True, "")
-    prep = Preprocessing(channels=channels, mean=tuple(side.get("mean", pipe.mean)),
-                         std=tuple(side.get("std", pipe.std)),
+    fit = common.choose_fit(options, given, str(path), own, "timm's crop_mode 'border' pads with the mean "
+                            "colour, which xai does not reproduce; use --fit squash")
+    prep = Preprocessing(channels=channels, mean=tuple(side.get("mean", config["mean"])),
+                         std=tuple(side.get("std", config["std"])),
                          source="xai.json" if ("mean" in side or "std" in side) else "timm data config", fit=fit)
-    model_size = tuple(pipe.fields["input_size"][-2:])
+    model_size = tuple(config["input_size"][-2:])
     if fit == "processor":
-        common.own_pipeline(prep, pipe, "timm's eval transform")
+        common.own_pipeline(prep, timm_pipeline(config), "timm's eval transform")
     else:
         prep.size = tuple(sized) if sized else model_size
-        prep.notes = common.squash_note("timm's eval transform")
+        prep.notes = common.squash_note("timm's eval transform (crop_mode " + str(config.get("crop_mode")) + ")")
     labels = side.get("labels") or _labels(model.pretrained_cfg.get("label_names"), classes)
     return common.adapter(model, "classification", labels, prep,
                           {"format": "timm", "arch": name, "sha256": sha}, model_size=model_size)
@@ -117,10 +120,6 @@ def _quiet():
         yield
     finally:
         logger.setLevel(saved)
-
-
-def _first_line(exc: BaseException) -> str:
-    return str(exc).splitlines()[0] if str(exc) else ""
 
 
 FORMAT = Format(

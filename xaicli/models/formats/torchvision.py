@@ -41,7 +41,7 @@ def from_state(state: dict, path: Path, options):
         model = build(**({"num_classes": classes} if classes else {}))
     except Exception as exc:
         raise XaiUsageError(f"--arch {options.arch!r}: torchvision could not build it with --arch-args {kwargs} "
-                            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+                            f"({common.said(exc)})") from None
     common.load_strict(model, state, path, f"--arch {options.arch}")
     return _adapter(model, name, task, path, options, sha256_file(path), notes)
 

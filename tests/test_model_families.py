@@ -186,33 +186,32 @@ def monai_unet(root):
                 target=["--target", "mask", "--target-mask", str(mask_png), "--class", "1"], mask=mask, cls=1)
 
 
+def _monai_state(root, name: str, args: dict, out: int, hw, seed: int, sharpen=None) -> Case:
+    """A 2-D MONAI network saved as a state dict, with the CLI arguments that rebuild it (channels inferred)."""
+    from monai.networks import nets
+
+    torch.manual_seed(seed)
+    model = getattr(nets, name)(spatial_dims=2, in_channels=1, out_channels=out, **args).eval()
+    if sharpen:
+        _sharpen(sharpen(model))
+    torch.save(model.state_dict(), root / f"{name}.pth")
+    img = smooth_image(*hw, seed=seed)[..., 0]
+    return Case(["-m", str(root / f"{name}.pth"), "--arch", f"monai:{name}", "--arch-args", json.dumps(args)],
+                str(write_png(root / f"{name}.png", img)), img, model, lambda u: u)
+
+
 @pytest.fixture(scope="module")
 def monai_densenet(root):
     _monai()
-    from monai.networks.nets import DenseNet121
-
-    args = {"init_features": 8, "growth_rate": 4, "block_config": [1, 2, 1, 1]}
-    torch.manual_seed(6)
-    model = DenseNet121(spatial_dims=2, in_channels=1, out_channels=3, **args).eval()
-    _sharpen(model.class_layers.out)
-    torch.save(model.state_dict(), root / "densenet.pth")
-    img = smooth_image(48, 56, seed=7)[..., 0]
-    return Case(["-m", str(root / "densenet.pth"), "--arch", "monai:DenseNet121", "--arch-args", json.dumps(args)],
-                str(write_png(root / "dn.png", img)), img, model, lambda u: u)
+    return _monai_state(root, "DenseNet121", {"init_features": 8, "growth_rate": 4, "block_config": [1, 2, 1, 1]},
+                        3, (48, 56), 6, sharpen=lambda m: m.class_layers.out)
 
 
 @pytest.fixture(scope="module")
 def monai_swin(root):
     _monai()
-    from monai.networks.nets import SwinUNETR
-
-    args = {"feature_size": 12, "depths": [1, 1, 1, 1], "num_heads": [1, 1, 1, 1], "window_size": 4}
-    torch.manual_seed(7)
-    model = SwinUNETR(in_channels=1, out_channels=2, spatial_dims=2, **args).eval()
-    torch.save(model.state_dict(), root / "swin.pth")
-    img = smooth_image(64, 64, seed=8)[..., 0]
-    return Case(["-m", str(root / "swin.pth"), "--arch", "monai:SwinUNETR", "--arch-args", json.dumps(args)],
-                str(write_png(root / "swin.png", img)), img, model, lambda u: u)
+    return _monai_state(root, "SwinUNETR", {"feature_size": 12, "depths": [1, 1, 1, 1], "num_heads": [1, 1, 1, 1],
+                                            "window_size": 4}, 2, (64, 64), 7)
 
 
 @pytest.fixture(scope="module")

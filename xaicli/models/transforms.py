@@ -55,21 +55,13 @@ def timm_data_config(model) -> dict[str, Any]:
     """The model's data config as timm resolves it for the model as built (`resolve_input_data_config`: its
     own input channels, so a 1-channel model built by name gets one mean and std, as timm's scripts do);
     `resolve_data_config(model=model)` in timm versions without it."""
-    import logging
-
     try:
         from timm.data.model_config import resolve_input_data_config
     except ImportError:
         from timm.data import resolve_data_config
 
         return resolve_data_config({}, model=model)
-    logger = logging.getLogger("timm.data.model_config")   # its note on averaging an RGB mean: for -vv
-    saved = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        return resolve_input_data_config(model)
-    finally:
-        logger.setLevel(saved)
+    return resolve_input_data_config(model)
 
 
 def timm_pipeline(config: dict[str, Any]) -> TransformPipeline:

@@ -79,7 +79,8 @@ def _adapter(model, path: Path, options, name: str, sha: str, folder: bool):
                        "xai explains classifiers: save it with its head")
     channels = common.first_conv_channels(model)
     side = common.sidecar(path, channels, classes) if folder else {}
-    config = timm_data_config(model)
+    with _quiet():
+        config = timm_data_config(model)
     # crop_mode "border" pads with the mean colour (PIL fill values, which tensors do not take): squash instead
     own = config.get("crop_mode") != "border"
     sized = options.size or side.get("size")
@@ -111,8 +112,8 @@ def _labels(names, classes: int) -> list[str]:
 
 @contextlib.contextmanager
 def _quiet():
-    """timm logs notes on building (e.g. "Pretrained mean does not match 1 channels") to the root
-    logger's last-resort handler, i.e. stderr: keep them for -vv."""
+    """timm logs notes on building and configuring (e.g. "Pretrained mean does not match 1 channels") to the
+    root logger's last-resort handler, i.e. stderr: not for the user, whose stderr is xai's."""
     logger = logging.getLogger("timm")
     saved = logger.level
     logger.setLevel(logging.ERROR)

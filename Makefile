@@ -10,13 +10,13 @@ STAMP := $(VENV)/.xai-installed
 DEMO := demo-out
 export HF_HUB_OFFLINE := 1
 
-.PHONY: install demo test lint bench completions man reference-images train-builtin clean
+.PHONY: install demo test lint bench completions man readme reference-images train-builtin clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	# torch and torchvision pinned together: the registry caps them, and grad-cam and smp need torchvision.
 	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(PY) -m pip install -q -e '.[test,dicom]'
+	$(PY) -m pip install -q -e '.[test,dicom,monai,onnx]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -61,6 +61,10 @@ completions: $(STAMP)
 
 man: $(STAMP)
 	$(PY) -m xaicli.cli.manpages man/
+
+# The README's model table, from the format registry (xaicli/models/formats).
+readme: $(STAMP)
+	$(PY) -m xaicli.models.formats.readme README.md
 
 reference-images: $(STAMP)
 	$(PY) tests/make_render_reference.py

@@ -214,6 +214,7 @@ def test_cron_does_only_new_scans(tmp_path):
     run("cron.sh", model, inbox, out, env=env)
     first = {p.name: p.stat().st_mtime_ns for p in (out / "records").glob("*.npz")}
     assert sorted(first) == ["scan_0.npz", "scan_1.npz"]
+    report_before = (out / "report" / "index.html").stat().st_mtime_ns
     _scans(tmp_path / "more", 1, crop=64, first_seed=50)
     shutil.copyfile(tmp_path / "more" / "scan_0.png", inbox / "scan_new.png")
     run("cron.sh", model, inbox, out, env=env)
@@ -223,6 +224,10 @@ def test_cron_does_only_new_scans(tmp_path):
     assert {k: after[k] for k in first} == first                          # old records untouched
     assert len([r for r in _csv(out / "stats.csv")]) == 3
     assert len(_pngs(out / "figures")) == 3
+    page = (out / "report" / "index.html").read_text()
+    assert all(f'"id":"{i}"' in page for i in ("scan_0", "scan_1", "scan_new"))
+    thumbs = {p.name: p.stat().st_mtime_ns for p in (out / "report" / "thumbs").glob("scan_0*.png")}
+    assert len(thumbs) == 2 and all(t <= report_before for t in thumbs.values())   # drawn by the first run only
 
 
 def test_cron_goes_on_past_a_scan_it_cannot_read_and_waits_on_an_empty_inbox(tmp_path):

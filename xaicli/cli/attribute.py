@@ -97,12 +97,14 @@ def attribute(
     threshold: opt.Threshold = 0.5,
     batch_size: opt.BatchSize = None,
     arch: opt.Arch = None,
+    arch_args: opt.ArchArgs = None,
     classes: opt.Classes = None,
     labels: opt.Labels = None,
     device: opt.Device = "auto",
     size: opt.Size = None,
     mean: opt.Mean = None,
     std: opt.Std = None,
+    fit: opt.Fit = None,
     trust_pickle: opt.TrustPickle = False,
     output: opt.Output = None,
     no_image: opt.NoImage = False,
@@ -118,6 +120,7 @@ def attribute(
     from xaicli.explain.baselines import parse_baselines
     from xaicli.io.images import parse_window
     from xaicli.io.inputs import resolve
+    from xaicli.io.background import background_writes, prefetch
     from xaicli.io.outputs import open_sink
 
     methods = []
@@ -162,7 +165,7 @@ def attribute(
     masks = TargetMasks(target_mask) if target_mask else None
     windowing = parse_window(window)
     items = resolve(inputs or [], images=True, records=True, shard=shard, output=output)
-    session = ModelSession(model, load_options(arch, classes, labels, size, mean, std, trust_pickle), device)
+    session = ModelSession(model, load_options(arch, classes, labels, size, mean, std, trust_pickle, fit, arch_args), device)
     sink = open_sink(output)
     params = {"methods": methods, "baselines": [b.name for b in baselines], "steps": steps,
               "quadrature": quadrature, "tolerance": tolerance, "max_steps": max_steps, "targets": target,
@@ -177,9 +180,9 @@ def attribute(
     planner = None
     from xaicli.models.device import reproducible
 
-    with reproducible(device, bool(batch_size)), sink:
-        records = iter_records(items, session, max_pixels=max_pixels, skip=skip,
-                               skip_unreadable=skip_unreadable, window=windowing)
+    with reproducible(device, bool(batch_size)), sink, background_writes(sink) as out:
+        records = prefetch(iter_records(items, session, max_pixels=max_pixels, skip=skip,
+                                        skip_unreadable=skip_unreadable, window=windowing))
         for rec, image in progress(records, items.count, "attribute"):
             adapter = session.get()
             if planner is None:
@@ -188,7 +191,7 @@ def attribute(
                 planner = BatchPlanner(adapter.device, batch_size)
             t0 = time.perf_counter()
             explain_record(rec, image, adapter, planner, **settings)
-            sink.write(finish(rec, "attribute", params, time.perf_counter() - t0, adapter.device, not no_image))
+            out.write(finish(rec, "attribute", params, time.perf_counter() - t0, adapter.device, not no_image))
             adapter.release()
 
 

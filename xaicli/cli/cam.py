@@ -74,12 +74,14 @@ def cam(
     threshold: opt.Threshold = 0.5,
     batch_size: opt.BatchSize = None,
     arch: opt.Arch = None,
+    arch_args: opt.ArchArgs = None,
     classes: opt.Classes = None,
     labels: opt.Labels = None,
     device: opt.Device = "auto",
     size: opt.Size = None,
     mean: opt.Mean = None,
     std: opt.Std = None,
+    fit: opt.Fit = None,
     trust_pickle: opt.TrustPickle = False,
     output: opt.Output = None,
     no_image: opt.NoImage = False,
@@ -94,11 +96,12 @@ def cam(
     from xaicli.explain.cam import resolve_methods
     from xaicli.io.images import parse_window
     from xaicli.io.inputs import resolve
+    from xaicli.io.background import background_writes, prefetch
     from xaicli.io.outputs import open_sink
 
     resolve_methods(method)               # unknown or empty names fail before anything loads
     check_layer_names(layer)
-    session = ModelSession(model, load_options(arch, classes, labels, size, mean, std, trust_pickle), device)
+    session = ModelSession(model, load_options(arch, classes, labels, size, mean, std, trust_pickle, fit, arch_args), device)
     if list_layers:
         _list_layers(session, inputs, max_pixels)
         return
@@ -110,9 +113,9 @@ def cam(
     sink = open_sink(output)
     skip = sink.exists if skip_existing else None
     state: dict = {}
-    with sink:
-        records = iter_records(items, session, max_pixels=max_pixels, skip=skip,
-                               skip_unreadable=skip_unreadable, window=windowing)
+    with sink, background_writes(sink) as out:
+        records = prefetch(iter_records(items, session, max_pixels=max_pixels, skip=skip,
+                                        skip_unreadable=skip_unreadable, window=windowing))
         for rec, image in progress(records, items.count, "cam"):
             adapter = session.get()
             if not state:
@@ -124,7 +127,7 @@ def cam(
                                    "batch_size": batch_size}
             t0 = time.perf_counter()
             explain_record(rec, image, adapter, state["engine"], target, masks, class_, threshold)
-            sink.write(finish(rec, "cam", state["params"], time.perf_counter() - t0, adapter.device, not no_image))
+            out.write(finish(rec, "cam", state["params"], time.perf_counter() - t0, adapter.device, not no_image))
             adapter.release()
 
 

@@ -14,12 +14,14 @@ def predict(
     inputs: opt.Inputs = None,
     model: opt.Model = None,
     arch: opt.Arch = None,
+    arch_args: opt.ArchArgs = None,
     classes: opt.Classes = None,
     labels: opt.Labels = None,
     device: opt.Device = "auto",
     size: opt.Size = None,
     mean: opt.Mean = None,
     std: opt.Std = None,
+    fit: opt.Fit = None,
     trust_pickle: opt.TrustPickle = False,
     output: opt.Output = None,
     as_json: Annotated[bool, typer.Option("--json", help="Write one JSON object per image (JSON Lines, strict: "
@@ -42,28 +44,30 @@ def predict(
     class, confidence, top-k and all probabilities (segmenters: area fractions).
     """
     from xaicli.cli.pipeline import ModelSession, iter_records, load_options, progress
+    from xaicli.io.background import background_writes, prefetch
     from xaicli.io.images import parse_window
     from xaicli.io.inputs import resolve
     from xaicli.io.outputs import LinesSink, open_sink
 
     windowing = parse_window(window)
     items = resolve(inputs or [], images=True, records=True, shard=shard, output=output)
-    session = ModelSession(model, load_options(arch, classes, labels, size, mean, std, trust_pickle), device)
+    session = ModelSession(model, load_options(arch, classes, labels, size, mean, std, trust_pickle, fit, arch_args), device)
     if as_json:
         sink = _JsonSink(LinesSink(output, keep_existing=skip_existing))
     else:
         sink = open_sink(output, command="predict")
     params = {"threshold": threshold, "top_k": top_k, "batch_size": batch_size}
     skip = sink.exists if skip_existing else None
-    with sink:
+    with sink, background_writes(sink) as out:
         batch: list = []
-        records = iter_records(items, session, max_pixels=max_pixels, skip=skip,
-                               skip_unreadable=skip_unreadable, window=windowing)
+        records = prefetch(iter_records(items, session, max_pixels=max_pixels, skip=skip,
+                                        skip_unreadable=skip_unreadable, window=windowing),
+                           depth=max(2, batch_size))
         for rec, image in progress(records, items.count, "predict"):
             batch.append((rec, image))
             if len(batch) >= batch_size:
-                _flush(batch, session, sink, params, threshold, top_k, not no_image)
-        _flush(batch, session, sink, params, threshold, top_k, not no_image)
+                _flush(batch, session, out, params, threshold, top_k, not no_image)
+        _flush(batch, session, out, params, threshold, top_k, not no_image)
 
 
 def _flush(batch, session, sink, params, threshold, top_k, keep_image) -> None:

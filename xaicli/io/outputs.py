@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any, BinaryIO, TextIO
 
 from xaicli.errors import XaiError, XaiUsageError
-from xaicli.io.atomic import (append_line, atomic_write, close_cut_line, make_temp, output_target,
-                              sweep_stale_temps)
+from xaicli.io.atomic import (append_line, atomic_write, close_cut_line, make_temp, manifest_entries,
+                              output_target, sweep_stale_temps)
 from xaicli.io.record import Record
 from xaicli.io.stream import TarWriter
 
@@ -156,14 +156,7 @@ class DirSink(Sink):
     def __init__(self, path: Path, command: str | None = None):
         self.path = path
         self.command = command
-        if path.exists() and not path.is_dir():
-            raise XaiError(f"{path}: exists and is not a folder; -o DIR/ takes a folder for the records")
-        try:
-            path.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise XaiError(f"{path}: cannot create output folder ({exc.strerror}); choose a writable -o path") from None
-        if not os.access(path, os.W_OK | os.X_OK):
-            raise XaiError(f"{path}: output folder is not writable; choose a writable -o path")
+        output_folder(path, "-o DIR/ takes a folder for the records")
         sweep_stale_temps(path)
         self._done = _load_manifest(path / MANIFEST)
         try:
@@ -225,21 +218,22 @@ def manifest_entry(record: Record, file: str) -> dict[str, Any]:
 
 def _load_manifest(path: Path) -> dict[str, dict[str, Any]]:
     """id → its last manifest entry (later lines win: a redone record appends a new line)."""
-    done: dict[str, dict[str, Any]] = {}
+    return {e["id"]: e for e in manifest_entries(path) if isinstance(e.get("id"), str)}
+
+
+def output_folder(path: str | os.PathLike, takes: str) -> Path:
+    """Create the `-o` folder (parents too) and check that it is writable, before any work.
+    `takes` completes the message for a path that is a file, e.g. "-o takes a folder for the figures"."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise XaiError(f"{path}: exists and is not a folder; {takes}")
     try:
-        text = path.read_text(errors="replace")
-    except FileNotFoundError:
-        return done
+        path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise XaiError(f"{path}: cannot read the manifest ({exc.strerror}); check permissions") from None
-    for line in text.splitlines():
-        try:
-            entry = json.loads(line)
-        except ValueError:
-            continue  # a line cut short (full disk); its record is redone
-        if isinstance(entry, dict) and isinstance(entry.get("id"), str):
-            done[entry["id"]] = entry
-    return done
+        raise XaiError(f"{path}: cannot create output folder ({exc.strerror}); choose a writable -o path") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise XaiError(f"{path}: output folder is not writable; choose a writable -o path")
+    return path
 
 
 def _write_error(path: Path, exc: OSError) -> XaiError:

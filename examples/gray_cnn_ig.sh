@@ -9,7 +9,7 @@
 #           which shows the mechanics only (its maps explain random weights).
 #   IMAGES  a folder of gray images (default: 4 demo scans written to OUT/images)
 #   OUT     default out/gray_cnn
-#   env     STEPS (IG steps, default 32), SAMPLES (uniform baselines averaged, default 4),
+#   env     STEPS (fixed IG steps; default: adaptive, until |delta| <= 1%), SAMPLES (uniform baselines averaged, default 4),
 #           DPI (default 150)
 #
 # Writes OUT/records/<id>.npz (attr/integrated_gradients/uniform) and OUT/signed/<id>__signed.png.
@@ -46,7 +46,7 @@ if [[ -n ${TRUST_PICKLE:-} ]]; then trust=(--trust-pickle); fi
 
 # IG of the predicted class against a seeded uniform-noise baseline, averaged over SAMPLES draws.
 xai attribute -m "$model" "${trust[@]}" "$images" --baseline uniform --baseline-samples "${SAMPLES:-4}" \
-    --steps "${STEPS:-32}" -o "$out/records/" --skip-existing
+    ${STEPS:+--steps "$STEPS"} -o "$out/records/" --skip-existing
 
 # Signed maps: the channel sum with its sign, centred at 0, red for and blue against.
 xai render "$out/records" -o "$out/signed" --style signed --signed-cmap RdBu_r --dpi "${DPI:-150}" > /dev/null

@@ -7,7 +7,7 @@
 #   MODELS  comma-separated checkpoint folders, e.g. vit/,convnext/ (default builtin:shapes-cls)
 #   IMAGES  a folder of images (default: 2 demo images written to OUT/images)
 #   OUT     default out/ig_top3; each model gets OUT/<model name>/
-#   env     STEPS (IG steps, default 32), DPI (default 150)
+#   env     STEPS (fixed IG steps; default: adaptive, until |delta| <= 1%), DPI (default 150)
 #
 # Writes OUT/<name>/records/<id>.npz (attr/integrated_gradients/{black,white,noise}, 3 targets
 # each) and OUT/<name>/overlays/<id>__integrated_gradients__<baseline>__<class>__overlay.png.
@@ -31,7 +31,7 @@ for model in "${models[@]}"; do
     # baseline is seeded by --seed and the record id, so reruns give the same maps.
     xai attribute -m "$model" "$images" --target top3 \
         --baseline black --baseline white --baseline noise \
-        --steps "${STEPS:-32}" -o "$out/$name/records/" --skip-existing
+        ${STEPS:+--steps "$STEPS"} -o "$out/$name/records/" --skip-existing
     # |attribution| over the image in the turbo colour map, one figure per baseline x class.
     xai render "$out/$name/records" -o "$out/$name/overlays" --split --style overlay --cmap turbo \
         --dpi "${DPI:-150}" > /dev/null

@@ -8,7 +8,7 @@
 #           state dict such as best_model.pth with ARCH=unetplusplus:efficientnet-b5
 #   IMAGES  a folder of scans (default: 4 demo scans written to OUT/images)
 #   OUT     default out/ig_baselines
-#   env     STEPS (IG steps, default 32), ARCH, DPI (figures, default 150)
+#   env     STEPS (fixed IG steps; default: adaptive, until |delta| <= 1%), ARCH, DPI (figures, default 150)
 #
 # Writes OUT/records/<id>.npz (4 maps each), OUT/batch.csv (one row per scan x baseline plus
 # mean/std/median/min/max rows), OUT/focus_by_baseline.tsv, OUT/panels/<id>__signed+overlay.png.
@@ -33,7 +33,7 @@ if [[ -n ${ARCH:-} ]]; then arch=(--arch "$ARCH"); fi
 # is missing.
 xai attribute -m "$model" "${arch[@]}" "$images" \
     --baseline zero --baseline uniform --baseline blur --baseline mean \
-    --steps "${STEPS:-32}" -o "$out/records/" --skip-existing
+    ${STEPS:+--steps "$STEPS"} -o "$out/records/" --skip-existing
 
 # The batch CSV: every statistic per scan x baseline, then the summary rows (stat=mean, ...).
 xai stats "$out/records" --format csv --summary > "$out/batch.csv"

@@ -167,13 +167,15 @@ def write_png(path: Path, arr: np.ndarray) -> Path:
 
 
 def write_dicom(path: Path, pixels: np.ndarray, photometric: str = "MONOCHROME2",
-                slope: float | None = None, intercept: float | None = None) -> Path:
-    """A minimal valid DICOM file (Secondary Capture, explicit VR little endian, uint16)."""
+                slope: float | None = None, intercept: float | None = None, **elements) -> Path:
+    """A minimal valid DICOM file (Secondary Capture, explicit VR little endian, 16 bits: uint16, or
+    int16 when `pixels` is int16). `elements` sets further data elements by keyword (WindowCenter, ...)."""
     import pydicom
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
-    pixels = np.ascontiguousarray(pixels, dtype=np.uint16)
+    signed = np.asarray(pixels).dtype == np.int16
+    pixels = np.ascontiguousarray(pixels, dtype=np.int16 if signed else np.uint16)
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
     meta.MediaStorageSOPInstanceUID = generate_uid()
@@ -186,9 +188,11 @@ def write_dicom(path: Path, pixels: np.ndarray, photometric: str = "MONOCHROME2"
         ds.NumberOfFrames = pixels.shape[0]
     ds.Rows, ds.Columns = pixels.shape[-2:]
     ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, photometric
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, int(signed)
     if slope is not None:
         ds.RescaleSlope, ds.RescaleIntercept = slope, intercept or 0
+    for keyword, value in elements.items():
+        setattr(ds, keyword, value)
     ds.PixelData = pixels.tobytes()
     pydicom.dcmwrite(path, ds, enforce_file_format=True)
     return Path(path)

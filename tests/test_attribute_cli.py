@@ -80,6 +80,7 @@ def test_segmentation_images_to_records_equal_captum(cli, files):
     info = rec.meta["maps"]["attr/integrated_gradients/black"]
     assert info["kind"] == "attribution" and info["method"] == "integrated_gradients" and info["layer"] is None
     assert info["baseline"] == "black" and info["steps"] == 12 and info["quadrature"] == "gausslegendre"
+    assert info["tolerance"] is None and info["converged"] is None and info["steps_evaluated"] == 12   # fixed
     assert info["targets"][0]["kind"] == "mask" and info["targets"][0]["region"] == "predicted"
     assert len(info["delta"]) == len(info["relative_delta"]) == len(info["f_x"]) == len(info["f_baseline"]) == 1
     assert [h["command"] for h in rec.meta["history"]] == ["attribute"]
@@ -262,6 +263,43 @@ def test_baseline_npy_of_unknown_scale_or_non_finite_is_refused(cli, demo_png, t
         assert w in line, line
 
 
+BASELINES = ("black", "zero", "white", "mean", "blur", "noise", "uniform")
+
+
+@pytest.mark.usefixtures("one_thread")
+@pytest.mark.parametrize("spec,task,count", [(CLS, "classification", 3), ("builtin:shapes-seg", "segmentation", 1)])
+def test_default_run_meets_one_percent_completeness(cli, tmp_path, spec, task, count):
+    """No --steps, no --tolerance: per target, the steps rise until |Σ map − (S(x) − S(x'))| ≤ 1% of
+    |S(x) − S(x')| (or the target says converged: false). Checked on the stored map itself, with S(x)
+    from the record's own logits and, for the black baseline, S(x') from a forward of the model."""
+    from xaicli.models.builtin.shapes import write_samples
+    from xaicli.models.loader import load_model
+
+    paths = write_samples(tmp_path, count, task)
+    args = ["attribute", "-m", spec, *map(str, paths), "-t", "top2" if task == "classification" else "predicted"]
+    res = cli(args + [a for b in BASELINES for a in ("-B", b)])
+    ad = load_model(spec, device="cpu")
+    for rec in ok(res):
+        assert rec.meta["history"][-1]["parameters"]["tolerance"] == 0.01
+        logits = rec.arrays["pred/logits"].astype(np.float64)
+        for b in BASELINES:
+            arr, info = map_info(rec, f"attr/integrated_gradients/{b}")
+            assert info["tolerance"] == 0.01 and min(info["target_steps"]) >= 16 and info["steps"] <= 512
+            for t, target in enumerate(info["targets"]):
+                gap = info["f_x"][t] - info["f_baseline"][t]
+                rel = abs(arr[t].astype(np.float64).sum() - gap) / abs(gap)
+                assert rel == pytest.approx(info["relative_delta"][t], rel=1e-3, abs=1e-6)
+                assert info["converged"][t] == (rel <= 0.01)
+                assert rel <= 0.01 or "did not reach --tolerance 0.01" in res.stderr
+                if task == "classification":
+                    assert info["f_x"][t] == pytest.approx(logits[target["index"]], rel=1e-5, abs=1e-5)
+            if b == "black" and task == "classification":
+                with torch.no_grad():
+                    f0 = ad.forward(ad.normalize(torch.zeros(1, 3, 64, 64)))[0].double().numpy()
+                assert info["f_baseline"] == pytest.approx([f0[t["index"]] for t in info["targets"]], abs=1e-4)
+    assert "relative delta" not in res.stderr or "did not reach" in res.stderr
+
+
 @pytest.mark.usefixtures("one_thread")
 @pytest.mark.parametrize("args,steps,evaluated", [
     (["--max-steps", "8"], 8, 8),                      # the default first try (16) starts at the cap
@@ -278,6 +316,17 @@ def test_max_steps_caps_every_map(cli, demo_png, args, steps, evaluated):
             assert info["steps_evaluated"] == evaluated
         assert rec.meta["history"][-1]["parameters"]["steps"] == (8 if args == ["--max-steps", "8"] else 4)
     assert f"within --max-steps {args[1]}" in res.stderr
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_default_run_reports_the_cap_per_target(cli, demo_png):
+    """--max-steps alone caps the default adaptive run; each target says whether it met 1%."""
+    res = cli(["attribute", "-m", CLS, demo_png[0], "-t", "all", "--max-steps", "2", "-B", "noise"])
+    (rec,) = ok(res)
+    info = rec.meta["maps"]["attr/integrated_gradients/noise"]
+    assert info["tolerance"] == 0.01 and max(info["target_steps"]) == 2 and len(info["converged"]) == 3
+    assert info["converged"] == [r <= 0.01 for r in info["relative_delta"]]
+    assert not all(info["converged"]) and "did not reach --tolerance 0.01 within --max-steps 2" in res.stderr
 
 
 @pytest.mark.parametrize("args,words", [

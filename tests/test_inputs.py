@@ -124,3 +124,62 @@ def test_same_basename_gives_distinct_record_files_through_the_cli(cli, tmp_path
         assert p.name == f"{meta['id']}.npz"
         sources.add(meta["source"]["path"])
     assert sources == {str(a), str(b)}
+
+
+# -- an input that is the command's own output is skipped, as grep and tar do --------------------
+
+CLS = "builtin:shapes-cls"
+
+
+def _stream_ids(data: bytes) -> list[str]:
+    import tarfile
+
+    with tarfile.open(fileobj=io.BytesIO(data)) as t:
+        return [m.name for m in t.getmembers()]
+
+
+def test_resolve_skips_the_file_stdout_writes(tmp_path, monkeypatch, caplog):
+    import sys
+
+    d = tmp_path / "scans"
+    _png(d / "a.png")
+    with open(d / "out.tar", "wb") as out:
+        monkeypatch.setattr(sys, "stdout", io.TextIOWrapper(out))      # `> scans/out.tar`
+        with caplog.at_level("WARNING", logger="xai"):
+            named = _kinds(resolve([str(d), str(d / "out.tar")], output=None))
+        with pytest.raises(XaiError, match="empty file"):      # a command that writes no records reads it
+            _kinds(resolve([str(d)]))
+    assert named == [("ImageInput", "a")]
+    assert "out.tar: is this command's output (stdout); not read as an input" in caplog.text
+
+
+def test_stdout_redirected_into_the_input_folder(tmp_path):
+    """`xai predict scans/ > scans/out.tar`: the shell makes out.tar first, so the folder lists it."""
+    import os
+    import subprocess
+    import sys
+
+    d = tmp_path / "scans"
+    _png(d / "a.png", 1), _png(d / "b.png", 2)
+    with open(d / "out.tar", "wb") as out:
+        proc = subprocess.run([sys.executable, "-m", "xaicli", "predict", "-m", CLS, str(d)], stdout=out,
+                              stderr=subprocess.PIPE, text=True, timeout=600,
+                              env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert proc.returncode == 0, proc.stderr
+    assert f"{d / 'out.tar'}: is this command's output (stdout); not read as an input" in proc.stderr
+    assert _stream_ids((d / "out.tar").read_bytes()) == ["a.npz", "b.npz"]
+
+
+def test_an_earlier_output_in_the_input_folder_is_skipped_but_a_named_one_is_updated(cli, tmp_path):
+    d = tmp_path / "scans"
+    _png(d / "a.png", 1), _png(d / "b.png", 2)
+    first = cli(["predict", "-m", CLS, str(d), "-o", str(d / "out.tar")])
+    assert first.exit_code == 0 and "not read as an input" not in first.stderr
+    again = cli(["predict", "-m", CLS, str(d), "-o", str(d / "out.tar")])   # out.tar is in scans/ now
+    assert again.exit_code == 0, again.stderr
+    assert f"{d / 'out.tar'}: is this command's output (-o {d / 'out.tar'}); not read" in again.stderr
+    assert _stream_ids((d / "out.tar").read_bytes()) == ["a.npz", "b.npz"]
+    # named as the input, -o FILE is its earlier version (the new one goes to a temp file first)
+    update = cli(["predict", str(d / "out.tar"), "-o", str(d / "out.tar")])
+    assert update.exit_code == 0 and "not read as an input" not in update.stderr, update.stderr
+    assert _stream_ids((d / "out.tar").read_bytes()) == ["a.npz", "b.npz"]

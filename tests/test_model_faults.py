@@ -235,9 +235,9 @@ def test_the_loader_api_checks_normalisation_too(convnext):
 class _Fixed(nn.Module):
     """flatten + Linear: takes only the input size it was built for."""
 
-    def __init__(self, size: int = 32):
+    def __init__(self, size: int = 32, channels: int = 3):
         super().__init__()
-        self.conv = nn.Conv2d(3, 2, 3, padding=1)
+        self.conv = nn.Conv2d(channels, 2, 3, padding=1)
         self.fc = nn.Linear(2 * size * size, 3)
 
     def forward(self, x):
@@ -259,6 +259,36 @@ def test_a_fixed_size_torchscript_model_names_the_size(cli, tmp_path, img32):
     assert r.exit_code == 0, r.stderr
     line = error_line(cli(["predict", "-m", path, img32]), 1)
     assert "32x32" in line and "--size 64" in line
+
+
+def test_a_28x28_torchscript_classifier_takes_28x28_images_as_they_are(cli, tmp_path):
+    """A Fashion-MNIST-like CNN (gray, flatten + Linear at 28x28): probed at the first image's own
+    size, not at 64x64; records reload it probed at their image's size."""
+    torch.manual_seed(0)
+    model = _Fixed(28, channels=1).eval()
+    path = tmp_path / "fmnist.pt"
+    torch.jit.trace(model, torch.zeros(1, 1, 28, 28)).save(str(path))
+    gray = np.random.default_rng(5).integers(0, 256, (28, 28), dtype=np.uint8)
+    png = write_png(tmp_path / "shirt.png", gray)
+    r = cli(["predict", "-m", path, "--json", png])
+    assert r.exit_code == 0, r.stderr
+    line = json.loads(r.stdout)
+    with torch.no_grad():        # the model on the image as it is: gray / 255, mean and std 0.5 (one channel)
+        ref = torch.softmax(model((torch.from_numpy(gray).float()[None, None] / 255 - 0.5) / 0.5), 1)[0]
+    np.testing.assert_allclose(list(line["probabilities"].values()), ref.numpy(), atol=1e-6)
+    pred = cli(["predict", "-m", path, png])
+    r = cli(["attribute", "--steps", "4"], input=pred.stdout)          # no -m: loaded from the records
+    assert r.exit_code == 0, r.stderr
+    (rec,) = stream_records(r.stdout)
+    assert rec["attr/integrated_gradients/black"].shape == (1, 1, 28, 28)
+
+
+def test_a_model_that_takes_neither_the_image_size_nor_64_asks_for_size(cli, tmp_path, img32):
+    torch.manual_seed(0)
+    path = tmp_path / "fixed28.pt"
+    torch.jit.trace(_Fixed(28).eval(), torch.zeros(1, 3, 28, 28)).save(str(path))
+    line = error_line(cli(["predict", "-m", path, img32]), 1)
+    assert "a probe forward at 32x32 and 64x64 failed" in line and "pass --size" in line
 
 
 def test_only_input_failures_become_size_errors():

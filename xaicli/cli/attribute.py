@@ -23,7 +23,8 @@ METHOD_CHOICES = ["integrated-gradients", "saliency", "input-x-gradient", "smoot
 BASELINE_CHOICES = ["black", "zero", "white", "mean", "blur", "noise", "uniform"]
 DELTA_WARN = 0.05    # relative convergence delta above which a fixed-steps run warns
 QUADRATURES = ["gausslegendre", "riemann-left", "riemann-right", "riemann-middle", "riemann-trapezoid"]
-FIRST_TRY = 16       # --steps default with --tolerance (capped at --max-steps)
+FIRST_TRY = 16       # adaptive runs: the first try when --steps is not given (capped at --max-steps)
+DEFAULT_TOLERANCE = 0.01   # without --steps and --tolerance: steps rise until |delta| <= 1% of |S(x) - S(x')|
 MIN_BLUR_SIGMA = 1 / 6   # below, the blur's radius round(3 sigma) is 0: the baseline is the image, every map 0
 
 HELP = """Integrated Gradients and gradient maps for images or records.
@@ -36,14 +37,16 @@ float32 (targets, channels, H, W) at the image's own size, raw values.
 IG is taken with respect to the image's pixels scaled to [0, 1], with resizing and
 normalisation inside the model function, so maps need no resizing and the
 completeness check (sum of the map = S(x) - S(x')) holds for the image as shown.
-Each target's convergence delta is stored; --tolerance raises the steps until it is
-small enough. All targets, baselines and methods share batched forward/backward
-passes.
+Each target's convergence delta is stored. By default the steps double per target
+(16, 32, ...) until |delta| <= 1% of |S(x) - S(x')| (--tolerance 0.01) or --max-steps;
+--steps N alone fixes the count instead. All targets, baselines and methods share
+batched forward/backward passes.
 
 \b
   xai attribute -m builtin:shapes-cls imgs/ --target top3 > attr.tar
   xai predict -m builtin:shapes-seg scans/ | xai attribute --baseline black --baseline blur
-  xai attribute -m model/ scan.png --tolerance 0.01 --target-mask gt.png -o out/
+  xai attribute -m model/ scan.png --tolerance 0.001 --target-mask gt.png -o out/
+  xai attribute -m model/ scans/ --steps 64 -o out/      # fixed steps, no adaptation
 """
 
 
@@ -70,17 +73,20 @@ def attribute(
     seed: Annotated[int, typer.Option("--seed", help="Seed of the random baselines and SmoothGrad noise (mixed "
                                                      "with the record id: reruns are identical).")] = 0,
     steps: Annotated[Optional[int], typer.Option(
-        "--steps", "-n", min=1, help="IG steps (quadrature nodes). Default 32; with --tolerance, the first try "
-                                     "(default 16, or --max-steps if lower; at most --max-steps).",
+        "--steps", "-n", min=1, help="IG steps (quadrature nodes). Alone: a fixed count, no adaptation. With "
+                                     "--tolerance: the first try (at most --max-steps). Default: adaptive, "
+                                     "first try 16 (or --max-steps if lower).",
         show_default=False)] = None,
     quadrature: Annotated[str, typer.Option(
         "--quadrature", help="gausslegendre, riemann-left, riemann-right, riemann-middle or riemann-trapezoid.",
         autocompletion=lambda: QUADRATURES)] = "gausslegendre",
     tolerance: Annotated[Optional[float], typer.Option(
         "--tolerance", min=0.0, help="Adaptive steps: double the steps per target until |delta| <= T * |S(x) - "
-                                     "S(x')| or --max-steps. The steps used are stored.", show_default=False)] = None,
-    max_steps: Annotated[int, typer.Option("--max-steps", min=1, help="Cap for --tolerance: no map gets more "
-                                                                      "steps.")] = 512,
+                                     "S(x')| or --max-steps; targets that stop at the cap are marked "
+                                     "converged: false and warned about. The steps used are stored. Default 0.01 "
+                                     "unless --steps is given alone.", show_default=False)] = None,
+    max_steps: Annotated[int, typer.Option("--max-steps", min=1, help="Cap of the adaptive steps: no map gets "
+                                                                      "more steps.")] = 512,
     target: opt.Targets = None,
     target_mask: opt.TargetMask = None,
     class_: opt.SegClasses = None,
@@ -102,6 +108,7 @@ def attribute(
     trust_pickle: opt.TrustPickle = False,
     output: opt.Output = None,
     no_image: opt.NoImage = False,
+    window: opt.Window = None,
     max_pixels: opt.MaxPixels = 100_000_000,
     skip_existing: opt.SkipExisting = False,
     skip_unreadable: opt.SkipUnreadable = False,
@@ -111,6 +118,7 @@ def attribute(
     from xaicli.errors import XaiUsageError
     from xaicli.explain import quadrature as quad
     from xaicli.explain.baselines import parse_baselines
+    from xaicli.io.images import parse_window
     from xaicli.io.inputs import resolve
     from xaicli.io.background import background_writes, prefetch
     from xaicli.io.outputs import open_sink
@@ -127,6 +135,8 @@ def attribute(
     except ValueError:
         raise XaiUsageError(f"--quadrature {quadrature!r}: use one of {', '.join(QUADRATURES)}") from None
     least = quad.min_steps(quadrature)
+    if tolerance is None and steps is None:
+        tolerance = DEFAULT_TOLERANCE
     if tolerance is not None and not math.isfinite(tolerance):
         raise XaiUsageError(f"--tolerance {tolerance}: every delta meets it, so nothing is checked; pass a finite "
                             "bound such as 0.01, or omit it for fixed --steps")
@@ -136,7 +146,7 @@ def attribute(
         raise XaiUsageError(f"--steps {steps} exceeds --max-steps {max_steps}: with --tolerance the steps start at "
                             "--steps and double up to --max-steps; lower --steps or raise --max-steps")
     if steps is None:
-        steps = min(FIRST_TRY, max_steps) if tolerance is not None else 32
+        steps = min(FIRST_TRY, max_steps)
     if steps < least:
         raise XaiUsageError(f"--steps {steps}: {quadrature} needs at least {least}")
     if blur_sigma is not None and not math.isfinite(blur_sigma):
@@ -153,7 +163,8 @@ def attribute(
     from xaicli.cli.targets import TargetMasks
 
     masks = TargetMasks(target_mask) if target_mask else None
-    items = resolve(inputs or [], images=True, records=True, shard=shard)
+    windowing = parse_window(window)
+    items = resolve(inputs or [], images=True, records=True, shard=shard, output=output)
     session = ModelSession(model, load_options(arch, classes, labels, size, mean, std, trust_pickle, fit, arch_args), device)
     sink = open_sink(output)
     params = {"methods": methods, "baselines": [b.name for b in baselines], "steps": steps,
@@ -171,7 +182,7 @@ def attribute(
 
     with reproducible(device, bool(batch_size)), sink, background_writes(sink) as out:
         records = prefetch(iter_records(items, session, max_pixels=max_pixels, skip=skip,
-                                        skip_unreadable=skip_unreadable))
+                                        skip_unreadable=skip_unreadable, window=windowing))
         for rec, image in progress(records, items.count, "attribute"):
             adapter = session.get()
             if planner is None:
@@ -291,7 +302,7 @@ def _store(rec, m, bname, extra, res, targets, steps, quadrature, tolerance, max
     worst = max((r for r in res.relative_delta if r is not None), default=0.0) if integral else 0.0
     if integral and tolerance is None and worst > DELTA_WARN:
         log.warning("%s: %s/%s relative delta %.3g with %d steps; the map may be inaccurate: raise --steps "
-                    "or let --tolerance 0.01 choose them", rec.id, m, bname, worst, steps)
+                    "or omit --steps to let --tolerance 0.01 choose them", rec.id, m, bname, worst, steps)
     if integral and tolerance is not None and not all(res.converged):
         log.warning("%s: %s/%s did not reach --tolerance %g within --max-steps %d (relative delta %s)",
                     rec.id, m, bname, tolerance, max_steps,

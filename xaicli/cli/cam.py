@@ -85,6 +85,7 @@ def cam(
     trust_pickle: opt.TrustPickle = False,
     output: opt.Output = None,
     no_image: opt.NoImage = False,
+    window: opt.Window = None,
     max_pixels: opt.MaxPixels = 100_000_000,
     skip_existing: opt.SkipExisting = False,
     skip_unreadable: opt.SkipUnreadable = False,
@@ -93,6 +94,7 @@ def cam(
     from xaicli.cli.pipeline import ModelSession, finish, iter_records, load_options, progress
     from xaicli.cli.state import settings
     from xaicli.explain.cam import resolve_methods
+    from xaicli.io.images import parse_window
     from xaicli.io.inputs import resolve
     from xaicli.io.background import background_writes, prefetch
     from xaicli.io.outputs import open_sink
@@ -106,13 +108,14 @@ def cam(
     from xaicli.cli.targets import TargetMasks
 
     masks = TargetMasks(target_mask) if target_mask else None
-    items = resolve(inputs or [], images=True, records=True, shard=shard)
+    windowing = parse_window(window)
+    items = resolve(inputs or [], images=True, records=True, shard=shard, output=output)
     sink = open_sink(output)
     skip = sink.exists if skip_existing else None
     state: dict = {}
     with sink, background_writes(sink) as out:
         records = prefetch(iter_records(items, session, max_pixels=max_pixels, skip=skip,
-                                        skip_unreadable=skip_unreadable))
+                                        skip_unreadable=skip_unreadable, window=windowing))
         for rec, image in progress(records, items.count, "cam"):
             adapter = session.get()
             if not state:
@@ -213,7 +216,7 @@ def _list_layers(session, inputs, max_pixels) -> None:
             break
     if session.spec is None and record is None:
         raise XaiUsageError("--list-layers needs the model: pass -m MODEL (or a record that names it)")
-    adapter = session.get(record)
+    adapter = session.get(record, image_hw=image.shape[:2] if image is not None else None)
     if image is not None:
         hw = adapter.input_size(tuple(image.shape[:2]))
     else:

@@ -103,6 +103,13 @@ MaxPixels = Annotated[
     int,
     typer.Option("--max-pixels", min=1, help="Refuse images with more pixels than this."),
 ]
+Window = Annotated[
+    Optional[str],
+    typer.Option("--window", help="Gray DICOM display window: CENTER,WIDTH in the file's units after its rescale "
+                                  "(e.g. 40,400: soft tissue in HU), minmax (stretch min to max) or file (the "
+                                  "file's first VOI LUT or window; the default, min to max when it has none). "
+                                  "Stored in the record's source.", show_default=False),
+]
 NoImage = Annotated[
     bool,
     typer.Option("--no-image", help="Do not store the image in the record (smaller records)."),

@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 from xaicli.cli.state import log, settings
 from xaicli.errors import XaiError, XaiUsageError
-from xaicli.io.images import read_image, sha256_file
+from xaicli.io.images import Window, read_image_and_window, sha256_file
 from xaicli.io.inputs import ImageInput, Inputs
 from xaicli.io.record import Record
 
@@ -25,18 +25,22 @@ class ModelSession:
         self.spec, self.options, self.device = spec, options, device
         self.adapter = None
 
-    def get(self, record: Record | None = None):
+    def get(self, record: Record | None = None, image_hw: tuple[int, int] | None = None):
+        """The model, loaded on first use; `image_hw` (else the record's image size) is the first
+        image's size, where a model without a stated input size is probed."""
         if self.adapter is None:
             from xaicli.models.loader import load_for_record, load_model
 
             t0 = time.perf_counter()
+            if image_hw is None and record is not None and record.arrays.get("image") is not None:
+                image_hw = tuple(record.arrays["image"].shape[:2])
             if self.spec:
-                self.adapter = load_model(self.spec, self.options, self.device)
+                self.adapter = load_model(self.spec, self.options, self.device, probe_size=image_hw)
             elif record is not None and record.meta.get("model"):
                 self._refuse_ignored_options(record)
                 self.adapter = load_for_record(record.meta["model"], self.device,
                                                trust_pickle=bool(getattr(self.options, "trust_pickle", False)),
-                                               fit=record_fit(record))
+                                               fit=record_fit(record), probe_size=image_hw)
             else:
                 raise XaiError("no model: pass -m MODEL (images carry no model, and these records name none)")
             log.info("model %s loaded on %s in %.1f s", self.adapter.info.get("spec"), self.adapter.device,
@@ -104,10 +108,11 @@ def _options(load: dict, keys: list[str]) -> str:
     return " ".join(f"--{k} {value(k, load[k])}" if load.get(k) else f"no --{k}" for k in keys)
 
 
-def record_for_image(item: ImageInput, adapter, image, sha256: str):
-    """A new record for an image read as displayed: source provenance, the image, model meta."""
+def record_for_image(item: ImageInput, adapter, image, sha256: str, window: dict | None = None):
+    """A new record for an image read as displayed: source provenance (with the DICOM window that
+    made it, else null), the image, model meta."""
     rec = Record.new(item.id, {"path": str(item.path), "sha256": sha256,
-                               "shape": list(image.shape), "dtype": str(image.dtype)})
+                               "shape": list(image.shape), "dtype": str(image.dtype), "window": window})
     rec.meta["task"] = adapter.task
     rec.meta["model"] = adapter.meta()
     rec.meta["preprocessing"] = adapter.preprocessing.to_meta(image.shape[:2])
@@ -117,7 +122,7 @@ def record_for_image(item: ImageInput, adapter, image, sha256: str):
 
 def iter_records(inputs: Inputs, session: ModelSession, *, max_pixels: int | None = None,
                  skip: Callable[[str, str | None], bool] | None = None,
-                 skip_unreadable: bool = False) -> Iterator[tuple[Record, Any]]:
+                 skip_unreadable: bool = False, window: Window = Window()) -> Iterator[tuple[Record, Any]]:
     """(record, image array) per input; images become new records, records are copied and checked.
 
     `inputs` already holds only this task's shard (`resolve(..., shard=)`). `skip(id, sha256)`
@@ -125,6 +130,7 @@ def iter_records(inputs: Inputs, session: ModelSession, *, max_pixels: int | Non
     image is decoded or the model loaded; a sink that cannot tell (a stream) is a usage error.
     `skip_unreadable` (--skip-unreadable) turns an image that cannot be read into a warning,
     so one bad scan in a cron inbox does not stop the others; nothing is written for it.
+    `window` (--window) says how gray DICOM values become display levels.
     """
     owner = getattr(skip, "__self__", None)
     if skip is not None and owner is not None and not getattr(owner, "can_skip", True):
@@ -139,7 +145,9 @@ def iter_records(inputs: Inputs, session: ModelSession, *, max_pixels: int | Non
                     log.info("%s: output exists, skipped", item.id)
                     continue
                 found = earlier(item.id, sha) if earlier is not None else None
-                image = None if found is not None else read_image(item.path, max_pixels)
+                image = used = None
+                if found is None:
+                    image, used = read_image_and_window(item.path, max_pixels, window)
             except XaiError as exc:
                 if not skip_unreadable:
                     raise
@@ -149,7 +157,7 @@ def iter_records(inputs: Inputs, session: ModelSession, *, max_pixels: int | Non
                 log.info("%s: adds to %s", item.id, found)
                 yield _with_image(Record.from_bytes(found.read_bytes(), str(found)), session)
                 continue
-            rec = record_for_image(item, session.get(), image, sha)
+            rec = record_for_image(item, session.get(image_hw=image.shape[:2]), image, sha, used)
         else:
             if skip is not None and skip(item.id, (item.meta.get("source") or {}).get("sha256")):
                 log.info("%s: output exists, skipped", item.id)

@@ -31,6 +31,7 @@ def predict(
     top_k: Annotated[int, typer.Option("--top-k", min=1, help="Classes listed in 'top' (classifiers).")] = 3,
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Images per forward pass.")] = 8,
     no_image: opt.NoImage = False,
+    window: opt.Window = None,
     max_pixels: opt.MaxPixels = 100_000_000,
     skip_existing: opt.SkipExisting = False,
     skip_unreadable: opt.SkipUnreadable = False,
@@ -44,10 +45,12 @@ def predict(
     """
     from xaicli.cli.pipeline import ModelSession, iter_records, load_options, progress
     from xaicli.io.background import background_writes, prefetch
+    from xaicli.io.images import parse_window
     from xaicli.io.inputs import resolve
     from xaicli.io.outputs import LinesSink, open_sink
 
-    items = resolve(inputs or [], images=True, records=True, shard=shard)
+    windowing = parse_window(window)
+    items = resolve(inputs or [], images=True, records=True, shard=shard, output=output)
     session = ModelSession(model, load_options(arch, classes, labels, size, mean, std, trust_pickle, fit, arch_args), device)
     if as_json:
         sink = _JsonSink(LinesSink(output, keep_existing=skip_existing))
@@ -58,7 +61,8 @@ def predict(
     with sink, background_writes(sink) as out:
         batch: list = []
         records = prefetch(iter_records(items, session, max_pixels=max_pixels, skip=skip,
-                                        skip_unreadable=skip_unreadable), depth=max(2, batch_size))
+                                        skip_unreadable=skip_unreadable, window=windowing),
+                           depth=max(2, batch_size))
         for rec, image in progress(records, items.count, "predict"):
             batch.append((rec, image))
             if len(batch) >= batch_size:

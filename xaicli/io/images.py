@@ -3,33 +3,72 @@
 from __future__ import annotations
 
 import hashlib
+import logging
+import math
 import warnings
+from collections.abc import Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from xaicli.errors import XaiError
+from xaicli.errors import XaiError, XaiUsageError
 
 DICOM_EXTS = {".dcm", ".dicom"}
+log = logging.getLogger("xai")
 
 
-def read_image(path: Path, max_pixels: int | None = None) -> np.ndarray:
+@dataclass(frozen=True)
+class Window:
+    """How a gray DICOM's values become display levels (`--window`): "file" (its first VOI LUT
+    or window, the default), "option" (center and width given), or "minmax" (stretch)."""
+
+    mode: str = "file"
+    center: float | None = None
+    width: float | None = None
+
+
+def parse_window(text: str | None) -> Window:
+    """`--window`: CENTER,WIDTH, minmax or file (None: file)."""
+    if text is None or text.strip().lower() == "file":
+        return Window()
+    if text.strip().lower() == "minmax":
+        return Window("minmax")
+    try:
+        center, width = (float(v) for v in text.split(","))
+    except ValueError:
+        center = width = math.nan
+    if not (math.isfinite(center) and math.isfinite(width) and width > 0):
+        raise XaiUsageError(f"--window {text!r}: use CENTER,WIDTH in the file's units after its rescale (a width "
+                            "above 0, e.g. 40,400 for soft tissue in HU), minmax (stretch min to max) or file "
+                            "(the file's first window, the default)")
+    return Window("option", center, width)
+
+
+def read_image(path: Path, max_pixels: int | None = None, window: Window = Window()) -> np.ndarray:
     """Decode `path` as displayed; alpha is dropped, palettes expanded, floats and wide ints rejected.
 
     `max_pixels` refuses larger images, checked from the header before decoding. It replaces
     Pillow's decompression-bomb guard (a warning over ~89 M pixels, a refusal over ~179 M),
     which is off while reading. None means no limit, for files the caller trusts: the CLI
-    always passes --max-pixels (100 M by default).
+    always passes --max-pixels (100 M by default). `window` applies to gray DICOM only.
     """
+    return read_image_and_window(path, max_pixels, window)[0]
+
+
+def read_image_and_window(path: Path, max_pixels: int | None = None,
+                          window: Window = Window()) -> tuple[np.ndarray, dict | None]:
+    """The image as `read_image` gives it, and the window that made it (gray DICOM; else None)."""
     _check_readable(path)
+    used = None
     if path.suffix.lower() in DICOM_EXTS:
-        img = _read_dicom(path, max_pixels)
+        img, used = _read_dicom(path, max_pixels, window)
     else:
         img = _read_imageio(path, max_pixels)
     img = _normalise(img, path)
     _check_pixels(path, img.shape[1], img.shape[0], max_pixels)  # for readers without a header check
-    return img
+    return img, used
 
 
 def _check_readable(path: Path) -> None:
@@ -183,7 +222,7 @@ def _read_png16_colour(path: Path, img8: np.ndarray, orientation: int) -> np.nda
     return arr
 
 
-def _read_dicom(path: Path, max_pixels: int | None) -> np.ndarray:
+def _read_dicom(path: Path, max_pixels: int | None, window: Window) -> tuple[np.ndarray, dict | None]:
     try:
         import pydicom
     except ImportError:
@@ -200,15 +239,89 @@ def _read_dicom(path: Path, max_pixels: int | None) -> np.ndarray:
     if arr.ndim == 3 and arr.shape[-1] not in (3, 4):
         _first_frame_only(path, arr.shape[0])
         arr = arr[0]
-    arr = arr.astype(np.float64)
-    slope = float(getattr(ds, "RescaleSlope", 1) or 1)
-    intercept = float(getattr(ds, "RescaleIntercept", 0) or 0)
-    arr = arr * slope + intercept
-    lo, hi = float(np.min(arr)), float(np.max(arr))
-    scaled = (arr - lo) / (hi - lo) if hi > lo else np.zeros_like(arr)
-    if getattr(ds, "PhotometricInterpretation", "") == "MONOCHROME1":
+    photometric = str(getattr(ds, "PhotometricInterpretation", ""))
+    if photometric not in ("MONOCHROME1", "MONOCHROME2"):       # colour: no window applies
+        arr = arr.astype(np.float64)
+        slope = float(getattr(ds, "RescaleSlope", 1) or 1)
+        intercept = float(getattr(ds, "RescaleIntercept", 0) or 0)
+        return _stretch(arr * slope + intercept), None
+    scaled, used = _display_levels(path, ds, arr, window)
+    if photometric == "MONOCHROME1":                              # low values are white
         scaled = 1.0 - scaled
-    return np.round(scaled * 65535).astype(np.uint16)
+    return np.round(scaled * 65535).astype(np.uint16), used
+
+
+def _display_levels(path: Path, ds, arr: np.ndarray, window: Window) -> tuple[np.ndarray, dict]:
+    """Stored values → [0, 1] as a DICOM viewer shows them, and the window used.
+
+    pydicom's own functions do the work: the modality LUT or rescale, then the VOI LUT or
+    the window (first of several, with the file's VOI LUT Function). Their output range
+    (for a window: the stored bits' full range after the rescale, what pydicom puts below
+    and above the window; for a VOI LUT: 0 to 2^bits - 1) maps linearly onto [0, 1]."""
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+    values = apply_modality_lut(arr, ds)
+    if window.mode == "option":
+        ds.WindowCenter, ds.WindowWidth = window.center, window.width
+        if "VOILUTSequence" in ds:
+            del ds.VOILUTSequence
+    lut = _voi_lut(ds) if window.mode == "file" else None
+    has_window = window.mode != "minmax" and all(ds.get(k) not in (None, "") for k in ("WindowCenter", "WindowWidth"))
+    if lut is None and not has_window:
+        if window.mode == "file":
+            log.info("%s: no VOI LUT or window in the file; stretched min to max (set one with --window C,W)", path)
+        values = np.asarray(values, dtype=np.float64)
+        lo, hi = float(values.min()), float(values.max())
+        return _unit(values, lo, hi), {"from": "minmax", "center": (lo + hi) / 2, "width": hi - lo}
+    if lut is not None and np.issubdtype(np.asarray(values).dtype, np.floating):
+        values = np.round(values).astype(np.int64)     # a LUT is indexed by integers (pydicom warns on floats)
+    try:
+        shown = apply_voi_lut(values, ds).astype(np.float64)
+        if lut is not None:
+            lo, hi = 0.0, float(2 ** int(lut.LUTDescriptor[2]) - 1)
+            used = {"from": "file", "center": None, "width": None,
+                    "lut": str(lut.get("LUTExplanation", "") or "VOI LUT Sequence")}
+        else:   # what pydicom writes below and above the window: its output range
+            lo, hi = (float(v) for v in apply_voi_lut(np.array([-np.inf, np.inf]), ds))
+            used = {"from": window.mode, "center": _first(ds.WindowCenter), "width": _first(ds.WindowWidth),
+                    "function": str(ds.get("VOILUTFunction", "") or "LINEAR")}
+            explanation = ds.get("WindowCenterWidthExplanation") if window.mode == "file" else None
+            if explanation:
+                used["explanation"] = str(_first(explanation))
+    except (ValueError, NotImplementedError, AttributeError, IndexError) as exc:
+        where = "--window" if window.mode == "option" else "the file's VOI LUT or window"
+        raise XaiError(f"{path}: cannot apply {where} ({exc}); pass --window CENTER,WIDTH or --window minmax") from None
+    return _unit(shown, lo, hi), used
+
+
+def _voi_lut(ds):
+    """The first VOI LUT Sequence item, if the file has a usable one (pydicom then prefers it)."""
+    seq = ds.get("VOILUTSequence")
+    if seq and seq[0].get("LUTDescriptor") is not None and seq[0].get("LUTData") is not None:
+        return seq[0]
+    return None
+
+
+def _first(value):
+    """The first of a multi-valued element (several windows), as a float where it is a number."""
+    if isinstance(value, Sequence) and not isinstance(value, str):    # pydicom's MultiValue is one
+        value = value[0]
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return value
+
+
+def _unit(values: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """`values` from [lo, hi] onto [0, 1] (lo > hi turns it round; an empty range is all 0)."""
+    if hi == lo:
+        return np.zeros(values.shape)
+    return np.clip((values - lo) / (hi - lo), 0.0, 1.0)
+
+
+def _stretch(arr: np.ndarray) -> np.ndarray:
+    lo, hi = float(np.min(arr)), float(np.max(arr))
+    return np.round(_unit(arr, lo, hi) * 65535).astype(np.uint16)
 
 
 def _normalise(img: np.ndarray, path: Path) -> np.ndarray:
@@ -231,9 +344,7 @@ def _normalise(img: np.ndarray, path: Path) -> np.ndarray:
         if lo >= 0.0 and hi <= 1.0:
             return np.round(img * 65535).astype(np.uint16)
     if np.issubdtype(img.dtype, np.integer) or np.issubdtype(img.dtype, np.floating):
-        lo, hi = float(img.min()), float(img.max())
-        scaled = (img.astype(np.float64) - lo) / (hi - lo) if hi > lo else np.zeros(img.shape)
-        return np.round(scaled * 65535).astype(np.uint16)
+        return _stretch(img.astype(np.float64))
     raise XaiError(f"{path}: unsupported pixel type {img.dtype}; pass 8- or 16-bit images")
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,7 @@ class ImageInput:
 class _Source:
     kind: str          # "image" | "record" | "stream" | "stdin"
     path: Path | None
+    listed: bool = False   # found in a folder given as input, not named itself
 
 
 Item = Union[ImageInput, Record]
@@ -82,12 +84,14 @@ class Inputs:
 
 
 def resolve(args: list[str], *, images: bool = True, records: bool = True,
-            stdin: BinaryIO | None = None, shard: Shard | str | None = None) -> Inputs:
+            stdin: BinaryIO | None = None, shard: Shard | str | None = None,
+            output: str | None | bool = False) -> Inputs:
     """Check and expand `args`; with no args, read stdin unless it is a terminal.
 
     `shard` is a Shard or the text of `--shard` (K/N or slurm). Record ids of images are
     assigned over the whole list before it selects, so every task of an array job sees
-    the same ids and the shards partition them."""
+    the same ids and the shards partition them. `output` is the command's `-o` (None or
+    '-': stdout; False: it writes no records): an input that is that very file is skipped."""
     if isinstance(shard, str):
         try:
             shard = parse_shard(shard)
@@ -123,6 +127,8 @@ def resolve(args: list[str], *, images: bool = True, records: bool = True,
         else:
             raise XaiError(f"{path}: no such file or directory; check the path")
     sources = _dedupe(sources)
+    if output is not False:
+        sources = _not_the_output(sources, output)
     image_paths = [s.path for s in sources if s.kind == "image"]
     ids = dict(zip(image_paths, ids_for_paths(image_paths)))
     return Inputs(sources, ids, stdin, shard)
@@ -140,6 +146,47 @@ def _dedupe(sources: list[_Source]) -> list[_Source]:
         seen.add(key)
         out.append(src)
     return out
+
+
+def _not_the_output(sources: list[_Source], output: str | None) -> list[_Source]:
+    """Drop an input that is the file being written, as grep and tar do (same device and inode):
+    `xai predict scans/ > scans/out.tar` would read its own half-written stream. `-o FILE` is
+    written to a temp file and renamed, so a FILE named as an input is its earlier version and
+    is read (an in-place update); found in a folder, it is an earlier output and is skipped."""
+    if output in (None, "-"):
+        target, what, named_too = _identity(_stdout_fd()), "stdout", True
+    else:
+        path = Path(output)
+        target = _identity(path) if not path.is_dir() else None
+        what = f"-o {output}"
+        named_too = target is not None and not path.is_file()       # a FIFO or device: written in place
+    if target is None:
+        return sources
+    kept = []
+    for src in sources:
+        if src.path is not None and (src.listed or named_too) and _identity(src.path) == target:
+            log.warning("%s: is this command's output (%s); not read as an input", src.path, what)
+            continue
+        kept.append(src)
+    return kept
+
+
+def _stdout_fd() -> int | None:
+    try:
+        return sys.stdout.fileno()
+    except (AttributeError, ValueError, io.UnsupportedOperation):
+        return None
+
+
+def _identity(where: Path | int | None) -> tuple[int, int] | None:
+    """(device, inode) of a path or an open descriptor; None when there is none."""
+    if where is None:
+        return None
+    try:
+        st = os.fstat(where) if isinstance(where, int) else os.stat(where)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 def _resolved(path: Path) -> str:
@@ -160,14 +207,15 @@ def _read_tar_file(path: Path) -> Iterator[Record]:
 
 def _classify(path: Path, images: bool, records: bool, explicit: bool) -> _Source | None:
     ext = path.suffix.lower()
+    listed = not explicit
     if ext in RECORD_EXTS and records:
-        return _Source("record", path)
+        return _Source("record", path, listed)
     if ext in STREAM_EXTS and records:
-        return _Source("stream", path)
+        return _Source("stream", path, listed)
     if images and (ext in IMAGE_EXTS or explicit and ext not in RECORD_EXTS | STREAM_EXTS):
         # An explicit file with an unknown extension is tried as an image; reading it
         # reports a clear error if it is not one.
-        return _Source("image", path)
+        return _Source("image", path, listed)
     if not explicit:
         return None
     if ext in RECORD_EXTS | STREAM_EXTS:

@@ -13,7 +13,7 @@ import io
 import json
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -49,14 +49,20 @@ class LoadOptions:
                    fit=d.get("fit"), arch_args=d.get("arch_args") or None)
 
 
-def load_model(spec: str, options: LoadOptions | None = None, device: str = "auto"):
-    """Load `spec` into a ModelAdapter on `device` (eval mode, gradients off for parameters)."""
+def load_model(spec: str, options: LoadOptions | None = None, device: str = "auto",
+               probe_size: tuple[int, int] | None = None):
+    """Load `spec` into a ModelAdapter on `device` (eval mode, gradients off for parameters).
+
+    `probe_size` (the first image's height and width) is where a whole model (TorchScript,
+    pickle) is first tried when no --size is given: it may take only its training size."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     from xaicli.models.device import resolve_device
     from xaicli.models.formats import locate, require
 
     options = options or LoadOptions()
+    if probe_size:
+        options = replace(options, extra={**options.extra, "probe_size": tuple(probe_size)})
     dev = resolve_device(device)
     fmt, path = locate(spec)
     if fmt is not None:   # folders and whole-model files carry their architecture and class count
@@ -91,7 +97,7 @@ def load_model(spec: str, options: LoadOptions | None = None, device: str = "aut
 
 
 def load_for_record(meta_model: dict[str, Any], device: str = "auto", trust_pickle: bool = False,
-                    fit: str | None = None):
+                    fit: str | None = None, probe_size: tuple[int, int] | None = None):
     """Reload the model a record names (commands downstream of `predict` without -m).
 
     The absolute path the record stored comes first: the spec as typed (often relative) may
@@ -112,7 +118,7 @@ def load_for_record(meta_model: dict[str, Any], device: str = "auto", trust_pick
     options = LoadOptions.from_meta(meta_model.get("load") or {})
     options.trust_pickle = bool(trust_pickle)
     options.fit = options.fit or fit
-    adapter = load_model(where, options, device)
+    adapter = load_model(where, options, device, probe_size)
     adapter.info["spec"] = spec
     return adapter
 

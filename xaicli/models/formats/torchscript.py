@@ -27,7 +27,10 @@ def load(path: Path, options):
 def wrap_module(module, path: Path, fmt: str, options, size: tuple[int, int] | None = None,
                 channels: int | None = None):
     """A whole model (TorchScript or pickle): infer task and class count with one probe forward.
-    `size` and `channels`: what the file declares (ONNX); else --size or 64x64, and the first conv's."""
+    `size` and `channels`: what the file declares (ONNX); else the first conv's channels, and the
+    probe runs at --size, else at the first image's own size (a 28x28 classifier given 28x28
+    images just works), then at 64x64. The size that worked is remembered, so an image the
+    model cannot take is told the --size it can."""
     import torch
 
     from xaicli.io.images import sha256_file
@@ -37,14 +40,22 @@ def wrap_module(module, path: Path, fmt: str, options, size: tuple[int, int] | N
     if not isinstance(module, torch.nn.Module):
         raise XaiError(f"model {path}: holds a {type(module).__name__}, not a model or state dict")
     channels = channels or common.first_conv_channels(module)
-    size = options.size or size or (64, 64)
+    declared = options.size or size
+    sizes = [declared] if declared else list(dict.fromkeys([options.extra.get("probe_size"), (64, 64)]))
+    sizes = [tuple(s) for s in sizes if s]
     net = LogitsModule(module).eval()
+    out = None
     with torch.no_grad():
-        try:
-            out = net(torch.zeros(1, channels, *size))
-        except Exception as exc:
-            raise XaiError(f"model {path}: a probe forward at {size[0]}x{size[1]} failed ({type(exc).__name__}); "
-                           "pass --size the model was trained at") from None
+        for size in sizes:
+            try:
+                out = net(torch.zeros(1, channels, *size))
+                break
+            except Exception as exc:
+                failure = type(exc).__name__
+    if out is None:
+        tried = " and ".join(f"{h}x{w}" for h, w in sizes)
+        raise XaiError(f"model {path}: a probe forward at {tried} failed ({failure}); "
+                       "pass --size the model was trained at")
     task = common.output_task(out, path)
     prep = Preprocessing(channels=channels, size=options.size, multiple=1 if task == "classification" else 32,
                          source="imagenet-default")
@@ -64,6 +75,8 @@ def _is_torchscript(path: Path) -> bool:
 
 FORMAT = Format(
     name="torchscript", title="TorchScript", accepts="a TorchScript file",
-    spec="TorchScript file", what="`torch.jit.save` output", notes="task and class count from one probe forward",
+    spec="TorchScript file", what="`torch.jit.save` output", notes="task and class count from one probe forward at `--size`, else at the first image's own size "
+          "(a 28×28 classifier takes 28×28 images as they are), then at 64×64; `--size` is asked for only "
+          "when both fail",
     sniff=_is_torchscript, load=load,
 )

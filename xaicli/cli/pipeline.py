@@ -62,7 +62,7 @@ class ModelSession:
             raise XaiError(f"record {record.id} was made with another model ({spec}, weights sha256 {theirs[:12]}), "
                            f"not {self.adapter.info.get('spec')}; use the same -m as the command that made it")
         loaded = (record.meta.get("model") or {}).get("load")
-        if self.spec and isinstance(loaded, dict):
+        if self.spec and loaded is not None:
             # Same weights loaded another way (--size, --mean, --labels ...) would explain another
             # function than the record's prediction, under meta that still names the record's options.
             ours = self.adapter.info.get("load") or {}

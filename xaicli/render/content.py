@@ -79,7 +79,7 @@ def prediction_text(record: Record) -> str | None:
             label, conf = top[0]
         return f"{label} (p = {float(conf):.2f})"
     fractions = pred.get("area_fraction")
-    if isinstance(fractions, dict) and fractions:
+    if fractions:
         parts = [f"{name} {100 * float(v):.1f}%" for name, v in fractions.items() if v is not None]
         if parts:
             return "area " + ", ".join(parts)

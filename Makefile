@@ -10,7 +10,7 @@ STAMP := $(VENV)/.xai-installed
 DEMO := demo-out
 export HF_HUB_OFFLINE := 1
 
-.PHONY: install demo test lint bench completions man reference-images train-builtin clean
+.PHONY: install demo test lint bench completions man readme fuzz reference-images train-builtin clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -58,6 +58,10 @@ completions: $(STAMP)
 
 man: $(STAMP)
 	$(PY) -m xaicli.cli.manpages man/
+
+# The README's record tables, from xaicli/io/record.schema.json.
+readme: $(STAMP)
+	$(PY) -m xaicli.io.schema_doc README.md
 
 reference-images: $(STAMP)
 	$(PY) tests/make_render_reference.py

@@ -71,14 +71,27 @@ def cli():
 
 def error_line(r: Result, code: int | None = None) -> str:
     """The one `xai: error:` line of a failed run (exit `code` when given): no traceback, no
-    internal error, nothing on stdout."""
+    internal error, nothing on stdout but, from a command that had begun its record stream,
+    that stream's failure member carrying the same error (no record)."""
     lines = r.stderr.strip().splitlines()
     if code is not None:
         assert r.exit_code == code, r.stderr
     assert len(lines) == 1 and lines[0].startswith("xai: error: "), r.stderr
     assert "internal error" not in r.stderr and "Traceback" not in r.stderr
-    assert r.stdout == b""
+    if r.stdout:
+        assert failed_stream(r.stdout) == lines[0][len("xai: error: "):], r.stdout[:200]
     return lines[0]
+
+
+def failed_stream(data: bytes) -> str:
+    """The error in the failure member of a stream that holds nothing else (io/stream.py)."""
+    import json
+    import tarfile
+
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r|") as tar:
+        members = [(m.name, tar.extractfile(m).read()) for m in tar]
+    assert [name for name, _ in members] == [".xai-stream.json", ".xai-stream-failed.json"], members
+    return json.loads(members[1][1])["error"]
 
 
 def make_record(record_id: str = "r1", *, task: str = "segmentation", size=(16, 16), channels: int = 3,

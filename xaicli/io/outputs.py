@@ -35,7 +35,7 @@ class _Transaction:
 
     def commit(self) -> None: ...
 
-    def abort(self) -> None: ...
+    def abort(self, exc: BaseException | None = None) -> None: ...
 
     def __enter__(self):
         return self
@@ -44,7 +44,7 @@ class _Transaction:
         if exc_type is None:
             self.commit()
         else:
-            self.abort()
+            self.abort(exc)
 
 
 class Sink(_Transaction):
@@ -83,7 +83,8 @@ class IdClaims:
 
 
 class StreamSink(Sink):
-    """Tar stream to a binary file object. No end marker on failure: readers see truncation."""
+    """Tar stream to a binary file object. A failure ends it with the failure member that
+    carries the error (io/stream.py): readers report it, even after `cat`."""
 
     def __init__(self, fileobj: BinaryIO):
         self.writer = TarWriter(fileobj)
@@ -94,6 +95,27 @@ class StreamSink(Sink):
 
     def commit(self) -> None:
         self.writer.close()
+
+    def abort(self, exc: BaseException | None = None) -> None:
+        if isinstance(exc, BrokenPipeError):      # the reader is gone: nobody to tell
+            return
+        try:
+            self.writer.fail(failure_line(exc))
+        except (OSError, ValueError):             # the output itself failed (full disk, closed)
+            pass
+
+
+def failure_line(exc: BaseException | None) -> str:
+    """The one line a failed writer leaves in its stream, as the CLI would print it."""
+    if isinstance(exc, XaiError):
+        text = str(exc)
+    elif isinstance(exc, KeyboardInterrupt):
+        text = "interrupted"
+    elif exc is None:
+        text = "failed"
+    else:
+        text = f"internal error: {type(exc).__name__}: {exc}"
+    return (text.strip().splitlines() or ["failed"])[0]
 
 
 class TarFileSink(Sink):
@@ -131,7 +153,9 @@ class TarFileSink(Sink):
             self.abort()
             raise _write_error(self.path, exc) from None
 
-    def abort(self) -> None:
+    def abort(self, exc: BaseException | None = None) -> None:
+        if self.tmp is None:      # written in place (a FIFO): the reader sees why it ends
+            self.stream.abort(exc)
         try:
             self.f.close()
         except OSError:
@@ -335,7 +359,7 @@ class LinesSink(_Transaction):
         with open(self.tmp, "w", encoding="utf-8") as f:
             f.write("".join(line + "\n" for line in kept + lines[len(self._kept):]))
 
-    def abort(self) -> None:
+    def abort(self, exc: BaseException | None = None) -> None:
         if self.path is None:
             return
         try:

@@ -127,3 +127,8 @@ def make_record(record_id: str = "r1", *, task: str = "segmentation", size=(16, 
     for key, (arr, info) in (maps or {}).items():
         rec.add_map(key, arr, info)
     return rec
+
+
+def npz_members(tar) -> list:
+    """The record members of an open tar (xai's streams also hold start and end members)."""
+    return [m for m in tar.getmembers() if m.name.endswith(".npz")]

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from test_integrated_gradients import save_tiny_convnext, save_tiny_unetpp
+from conftest import npz_members
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +38,7 @@ def records(stdout: bytes):
 
     out = []
     with tarfile.open(fileobj=io.BytesIO(stdout)) as t:
-        for m in t.getmembers():
+        for m in npz_members(t):
             out.append(Record.from_bytes(t.extractfile(m).read(), m.name))
     return out
 

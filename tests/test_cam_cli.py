@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 from helpers_models import write_png
+from conftest import npz_members
 
 SEG = "builtin:shapes-seg"
 CLS = "builtin:shapes-cls"
@@ -26,7 +27,7 @@ def records(data: bytes):
     from xaicli.io.record import Record
 
     with tarfile.open(fileobj=io.BytesIO(data)) as tar:
-        return [Record.from_bytes(tar.extractfile(m).read(), m.name) for m in tar.getmembers()]
+        return [Record.from_bytes(tar.extractfile(m).read(), m.name) for m in npz_members(tar)]
 
 
 def one_line_error(res, code: int, *words: str):

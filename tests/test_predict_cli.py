@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import torch
 from helpers_models import smp_unet_resnet18, write_png
+from conftest import npz_members
 
 SEG = "builtin:shapes-seg"
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1"}
@@ -159,7 +160,7 @@ def cases(tmp_path_factory, seg_image):
     shutil.copyfile(good, twin)  # a second input (the same path twice is read once)
     stream = invoke(["predict", "-m", SEG, good, twin]).stdout
     with tarfile.open(fileobj=io.BytesIO(stream)) as t:
-        second = t.getmembers()[1]
+        second = npz_members(t)[1]
     buf = io.BytesIO()
     np.savez(buf, meta=np.array(json.dumps({"schema": "xai.record/2", "id": "future"})),
              image=np.zeros((32, 32), np.uint8))

@@ -134,16 +134,12 @@ def _load_arrays(data: bytes, name: str) -> dict[str, np.ndarray]:
 
 
 def _parse_meta(arr: np.ndarray, name: str) -> Any:
-    """Strict JSON (no NaN, no Infinity: xai writes them as null) from a 0-d string array."""
+    """The JSON of a 0-d string array (NaN and Infinity parse here; the validator names them)."""
     if arr.shape != () or arr.dtype.kind != "U":
         raise XaiError(f"{name}: record meta is not a 0-d string array (dtype {arr.dtype.name}, shape "
                        f"{arr.shape}); {FIX}")
-
-    def refuse(constant: str):
-        raise ValueError(f"{constant} is not JSON")
-
     try:
-        return json.loads(str(arr[()]), parse_constant=refuse)
+        return json.loads(str(arr[()]))
     except (ValueError, RecursionError) as exc:
         raise XaiError(f"{name}: record meta is not valid JSON ({printable(str(exc))[:120]}); {FIX}") from None
 

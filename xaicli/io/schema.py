@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import re
 from importlib import resources
 from typing import Any
@@ -43,14 +44,18 @@ def _validators():
 
 def check_version(meta: Any, name: str) -> None:
     """Major version 1, any minor: a minor version only adds fields, which readers ignore."""
-    tag = meta.get("schema") if isinstance(meta, dict) else None
+    if not isinstance(meta, dict):
+        raise XaiError(f"{name}: not an xai record (meta is {_kind(meta)}, expected an object); "
+                       "pass records written by xai")
+    tag = meta.get("schema")
     if not (isinstance(tag, str) and tag.startswith(NAME + "/")):
-        raise XaiError(f"{name}: not an xai record (schema {_short(tag)}, expected {WRITTEN!r} or "
+        raise XaiError(f"{name}: not an xai record (meta $.schema is {_short(tag)}, expected {WRITTEN!r} or "
                        f"'{WRITTEN}.N'); pass records written by xai")
     m = _VERSION.match(tag)
     if not m or int(m[1]) != MAJOR:
-        raise XaiError(f"{name}: record schema {_short(tag)} is not supported (this xai reads {WRITTEN} and its "
-                       f"minor versions {WRITTEN}.N); use the xai version that wrote it or upgrade xai")
+        raise XaiError(f"{name}: meta $.schema: record version {_short(tag)} is not supported (this xai reads "
+                       f"{WRITTEN} and its minor versions {WRITTEN}.N); use the xai version that wrote it or "
+                       "upgrade xai")
 
 
 def validate(meta: Any, arrays: dict[str, np.ndarray], name: str) -> None:
@@ -61,7 +66,10 @@ def validate(meta: Any, arrays: dict[str, np.ndarray], name: str) -> None:
     meta_validator, arrays_validator = _validators()
     error = best_match(meta_validator.iter_errors(meta))
     if error is not None:
-        raise XaiError(f"{name}: meta {_json_path(error, meta)}: {_expected(error)}; {FIX}")
+        raise XaiError(f"{name}: meta {_json_path(error.absolute_path, error)}: {_expected(error)}; {FIX}")
+    found = _unsound(meta)
+    if found is not None:
+        raise XaiError(f"{name}: meta {_json_path(found[0])}: {found[1]}; {FIX}")
     described = {k: {"dtype": a.dtype.name, "shape": list(a.shape)} for k, a in arrays.items()}
     error = best_match(arrays_validator.iter_errors(described))
     if error is not None:
@@ -143,10 +151,28 @@ def _hw(key: str, a: np.ndarray) -> tuple[int, int] | None:
 
 # -- one line per error ---------------------------------------------------------------
 
-def _json_path(error, meta: Any) -> str:
-    """`$.maps['attr/x'].targets[0]`; for a missing field, the path of that field."""
-    parts = list(error.absolute_path)
-    if error.validator == "required":
+MAX_DEPTH = 64      # xai's own meta nests 5 deep; the writers and readers of meta recurse
+
+
+def _unsound(meta: Any) -> tuple[tuple, str] | None:
+    """(path, what was expected) of the first NaN or infinity (Python's json reads them; JSON
+    has none) or of a value nested deeper than MAX_DEPTH. A loop, not recursion."""
+    stack = [((), meta)]
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, float) and not math.isfinite(value):
+            return path, f"expected a finite number or null (strict JSON: xai writes null), found {_short(value)}"
+        if len(path) > MAX_DEPTH:
+            return path, f"expected at most {MAX_DEPTH} levels of nesting, found more"
+        items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+        stack.extend(reversed([((*path, key), child) for key, child in items]))
+    return None
+
+
+def _json_path(path, error=None) -> str:
+    """`$.maps["attr/x"].targets[0]`; for a missing field, the path of that field."""
+    parts = list(path)
+    if error is not None and error.validator == "required":
         missing = [p for p in error.validator_value if p not in error.instance]
         parts.append(missing[0] if missing else "?")
     out = "$"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import os
 import signal
 import socket
@@ -533,3 +534,89 @@ def test_json_lines_skip_existing_replaces_the_line_of_a_changed_image(cli, scan
     lines = [json.loads(x) for x in out.read_text().splitlines()]
     assert [x["id"] for x in lines] == ["scan_000", "scan_001"]
     assert lines[1]["sha256"] == hashlib.sha256((scans / "scan_002.png").read_bytes()).hexdigest()
+
+
+# -- overlapping runs (advisory locks per record id, io/locks.py) ---------------------------
+
+def test_overlapping_cron_runs_make_each_record_once(tmp_path):
+    """4 `xai attribute inbox/ -o out/ --skip-existing` started together over 40 scans: 40
+    records, 40 manifest lines, and 40 records made in all (each run's -v log names every
+    record it made: `attribute: <id> made in ...`), so no record was computed twice."""
+    inbox, out = tmp_path / "inbox", tmp_path / "out"
+    _scans(inbox, 40)
+    args = _xai("-v", "attribute", "-m", SEG, "--steps", "2", inbox, "-o", f"{out}/", "--skip-existing")
+    runs = [subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=ENV) for _ in range(4)]
+    logs = [p.communicate(timeout=600)[1].decode() for p in runs]
+    assert [p.returncode for p in runs] == [0] * 4, logs
+    made = [re.findall(r"^xai: INFO: attribute: (\S+) made in ", log, re.M) for log in logs]
+    ids = sorted(i for m in made for i in m)
+    assert ids == sorted(f"scan_{i:03d}" for i in range(40)), [len(m) for m in made]   # each made once
+    assert sum(1 for m in made if m) >= 2, "the runs did not overlap: one made everything"
+    manifest = _manifest(out)
+    assert len(manifest) == 40 and len({e["id"] for e in manifest}) == 40
+    assert sorted(p.name for p in out.iterdir()) == sorted([MANIFEST] + [f"scan_{i:03d}.npz" for i in range(40)])
+    for path in out.glob("*.npz"):
+        assert [h["command"] for h in Record.from_bytes(path.read_bytes()).meta["history"]] == ["attribute"]
+
+
+def test_a_lock_of_a_killed_process_is_taken_over_and_a_live_one_is_not(tmp_path):
+    from xaicli.io.locks import IdLocks
+
+    locks = IdLocks(tmp_path)
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import fcntl, os, sys, time\n"
+        f"fd = os.open({str(locks.path('a'))!r}, os.O_RDWR | os.O_CREAT)\n"
+        "fcntl.flock(fd, fcntl.LOCK_EX)\n"
+        "os.write(fd, b'otherhost 1234')\n"
+        "print('locked', flush=True)\n"
+        "time.sleep(300)\n")], stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout.readline() == b"locked\n"
+        assert locks.acquire("a") is False                   # live: not taken, not waited for
+        assert locks.holder("a") == "otherhost 1234"
+    finally:
+        holder.kill()
+        holder.wait()
+    assert locks.acquire("a") is True                        # kill -9 released it: taken over at once
+    assert locks.path("a").read_text().split()[1] == str(os.getpid())
+    locks.release("a")
+    assert not locks.path("a").exists()                      # no lock file left behind
+
+
+def test_an_id_another_run_holds_is_put_off_then_skipped_when_that_run_made_it(tmp_path):
+    """A run finds scan_000 locked: it does the others first, then waits for that one record
+    only, and finds it made by the other run (which this test plays: it holds the lock,
+    then writes the record and lets go). `-b 1`: a run waits only while it holds no lock, and
+    predict holds those of the images in its batch until the batch is written."""
+    import threading
+
+    from xaicli.io.locks import IdLocks
+
+    inbox, out, made_elsewhere = tmp_path / "inbox", tmp_path / "out", tmp_path / "elsewhere"
+    _scans(inbox, 3)
+    assert invoke(["predict", "-m", SEG, inbox / "scan_000.png", "-o", f"{made_elsewhere}/"]).exit_code == 0
+    record = Record.from_bytes((made_elsewhere / "scan_000.npz").read_bytes())
+    other = IdLocks(out)
+    out.mkdir()
+    assert other.acquire("scan_000")
+    result = []
+    run = threading.Thread(target=lambda: result.append(invoke(
+        ["-v", "predict", "-m", SEG, "-b", "1", inbox, "-o", f"{out}/", "--skip-existing"])))
+    run.start()
+    t0 = time.time()
+    while len(_manifest(out)) < 2 and time.time() - t0 < 300:   # it made the two others first
+        time.sleep(0.05)
+    time.sleep(0.5)
+    assert run.is_alive(), "the run did not wait for the locked record"
+    with DirSink(out, "predict") as sink:                       # the other run finishes scan_000
+        sink.write(record)
+    other.release("scan_000")
+    run.join(timeout=300)
+    (r,) = result
+    assert r.exit_code == 0, r.stderr
+    made = re.findall(r"predict: (\S+) made in", r.stderr)
+    assert sorted(made) == ["scan_001", "scan_002"], r.stderr
+    assert "scan_000: another run (" in r.stderr and "scan_000: waiting for the other run" in r.stderr
+    assert "scan_000: output exists, skipped" in r.stderr
+    assert sorted(e["id"] for e in _manifest(out)) == ["scan_000", "scan_001", "scan_002"]
+    assert not list(out.glob(".*.lock"))

@@ -106,37 +106,91 @@ def iter_records(inputs: Inputs, session: ModelSession, *, max_pixels: int | Non
     image is decoded or the model loaded; a sink that cannot tell (a stream) is a usage error.
     `skip_unreadable` (--skip-unreadable) turns an image that cannot be read into a warning,
     so one bad scan in a cron inbox does not stop the others; nothing is written for it.
+
+    Into a folder under --skip-existing, each id is locked (io/locks.py) before its output is
+    looked at and until its record is written, so runs started together share the work: an
+    id another run holds is put off, and at the end each put-off id is waited for (only
+    while this run holds no lock itself: a run waits for one record of another, never in a
+    cycle) and then skipped when the other run made it, or made here when it did not.
     """
     owner = getattr(skip, "__self__", None)
     if skip is not None and owner is not None and not getattr(owner, "can_skip", True):
         raise XaiUsageError("--skip-existing needs -o DIR/ (one record per file, with manifest.jsonl); "
                             "a stream or tar file has nothing to skip against")
-    earlier = getattr(owner, "finished_by_others", None) if skip is not None else None
+    work = _Work(session, skip, owner, max_pixels, skip_unreadable)
+    put_off = []
     for item in inputs:
-        if isinstance(item, ImageInput):
-            try:                                     # reading the image only: a model error is never skipped
-                sha = source_sha256(item.path)
-                if skip is not None and skip(item.id, sha):
-                    log.info("%s: output exists, skipped", item.id)
-                    continue
-                found = earlier(item.id, sha) if earlier is not None else None
-                image = None if found is not None else read_image(item.path, max_pixels)
-            except XaiError as exc:
-                if not skip_unreadable:
-                    raise
-                log.warning("skipped: %s", exc)
-                continue
-            if found is not None:        # e.g. `cam` after `attribute` on one inbox: add, keep its maps
-                log.info("%s: adds to %s", item.id, found)
-                yield _with_image(Record.from_bytes(found.read_bytes(), str(found)), session)
-                continue
-            rec = record_for_image(item, session.get(), image, sha)
-        else:
-            if skip is not None and skip(item.id, (item.meta.get("source") or {}).get("sha256")):
-                log.info("%s: output exists, skipped", item.id)
-                continue
-            rec, image = _with_image(item, session)
-        yield rec, image
+        found = work.take(item, wait=False)
+        if found is _PUT_OFF:
+            put_off.append(item)
+        elif found is not None:
+            yield found
+    for item in put_off:
+        found = work.take(item, wait=True)
+        if found is not None and found is not _PUT_OFF:
+            yield found
+
+
+_PUT_OFF = object()
+
+
+class _Work:
+    """What iter_records does with one input: skip it, put it off, or read it."""
+
+    def __init__(self, session, skip, owner, max_pixels, skip_unreadable):
+        self.session, self.skip, self.max_pixels, self.skip_unreadable = session, skip, max_pixels, skip_unreadable
+        self.locking = skip is not None and hasattr(owner, "lock")
+        self.sink = owner
+        self.earlier = getattr(owner, "finished_by_others", None) if skip is not None else None
+
+    def take(self, item, wait: bool):
+        """(record, image), None (skipped) or _PUT_OFF (another run holds its id)."""
+        image_input = isinstance(item, ImageInput)
+        try:                                     # reading the image only: a model error is never skipped
+            sha = source_sha256(item.path) if image_input else (item.meta.get("source") or {}).get("sha256")
+            if self._done(item.id, sha):
+                return None
+            if self.locking and not self._lock(item.id, wait):
+                return _PUT_OFF
+            if self.locking:
+                self.sink.refresh()              # other runs may have finished it meanwhile
+                if self._done(item.id, sha):
+                    self.sink.unlock(item.id)
+                    return None
+            if not image_input:
+                return _with_image(item, self.session)
+            found = self.earlier(item.id, sha) if self.earlier is not None else None
+            image = None if found is not None else read_image(item.path, self.max_pixels)
+        except XaiError as exc:
+            if self.locking:
+                self.sink.unlock(item.id)
+            if not (image_input and self.skip_unreadable):
+                raise
+            log.warning("skipped: %s", exc)
+            return None
+        if found is not None:        # e.g. `cam` after `attribute` on one inbox: add, keep its maps
+            log.info("%s: adds to %s", item.id, found)
+            return _with_image(Record.from_bytes(found.read_bytes(), str(found)), self.session)
+        return record_for_image(item, self.session.get(), image, sha), image
+
+    def _done(self, record_id: str, sha: str | None) -> bool:
+        if self.skip is not None and self.skip(record_id, sha):
+            log.info("%s: output exists, skipped", record_id)
+            return True
+        return False
+
+    def _lock(self, record_id: str, wait: bool) -> bool:
+        if self.sink.lock(record_id):
+            return True
+        holder = self.sink.locked_by(record_id)
+        if not wait:
+            log.info("%s: another run (%s) is making it; back to it at the end", record_id, holder)
+            return False
+        if self.sink.holds_locks():  # waiting while holding a lock could wait in a cycle
+            log.info("%s: left to the other run (%s) that is making it", record_id, holder)
+            return False
+        log.info("%s: waiting for the other run (%s) that is making it", record_id, holder)
+        return self.sink.lock(record_id, wait=True)
 
 
 def _with_image(record: Record, session: ModelSession) -> tuple[Record, Any]:
@@ -164,9 +218,11 @@ def progress(iterable: Iterable, total: int | None, desc: str):
 
 
 def finish(record: Record, command: str, params: dict[str, Any], seconds: float, device, keep_image: bool = True) -> Record:
+    """The record as the command leaves it: its history entry added (and -v says it was made)."""
     if not keep_image:
         record.arrays.pop("image", None)
     record.add_history(command, params, seconds, str(device) if device is not None else None)
+    log.info("%s: %s made in %.2f s", command, record.id, seconds)
     return record
 
 

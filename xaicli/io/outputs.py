@@ -24,6 +24,7 @@ from typing import Any, BinaryIO, TextIO
 from xaicli.errors import XaiError, XaiUsageError
 from xaicli.io.atomic import (append_line, atomic_write, close_cut_line, make_temp, output_target,
                               sweep_stale_temps)
+from xaicli.io.locks import IdLocks
 from xaicli.io.record import Record
 from xaicli.io.stream import TarWriter
 
@@ -173,6 +174,10 @@ class DirSink(Sink):
     `command` (e.g. "attribute") makes `exists` require that the finished record went
     through that command, so `xai attribute recs/ -o recs/ --skip-existing` over the
     records of `xai predict` still adds the maps.
+
+    Under --skip-existing the pipeline `claim`s each id (io/locks.py) before it looks at the
+    record and keeps the lock until `write`, so overlapping runs make each record once;
+    `refresh` reads the manifest lines other runs appended since.
     """
 
     can_skip = True
@@ -189,14 +194,38 @@ class DirSink(Sink):
         if not os.access(path, os.W_OK | os.X_OK):
             raise XaiError(f"{path}: output folder is not writable; choose a writable -o path")
         sweep_stale_temps(path)
-        self._done = _load_manifest(path / MANIFEST)
+        self._done: dict[str, dict[str, Any]] = {}
+        self._read = 0              # bytes of the manifest read so far (whole lines only)
+        self.refresh()
         try:
             close_cut_line(path / MANIFEST)
         except OSError as exc:
             raise _write_error(path / MANIFEST, exc) from None
+        self.locks = IdLocks(path)
 
     def file_for(self, record_id: str) -> Path:
         return self.path / f"{record_id}.npz"
+
+    def refresh(self) -> None:
+        """Read the manifest lines appended since the last read (by this run or others)."""
+        self._read = _load_manifest(self.path / MANIFEST, self._done, self._read)
+
+    def lock(self, record_id: str, wait: bool = False) -> bool:
+        """Lock this id for this run until its record is written; False if another run has it."""
+        try:
+            return self.locks.acquire(record_id, wait)
+        except OSError as exc:
+            raise XaiError(f"{self.locks.path(record_id)}: cannot lock ({exc.strerror}); "
+                           "check the output folder's permissions") from None
+
+    def unlock(self, record_id: str) -> None:
+        self.locks.release(record_id)
+
+    def locked_by(self, record_id: str) -> str:
+        return self.locks.holder(record_id)
+
+    def holds_locks(self) -> bool:
+        return bool(self.locks.held)
 
     def exists(self, record_id: str, sha256: str | None = None) -> bool:
         if not self.file_for(record_id).exists():
@@ -237,6 +266,13 @@ class DirSink(Sink):
                 pass
             raise _write_error(self.path / MANIFEST, exc) from None
         self._done[record.id] = entry
+        self.locks.release(record.id)
+
+    def commit(self) -> None:
+        self.locks.release_all()
+
+    def abort(self, exc: BaseException | None = None) -> None:
+        self.locks.release_all()
 
 
 def manifest_entry(record: Record, file: str) -> dict[str, Any]:
@@ -247,23 +283,26 @@ def manifest_entry(record: Record, file: str) -> dict[str, Any]:
             "commands": [h.get("command") for h in history if h.get("command")], "maps": record.map_keys()}
 
 
-def _load_manifest(path: Path) -> dict[str, dict[str, Any]]:
-    """id → its last manifest entry (later lines win: a redone record appends a new line)."""
-    done: dict[str, dict[str, Any]] = {}
+def _load_manifest(path: Path, done: dict[str, dict[str, Any]], start: int = 0) -> int:
+    """Add the manifest's whole lines from byte `start` on to `done` (id → its last entry:
+    a redone record appends a new line, which wins); return where they end."""
     try:
-        text = path.read_text(errors="replace")
+        with open(path, "rb") as f:
+            f.seek(start)
+            data = f.read()
     except FileNotFoundError:
-        return done
+        return start
     except OSError as exc:
         raise XaiError(f"{path}: cannot read the manifest ({exc.strerror}); check permissions") from None
-    for line in text.splitlines():
+    whole = data[:data.rfind(b"\n") + 1]       # a line still being appended is read next time
+    for line in whole.decode(errors="replace").splitlines():
         try:
             entry = json.loads(line)
         except ValueError:
             continue  # a line cut short (full disk); its record is redone
         if isinstance(entry, dict) and isinstance(entry.get("id"), str):
             done[entry["id"]] = entry
-    return done
+    return start + len(whole)
 
 
 def _write_error(path: Path, exc: OSError) -> XaiError:

@@ -1,0 +1,81 @@
+"""Advisory locks per record id in an output folder, so that overlapping runs over one inbox
+(`xai attribute inbox/ -o out/ --skip-existing` from cron, twice at once) never make the
+same record twice.
+
+A lock is `fcntl.flock` on the hidden file `.<id>.npz.lock` next to the record. The kernel
+drops a flock when its process dies, however it dies, so the lock of a killed run is free
+at once and the next run takes it over (the file it left is reused, then removed). Locks
+are only ever tried without blocking, except by a run that holds none itself: so two runs
+can never wait on each other, and a run waits at most for the one record another run is
+making. On NFS, Linux carries flock over as a POSIX lock to the server.
+
+The holder writes `<host> <pid>` into the file, for messages only. It removes the file
+when it lets go; a reader that locked a file just removed (the inode changed under it)
+tries again, so a lock is never held twice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import socket
+from pathlib import Path
+
+_HOST = socket.gethostname() or "host"
+
+
+class IdLocks:
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.held: dict[str, int] = {}       # id → descriptor of the locked file
+
+    def path(self, record_id: str) -> Path:
+        return self.folder / f".{record_id}.npz.lock"
+
+    def acquire(self, record_id: str, wait: bool = False) -> bool:
+        """Lock `record_id`; False when another process holds it (and `wait` is off)."""
+        if record_id in self.held:
+            return True
+        path = self.path(record_id)
+        while True:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            except BlockingIOError:
+                os.close(fd)
+                return False
+            except BaseException:
+                os.close(fd)
+                raise
+            try:
+                same = os.fstat(fd).st_ino == os.stat(path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)             # the holder removed the file as we locked it: try the new one
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{_HOST} {os.getpid()}\n".encode(), 0)
+        self.held[record_id] = fd
+        return True
+
+    def holder(self, record_id: str) -> str:
+        """'host pid' of the run that holds the lock, for messages."""
+        try:
+            return self.path(record_id).read_text(errors="replace").strip() or "?"
+        except OSError:
+            return "?"
+
+    def release(self, record_id: str) -> None:
+        fd = self.held.pop(record_id, None)
+        if fd is None:
+            return
+        with contextlib.suppress(OSError):
+            os.unlink(self.path(record_id))   # while still locked: see acquire's inode check
+        os.close(fd)
+
+    def release_all(self) -> None:
+        for record_id in list(self.held):
+            self.release(record_id)

@@ -43,6 +43,14 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
+# Property-based fuzzing of every reader of records (tests/test_fuzz.py): FUZZ_EXAMPLES cases per
+# target; the cases, minutes and findings per target go to fuzz-report.json.
+FUZZ_EXAMPLES ?= 10000
+fuzz: $(STAMP)
+	XAI_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) XAI_FUZZ_REPORT=fuzz-report.json \
+	  $(PY) -m pytest -q -p no:cacheprovider tests/test_fuzz.py --hypothesis-show-statistics $(FUZZ_ARGS)
+	cat fuzz-report.json
+
 lint: $(STAMP)
 	$(PY) -m pip install -q ruff
 	$(VENV)/bin/ruff check xaicli tests bench

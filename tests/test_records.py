@@ -8,6 +8,7 @@ import re
 
 import numpy as np
 import pytest
+from conftest import no_record_out
 
 from xaicli.errors import XaiError
 from xaicli.io.ids import ids_for_paths, safe_id
@@ -102,8 +103,8 @@ def test_unknown_schema_record_file_is_a_one_line_cli_error(cli, tmp_path):
     for args, data in (([str(path)], None), (["-"], path.read_bytes())):
         r = cli(["predict", "-m", "builtin:shapes-seg", *args], input=data)
         assert r.exit_code == 1
-        assert r.stdout == b""
         lines = r.stderr.strip().splitlines()
+        no_record_out(r.stdout, lines[-1])
         assert len(lines) == 1 and lines[0].startswith("xai: error:") and "xai.record/2" in lines[0]
 
 
@@ -138,3 +139,30 @@ def test_ids_unique_when_long_names_share_a_prefix():
     stem = "p" * 100
     ids = ids_for_paths([Path(f"{stem}1.png"), Path(f"{stem}2.png")])
     assert len(set(ids)) == 2 and all(len(i) <= 80 for i in ids)
+
+
+def test_reading_validating_and_writing_records_imports_no_torch(tmp_path):
+    """io/ stays torch-free with jsonschema and the locks: a CPU host that only analyses
+    records pays for neither (a fresh interpreter, since this one may have torch)."""
+    import subprocess
+    import sys
+
+    from conftest import make_record
+
+    from xaicli.io.stream import TarWriter
+
+    buf = io.BytesIO()
+    w = TarWriter(buf)
+    w.add_record(make_record("a"))
+    w.close()
+    (tmp_path / "s.tar").write_bytes(buf.getvalue())
+    code = ("import sys\n"
+            "from xaicli.io.inputs import resolve\n"
+            "from xaicli.io.outputs import open_sink\n"
+            f"records = list(resolve([{str(tmp_path / 's.tar')!r}], images=False))\n"
+            f"with open_sink({str(tmp_path / 'out')!r} + '/') as sink:\n"
+            "    sink.lock('a'); [sink.write(r) for r in records]\n"
+            "assert 'jsonschema' in sys.modules and [r.id for r in records] == ['a']\n"
+            "print(sorted(m for m in ('torch', 'matplotlib') if m in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip() == "[]", out.stderr

@@ -90,6 +90,10 @@ class StreamSink(Sink):
     def __init__(self, fileobj: BinaryIO):
         self.writer = TarWriter(fileobj)
 
+    def __enter__(self):
+        self.writer.begin()          # as the command starts: a kill before the first record shows
+        return self
+
     def write(self, record: Record) -> None:
         self.claim(record)
         self.writer.add_record(record)
@@ -136,6 +140,14 @@ class TarFileSink(Sink):
         except OSError as exc:
             raise XaiError(f"{path}: cannot write output ({exc.strerror}); choose a writable -o path") from None
         self.stream = StreamSink(self.f)
+
+    def __enter__(self):
+        try:
+            self.stream.__enter__()
+        except OSError as exc:
+            self.abort()
+            raise _write_error(self.path, exc) from None
+        return self
 
     def write(self, record: Record) -> None:
         try:

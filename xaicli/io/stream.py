@@ -42,7 +42,8 @@ MARKER_MAX = 1 << 16           # a marker is a line of JSON: larger is not one
 
 
 class TarWriter:
-    """Writes the start member at once, so even a writer killed before its first record is
+    """Writes the start member before anything else; `begin` writes it at once (StreamSink
+    does as its command starts), so that even a writer killed before its first record is
     seen by a reader of `cat`-joined streams."""
 
     def __init__(self, fileobj: BinaryIO):
@@ -50,9 +51,15 @@ class TarWriter:
         self.written = 0
         self.records = 0
         self.stream = secrets.token_hex(8)
-        self._marker(BEGIN, {})
+        self.begun = False
+
+    def begin(self) -> None:
+        if not self.begun:
+            self.begun = True
+            self._marker(BEGIN, {})
 
     def add(self, name: str, data: bytes) -> None:
+        self.begin()
         info = tarfile.TarInfo(name)
         info.size = len(data)
         info.mtime = int(time.time())

@@ -237,15 +237,33 @@ def test_an_unsafe_id_writes_nothing_outside_the_output(cli, tmp_path):
     assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file()) == ["in/evil.npz"]
 
 
-@pytest.mark.parametrize("drop, changes", [(("id",), {}), ((), {"maps": []}), ((), {"source": None}),
-                                           ((), {"history": {}}), ((), {"maps": {"attr/x": 3}})])
-def test_malformed_meta_is_one_line(cli, tmp_path, drop, changes):
-    rec = make_record("r1", maps={"attr/x": (np.ones((1, 16, 16), np.float32), {"method": "x"})})
+BROKEN = {   # what the probe of issue 17 fed stats and render, and the field each error must name
+    "no id": ((("id",), {}), {}, "meta $.id: missing"),
+    "maps a list": (((), {"maps": []}), {}, "meta $.maps: expected an object, found an array"),
+    "source null": (((), {"source": None}), {}, "meta $.source: expected an object, found null"),
+    "source a string": (((), {"source": "scan.png"}), {}, 'meta $.source: expected an object, found the string'),
+    "history an object": (((), {"history": {}}), {}, "meta $.history: expected an array, found an object"),
+    "a map entry a number": (((), {"maps": {"attr/x/y": 3}}), {}, 'meta $.maps["attr/x/y"]: expected an object'),
+    "image flattened": (((), {}), {"image": lambda a: a.reshape(-1)}, 'array "image" shape: expected (H,W)'),
+    "image of floats": (((), {}), {"image": lambda a: a.astype(np.float32)}, 'array "image" dtype: expected one of'),
+    "map flattened": (((), {}), {"attr/x/y": lambda a: a.reshape(-1)}, 'array "attr/x/y" shape: expected (T,C,H,W)'),
+    "map emptied": (((), {}), {"attr/x/y": lambda a: a[:0]}, 'array "attr/x/y" shape: expected (T,C,H,W)'),
+    "map of integers": (((), {}), {"attr/x/y": lambda a: a.astype(np.int64)}, 'array "attr/x/y" dtype: expected float'),
+}
+
+
+@pytest.mark.parametrize("command", ["stats", "render"])
+@pytest.mark.parametrize("case", list(BROKEN))
+def test_a_broken_record_is_one_line_naming_the_record_and_the_field(cli, tmp_path, case, command):
+    (drop, changes), arrays, field = BROKEN[case]
+    rec = make_record("r1", maps={"attr/x/y": (np.ones((1, 3, 16, 16), np.float32), {"method": "x"})})
+    for key, change in arrays.items():
+        rec.arrays[key] = change(rec.arrays[key])
     (tmp_path / "bad.npz").write_bytes(_with_meta(rec, drop, **changes))
-    r = cli(["stats", tmp_path / "bad.npz"])
-    assert r.exit_code == 1
-    line = error_line(r)
-    assert "internal error" not in line and "re-create the record with xai" in line
+    args = [command, tmp_path / "bad.npz"] + (["-o", tmp_path / "figs", "--dpi", "20"] if command == "render" else [])
+    line = error_line(cli(args), 1)
+    assert line.startswith(f"xai: error: {tmp_path / 'bad.npz'}: {field}"), line
+    assert line.endswith("; re-create the record with xai"), line
 
 
 def test_skip_unreadable_goes_on_past_a_bad_image(cli, tmp_path):

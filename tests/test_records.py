@@ -166,3 +166,32 @@ def test_reading_validating_and_writing_records_imports_no_torch(tmp_path):
             "print(sorted(m for m in ('torch', 'matplotlib') if m in sys.modules))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert out.stdout.strip() == "[]", out.stderr
+
+
+def test_a_minor_version_with_added_fields_reads_and_keeps_them(cli, tmp_path):
+    """xai.record/1.3 with fields this xai does not know (top level, source, model,
+    preprocessing, a map entry, prediction, history): read by stats and render, and written
+    back with its tag and fields, as a command that adds to the record writes it."""
+    from conftest import make_record
+
+    rec = make_record("r1", maps={"cam/occlusion/x": (np.ones((1, 16, 16), np.float32),
+                                                      {"window": [8, 8], "stride": 4, "conservation": None})})
+    meta = json.loads(json.dumps(rec.meta))
+    meta["schema"] = "xai.record/1.3"
+    meta["added"] = {"in": ["a", "minor", "version"]}
+    meta["source"]["window"] = {"center": 40, "width": 400}
+    meta["model"]["new"] = 1
+    meta["preprocessing"] = {"fit": "processor", "crop": [0, 0, 16, 16], "processor": {"do_resize": False},
+                             "size": [16, 16]}
+    meta["prediction"]["calibrated"] = True
+    meta["history"] = [{"command": "predict", "version": "1.9.0", "parameters": {}, "gpu": "H200"}]
+    path = tmp_path / "r1.npz"
+    path.write_bytes(_npz_bytes(meta, **rec.arrays))
+    r = cli(["stats", path])
+    assert r.exit_code == 0, r.stderr
+    assert json.loads(r.output)["map"] == "cam/occlusion/x"
+    out = tmp_path / "out"
+    r = cli(["render", path, "-o", out, "--dpi", "20"])
+    assert r.exit_code == 0, r.stderr
+    back = Record.from_bytes(Record.from_bytes(path.read_bytes()).to_bytes())
+    assert back.meta == meta

@@ -35,6 +35,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 CAMPAIGN = int(os.environ.get("XAI_FUZZ_EXAMPLES", "0"))
 REPORT = os.environ.get("XAI_FUZZ_REPORT")
 COUNTS: dict[str, dict] = {}
+LAST_EXIT: dict[str, int] = {}
 
 
 def examples(short: int):
@@ -46,6 +47,9 @@ def examples(short: int):
 def _count(target: str, finding: BaseException | None = None) -> None:
     c = COUNTS.setdefault(target, {"cases": 0, "findings": 0, "seconds": 0.0, "start": time.time(), "first": None})
     c["cases"] += 1
+    exit_code = LAST_EXIT.pop("code", None)     # a command's case: 0 = read and processed, 1/2 = refused
+    if exit_code is not None:
+        c[f"exit {exit_code}"] = c.get(f"exit {exit_code}", 0) + 1
     c["seconds"] = round(time.time() - c["start"], 1)
     if finding is not None:
         c["findings"] += 1
@@ -241,6 +245,7 @@ def _command_case(command: str, kind: str, data, seeds: list[Record], tmp_path) 
             rid = meta.get("id") if isinstance(meta, dict) else None
             names = ("rec.npz", *([rid] if isinstance(rid, str) and rid else []))
             result = case.run(args(path))
+        LAST_EXIT["code"] = result.exit_code
         check(result, case, names, broken_record=kind != "stream bytes")
     finally:
         case.close()

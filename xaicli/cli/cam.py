@@ -80,6 +80,7 @@ def cam(
     size: opt.Size = None,
     mean: opt.Mean = None,
     std: opt.Std = None,
+    fit: opt.Fit = None,
     trust_pickle: opt.TrustPickle = False,
     output: opt.Output = None,
     no_image: opt.NoImage = False,
@@ -96,7 +97,7 @@ def cam(
 
     resolve_methods(method)               # unknown or empty names fail before anything loads
     check_layer_names(layer)
-    session = ModelSession(model, load_options(arch, classes, labels, size, mean, std, trust_pickle), device)
+    session = ModelSession(model, load_options(arch, classes, labels, size, mean, std, trust_pickle, fit), device)
     if list_layers:
         _list_layers(session, inputs, max_pixels)
         return

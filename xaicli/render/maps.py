@@ -30,6 +30,9 @@ class MapView:
     values: np.ndarray            # (C,H,W), (H,W) or (F,)
     info: dict[str, Any] = field(default_factory=dict, compare=False)
     feature_names: tuple[str, ...] | None = None
+    layer: str | None = None      # the grid's facets: a CAM's layer, an attribution's baseline
+    baseline: str | None = None
+    target_spec: dict[str, Any] = field(default_factory=dict, compare=False)   # as stored in meta
 
     @property
     def is_1d(self) -> bool:
@@ -84,11 +87,13 @@ def _views_of(record: Record, key: str) -> list[MapView]:
     method = info.get("method") or (parts[1] if len(parts) > 1 else kind)
     if kind == "cam" or info.get("layer"):
         where = info.get("layer") or (parts[2] if len(parts) > 2 else "")
+        layer, baseline = where or None, (info.get("baseline") if kind != "cam" else None)
     else:
         where = info.get("baseline") or (parts[2] if len(parts) > 2 else "")
+        layer, baseline = None, where or None
     targets = info.get("targets") or []
     features = _feature_names(record, info)
-    out = []
+    out, seen = [], set()
     for t, values in enumerate(arr):               # (C,H,W) or (F,) per attribution target, (H,W) per CAM
         spec = targets[t] if targets else {}
         label = spec.get("label")
@@ -96,8 +101,12 @@ def _views_of(record: Record, key: str) -> list[MapView]:
         name = str(label) if label is not None else (str(index) if index is not None else f"t{t}")
         tid = (str(label) if label is not None else None, index) if (label is not None or index is not None) \
             else ("#", t)
+        if tid in seen:             # two targets alike in label and index: still two grid slots
+            tid = (*tid, t)
+        seen.add(tid)
         out.append(MapView(key, kind, method, str(where), t, name, tid,
-                           np.asarray(values, dtype=np.float32), info, features))
+                           np.asarray(values, dtype=np.float32), info, features,
+                           None if layer is None else str(layer), None if baseline is None else str(baseline), spec))
     return out
 
 

@@ -283,3 +283,13 @@ def test_skip_unreadable_goes_on_past_a_bad_image(cli, tmp_path):
     assert r.stderr.startswith("xai: WARNING: skipped: ") and "s1.png" in r.stderr
     r = cli(["predict", "-m", "/nonexistent/model", "--skip-unreadable", "--json", tmp_path])   # no model: still fatal
     assert r.exit_code != 0
+
+
+def test_a_prediction_without_its_probabilities_is_refused_naming_the_member(cli, tmp_path):
+    """Found by make fuzz: `cam` took a record with pred/logits but no pred/probs for predicted
+    and failed with KeyError. Logits and probabilities come together."""
+    rec = make_record("r1", task="classification", labels=("a", "b"))
+    del rec.arrays["pred/probs"]
+    (tmp_path / "r1.npz").write_bytes(_with_meta(rec))
+    line = error_line(cli(["cam", "-m", "builtin:shapes-cls", tmp_path / "r1.npz"]), 1)
+    assert 'r1.npz: array "pred/probs": missing, which "pred/logits" needs' in line

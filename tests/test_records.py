@@ -20,6 +20,7 @@ def _record() -> Record:
     rec.meta["task"] = "segmentation"
     rec.arrays["image"] = np.arange(20, dtype=np.uint8).reshape(4, 5)
     rec.arrays["pred/logits"] = np.linspace(-3, 3, 20, dtype=np.float32).reshape(1, 4, 5)
+    rec.arrays["pred/probs"] = 1 / (1 + np.exp(-rec.arrays["pred/logits"]))
     rec.arrays["pred/mask"] = (rec.arrays["pred/logits"][0] > 0).astype(np.uint8)
     rec.add_map("attr/integrated_gradients/black", np.full((1, 1, 4, 5), 0.25, np.float32),
                 {"kind": "attribution", "delta": [0.001]})

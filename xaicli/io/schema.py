@@ -73,7 +73,7 @@ def validate(meta: Any, arrays: dict[str, np.ndarray], name: str) -> None:
     described = {k: {"dtype": a.dtype.name, "shape": list(a.shape)} for k, a in arrays.items()}
     error = best_match(arrays_validator.iter_errors(described))
     if error is not None:
-        key, *rest = error.absolute_path
+        key, *rest = [*error.absolute_path, *_missing(error)]
         what = "".join(f"[{p}]" if isinstance(p, int) else f" {p}" for p in rest)
         raise XaiError(f"{name}: array {_short(key)}{what}: {_expected(error)}; {FIX}")
     _check_together(meta, arrays, name)
@@ -171,10 +171,7 @@ def _unsound(meta: Any) -> tuple[tuple, str] | None:
 
 def _json_path(path, error=None) -> str:
     """`$.maps["attr/x"].targets[0]`; for a missing field, the path of that field."""
-    parts = list(path)
-    if error is not None and error.validator == "required":
-        missing = [p for p in error.validator_value if p not in error.instance]
-        parts.append(missing[0] if missing else "?")
+    parts = [*path, *(_missing(error) if error is not None else [])]
     out = "$"
     for p in parts:
         if isinstance(p, int):
@@ -186,12 +183,25 @@ def _json_path(path, error=None) -> str:
     return out
 
 
+def _missing(error) -> list[str]:
+    """[the field a `required` or `dependentRequired` error misses], else []."""
+    if error.validator == "required":
+        return [p for p in error.validator_value if p not in error.instance][:1]
+    if error.validator == "dependentRequired":
+        return [d for p, deps in error.validator_value.items() if p in error.instance
+                for d in deps if d not in error.instance][:1]
+    return []
+
+
 def _expected(error) -> str:
     """What the schema wanted and what was found, in words."""
     kw, value, found = error.validator, error.validator_value, error.instance
     described = error.schema.get("description") if isinstance(error.schema, dict) else None
     if kw == "required":
         return "missing (a required field)"
+    if kw == "dependentRequired":
+        having = [p for p, deps in value.items() if p in found and any(d not in found for d in deps)][:1]
+        return f"missing, which {_short(having[0]) if having else 'another member'} needs"
     if kw == "type":
         kinds = value if isinstance(value, list) else [value]
         return f"expected {' or '.join(_TYPE_WORDS.get(k, k) for k in kinds)}, found {_kind(found)}"

@@ -196,7 +196,6 @@ def stream_of(*records: bytes, names=None) -> bytes:
     w = TarWriter(buf)
     for i, data in enumerate(records):
         w.add(names[i] if names else f"r{i}.npz", data)
-    w.records = len(records)
     w.close()
     return buf.getvalue()
 

@@ -187,7 +187,7 @@ class DirSink(Sink):
     through that command, so `xai attribute recs/ -o recs/ --skip-existing` over the
     records of `xai predict` still adds the maps.
 
-    Under --skip-existing the pipeline `claim`s each id (io/locks.py) before it looks at the
+    Under --skip-existing the pipeline `lock`s each id (io/locks.py) before it looks at the
     record and keeps the lock until `write`, so overlapping runs make each record once;
     `refresh` reads the manifest lines other runs appended since.
     """

@@ -59,7 +59,9 @@ class TarWriter:
             self._marker(BEGIN, {})
 
     def add(self, name: str, data: bytes) -> None:
+        """One member; an `.npz` member counts as a record (the end member says how many)."""
         self.begin()
+        self.records += name.endswith(".npz")
         info = tarfile.TarInfo(name)
         info.size = len(data)
         info.mtime = int(time.time())
@@ -73,7 +75,6 @@ class TarWriter:
 
     def add_record(self, record: Record) -> None:
         self.add(f"{record.id}.npz", record.to_bytes())
-        self.records += 1
 
     def fail(self, error: str) -> None:
         """End a failed stream: the failure member, and no end-of-archive marker."""

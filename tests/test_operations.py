@@ -584,40 +584,28 @@ def test_a_lock_of_a_killed_process_is_taken_over_and_a_live_one_is_not(tmp_path
     assert not locks.path("a").exists()                      # no lock file left behind
 
 
-def test_an_id_another_run_holds_is_put_off_then_skipped_when_that_run_made_it(tmp_path):
-    """A run finds scan_000 locked: it does the others first, then waits for that one record
-    only, and finds it made by the other run (which this test plays: it holds the lock,
-    then writes the record and lets go). `-b 1`: a run waits only while it holds no lock, and
-    predict holds those of the images in its batch until the batch is written."""
-    import threading
-
+def test_an_id_another_run_holds_is_left_to_it_without_waiting(tmp_path):
+    """A run finds scan_000 locked by another run (this test, holding the lock all along):
+    it makes the others, tries scan_000 once more at the end, leaves it to the run that
+    holds it, and ends at once (exit 0). When that run has made it, the next run skips all."""
     from xaicli.io.locks import IdLocks
 
     inbox, out, made_elsewhere = tmp_path / "inbox", tmp_path / "out", tmp_path / "elsewhere"
     _scans(inbox, 3)
     assert invoke(["predict", "-m", SEG, inbox / "scan_000.png", "-o", f"{made_elsewhere}/"]).exit_code == 0
-    record = Record.from_bytes((made_elsewhere / "scan_000.npz").read_bytes())
-    other = IdLocks(out)
     out.mkdir()
+    other = IdLocks(out)
     assert other.acquire("scan_000")
-    result = []
-    run = threading.Thread(target=lambda: result.append(invoke(
-        ["-v", "predict", "-m", SEG, "-b", "1", inbox, "-o", f"{out}/", "--skip-existing"])))
-    run.start()
-    t0 = time.time()
-    while len(_manifest(out)) < 2 and time.time() - t0 < 300:   # it made the two others first
-        time.sleep(0.05)
-    time.sleep(0.5)
-    assert run.is_alive(), "the run did not wait for the locked record"
-    with DirSink(out, "predict") as sink:                       # the other run finishes scan_000
-        sink.write(record)
-    other.release("scan_000")
-    run.join(timeout=300)
-    (r,) = result
+    args = ["-v", "predict", "-m", SEG, inbox, "-o", f"{out}/", "--skip-existing"]
+    r = invoke(args)
     assert r.exit_code == 0, r.stderr
-    made = re.findall(r"predict: (\S+) made in", r.stderr)
-    assert sorted(made) == ["scan_001", "scan_002"], r.stderr
-    assert "scan_000: another run (" in r.stderr and "scan_000: waiting for the other run" in r.stderr
-    assert "scan_000: output exists, skipped" in r.stderr
-    assert sorted(e["id"] for e in _manifest(out)) == ["scan_000", "scan_001", "scan_002"]
-    assert not list(out.glob(".*.lock"))
+    assert sorted(re.findall(r"predict: (\S+) made in", r.stderr)) == ["scan_001", "scan_002"], r.stderr
+    assert f"scan_000: another run ({socket.gethostname()} {os.getpid()}) is making it; tried again" in r.stderr
+    assert "scan_000: left to the other run" in r.stderr
+    assert sorted(e["id"] for e in _manifest(out)) == ["scan_001", "scan_002"]
+    with DirSink(out, "predict") as sink:                        # the other run makes scan_000, lets go
+        sink.write(Record.from_bytes((made_elsewhere / "scan_000.npz").read_bytes()))
+    other.release("scan_000")
+    r = invoke(args)
+    assert r.exit_code == 0 and "made in" not in r.stderr and r.stderr.count("output exists, skipped") == 3
+    assert sorted(p.name for p in out.iterdir()) == [MANIFEST, "scan_000.npz", "scan_001.npz", "scan_002.npz"]

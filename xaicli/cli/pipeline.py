@@ -125,9 +125,9 @@ def iter_records(inputs: Inputs, session: ModelSession, *, max_pixels: int | Non
 
     Into a folder under --skip-existing, each id is locked (io/locks.py) before its output is
     looked at and until its record is written, so runs started together share the work: an
-    id another run holds is put off, and at the end each put-off id is waited for (only
-    while this run holds no lock itself: a run waits for one record of another, never in a
-    cycle) and then skipped when the other run made it, or made here when it did not.
+    id another run holds is put off and tried once more after the other inputs, then skipped
+    if that run made it, made here if it let go without (it failed or skipped it), or left
+    to it if it still holds it. No run ever waits for another.
     """
     owner = getattr(skip, "__self__", None)
     if skip is not None and owner is not None and not getattr(owner, "can_skip", True):
@@ -136,13 +136,13 @@ def iter_records(inputs: Inputs, session: ModelSession, *, max_pixels: int | Non
     work = _Work(session, skip, owner, max_pixels, skip_unreadable)
     put_off = []
     for item in inputs:
-        found = work.take(item, wait=False)
+        found = work.take(item)
         if found is _PUT_OFF:
             put_off.append(item)
         elif found is not None:
             yield found
     for item in put_off:
-        found = work.take(item, wait=True)
+        found = work.take(item, last_try=True)
         if found is not None and found is not _PUT_OFF:
             yield found
 
@@ -159,14 +159,14 @@ class _Work:
         self.sink = owner
         self.earlier = getattr(owner, "finished_by_others", None) if skip is not None else None
 
-    def take(self, item, wait: bool):
+    def take(self, item, last_try: bool = False):
         """(record, image), None (skipped) or _PUT_OFF (another run holds its id)."""
         image_input = isinstance(item, ImageInput)
         try:                                     # reading the image only: a model error is never skipped
             sha = source_sha256(item.path) if image_input else (item.meta.get("source") or {}).get("sha256")
             if self._done(item.id, sha):
                 return None
-            if self.locking and not self._lock(item.id, wait):
+            if self.locking and not self._lock(item.id, last_try):
                 return _PUT_OFF
             if self.locking:
                 self.sink.refresh()              # other runs may have finished it meanwhile
@@ -195,18 +195,15 @@ class _Work:
             return True
         return False
 
-    def _lock(self, record_id: str, wait: bool) -> bool:
+    def _lock(self, record_id: str, last_try: bool) -> bool:
         if self.sink.lock(record_id):
             return True
         holder = self.sink.locked_by(record_id)
-        if not wait:
-            log.info("%s: another run (%s) is making it; back to it at the end", record_id, holder)
-            return False
-        if self.sink.holds_locks():  # waiting while holding a lock could wait in a cycle
+        if last_try:
             log.info("%s: left to the other run (%s) that is making it", record_id, holder)
-            return False
-        log.info("%s: waiting for the other run (%s) that is making it", record_id, holder)
-        return self.sink.lock(record_id, wait=True)
+        else:
+            log.info("%s: another run (%s) is making it; tried again at the end", record_id, holder)
+        return False
 
 
 def _with_image(record: Record, session: ModelSession) -> tuple[Record, Any]:

@@ -5,9 +5,8 @@ same record twice.
 A lock is `fcntl.flock` on the hidden file `.<id>.npz.lock` next to the record. The kernel
 drops a flock when its process dies, however it dies, so the lock of a killed run is free
 at once and the next run takes it over (the file it left is reused, then removed). Locks
-are only ever tried without blocking, except by a run that holds none itself: so two runs
-can never wait on each other, and a run waits at most for the one record another run is
-making. On NFS, Linux carries flock over as a POSIX lock to the server.
+are only tried, never waited for, so no run waits for another. On NFS, Linux carries flock
+over as a POSIX lock to the server.
 
 The holder writes `<host> <pid>` into the file, for messages only. It removes the file
 when it lets go; a reader that locked a file just removed (the inode changed under it)
@@ -33,19 +32,19 @@ class IdLocks:
     def path(self, record_id: str) -> Path:
         return self.folder / f".{record_id}.npz.lock"
 
-    def acquire(self, record_id: str, wait: bool = False) -> bool:
-        """Lock `record_id`; False when another process holds it (and `wait` is off)."""
+    def acquire(self, record_id: str) -> bool:
+        """Lock `record_id`; False, at once, when another process holds it."""
         if record_id in self.held:
             return True
         path = self.path(record_id)
         while True:
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 os.close(fd)
                 return False
-            except BaseException:
+            except OSError:
                 os.close(fd)
                 raise
             try:

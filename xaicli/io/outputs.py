@@ -222,10 +222,10 @@ class DirSink(Sink):
         """Read the manifest lines appended since the last read (by this run or others)."""
         self._read = _load_manifest(self.path / MANIFEST, self._done, self._read)
 
-    def lock(self, record_id: str, wait: bool = False) -> bool:
+    def lock(self, record_id: str) -> bool:
         """Lock this id for this run until its record is written; False if another run has it."""
         try:
-            return self.locks.acquire(record_id, wait)
+            return self.locks.acquire(record_id)
         except OSError as exc:
             raise XaiError(f"{self.locks.path(record_id)}: cannot lock ({exc.strerror}); "
                            "check the output folder's permissions") from None
@@ -235,9 +235,6 @@ class DirSink(Sink):
 
     def locked_by(self, record_id: str) -> str:
         return self.locks.holder(record_id)
-
-    def holds_locks(self) -> bool:
-        return bool(self.locks.held)
 
     def exists(self, record_id: str, sha256: str | None = None) -> bool:
         if not self.file_for(record_id).exists():

@@ -73,8 +73,15 @@ def mutate_meta(draw, meta: dict):
 
 
 def mutate_arrays(draw, arrays: dict) -> dict:
-    """One array flattened, emptied, of another dtype, reshaped, removed, or filled with extremes."""
+    """One or two arrays flattened, emptied, of another dtype, reshaped, removed, or filled
+    with extremes (two at once reach combinations one cannot: a 2-D image and a 2-D map)."""
     arrays = dict(arrays)
+    for _ in range(draw(st.integers(1, 2))):
+        arrays = _mutate_array(draw, arrays)
+    return arrays
+
+
+def _mutate_array(draw, arrays: dict) -> dict:
     key = draw(st.sampled_from(sorted(set(arrays) | set(KEYS))))
     a = arrays.get(key, np.ones((1, 4, 4), np.float32))
     action = draw(st.sampled_from(["flatten", "empty", "dtype", "transpose", "add axis", "drop axis", "drop",

@@ -18,6 +18,7 @@ import re
 import shutil
 import signal
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -93,14 +94,19 @@ def _mutate_array(draw, arrays: dict) -> dict:
         shape[draw(st.integers(0, len(shape) - 1))] = 0
         a = np.zeros(shape, a.dtype)
     elif action == "dtype":
-        with np.errstate(all="ignore"):
-            a = a.astype(draw(st.sampled_from(DTYPES)))
+        dtype = draw(st.sampled_from(DTYPES))
+        try:
+            with np.errstate(all="ignore"), warnings.catch_warnings():
+                warnings.simplefilter("ignore")       # complex to real, float to int
+                a = a.astype(dtype)
+        except (ValueError, TypeError):       # strings to numbers: zeros of that dtype
+            a = np.zeros(a.shape, dtype)
     elif action == "transpose":
         a = a.T
     elif action == "add axis":
         a = a[None]
-    elif action == "drop axis":
-        a = a[0] if a.ndim else a
+    elif action == "drop axis" and a.ndim:
+        a = a[0] if a.shape[0] else np.zeros(a.shape[1:], a.dtype)
     elif action == "drop":
         arrays.pop(key, None)
         return arrays

@@ -392,8 +392,9 @@ def test_kill_9_midrun_then_rerun_makes_exactly_the_uninterrupted_set(big_scans,
     done = sorted(p.name for p in out.glob("*.npz"))
     assert 2 <= len(done) < N_BIG
     _records(out)  # every visible record is complete
-    # What kill -9 can leave: a hidden temp file of the dead process (never under a final name).
-    assert all(p.name.startswith(".") and p.name.endswith(".tmp") for p in out.iterdir()
+    # What kill -9 can leave: a hidden temp file of the dead process (never under a final name),
+    # and the lock file of the id it was making (no process holds it: the rerun sweeps it).
+    assert all(p.name.startswith(".") and p.name.endswith((".tmp", ".npz.lock")) for p in out.iterdir()
                if p.name != MANIFEST and not p.name.endswith(".npz"))
     rerun = invoke(args)  # in-process: the same entry point, without a second torch import
     assert rerun.exit_code == 0, rerun.stderr
@@ -609,3 +610,14 @@ def test_an_id_another_run_holds_is_left_to_it_without_waiting(tmp_path):
     r = invoke(args)
     assert r.exit_code == 0 and "made in" not in r.stderr and r.stderr.count("output exists, skipped") == 3
     assert sorted(p.name for p in out.iterdir()) == [MANIFEST, "scan_000.npz", "scan_001.npz", "scan_002.npz"]
+
+
+def test_lock_files_nobody_holds_are_swept_and_held_ones_kept(tmp_path):
+    from xaicli.io.locks import IdLocks
+
+    (tmp_path / ".a.npz.lock").write_text("deadhost 1\n")       # left by a killed run
+    held = IdLocks(tmp_path)
+    assert held.acquire("b")                                    # another run's, alive
+    DirSink(tmp_path, "predict")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".b.npz.lock"]
+    held.release("b")

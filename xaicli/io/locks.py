@@ -10,7 +10,8 @@ over as a POSIX lock to the server.
 
 The holder writes `<host> <pid>` into the file, for messages only. It removes the file
 when it lets go; a reader that locked a file just removed (the inode changed under it)
-tries again, so a lock is never held twice.
+tries again, so a lock is never held twice. The files a killed run left are swept by the
+next run into the folder.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import socket
 from pathlib import Path
 
 _HOST = socket.gethostname() or "host"
+SUFFIX = ".npz.lock"
 
 
 class IdLocks:
@@ -30,7 +32,7 @@ class IdLocks:
         self.held: dict[str, int] = {}       # id → descriptor of the locked file
 
     def path(self, record_id: str) -> Path:
-        return self.folder / f".{record_id}.npz.lock"
+        return self.folder / f".{record_id}{SUFFIX}"
 
     def acquire(self, record_id: str) -> bool:
         """Lock `record_id`; False, at once, when another process holds it."""
@@ -74,6 +76,19 @@ class IdLocks:
         with contextlib.suppress(OSError):
             os.unlink(self.path(record_id))   # while still locked: see acquire's inode check
         os.close(fd)
+
+    def sweep(self) -> None:
+        """Remove the lock files no process holds (what a killed run left): a lock is taken
+        and let go, which removes its file; one another run holds stays."""
+        try:
+            names = [n for n in os.listdir(self.folder) if n.startswith(".") and n.endswith(SUFFIX)]
+        except OSError:
+            return
+        for name in names:
+            record_id = name[1:-len(SUFFIX)]
+            with contextlib.suppress(OSError):
+                if record_id not in self.held and self.acquire(record_id):
+                    self.release(record_id)
 
     def release_all(self) -> None:
         for record_id in list(self.held):

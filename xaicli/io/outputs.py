@@ -214,6 +214,7 @@ class DirSink(Sink):
         except OSError as exc:
             raise _write_error(path / MANIFEST, exc) from None
         self.locks = IdLocks(path)
+        self.locks.sweep()          # lock files of killed runs
 
     def file_for(self, record_id: str) -> Path:
         return self.path / f"{record_id}.npz"

@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	# torch and torchvision pinned together: the registry caps them, and grad-cam and smp need torchvision.
 	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(PY) -m pip install -q -e '.[test,dicom]'
+	$(PY) -m pip install -q -e '.[test,dicom,monai,onnx]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -38,7 +38,10 @@ demo: $(STAMP)
 	$(XAI) stats $(DEMO)/seg.tar | $(PY) -c 'import sys, json; [print("%-8s %-34s %-8s focus_ratio=%.2f pointing_game=%s" % (r["id"], r["map"], r["target"], r["focus_ratio"] or 0, r["pointing_game"])) for r in map(json.loads, sys.stdin)]'
 	$(XAI) stats $(DEMO)/seg.tar --format csv --summary -o $(DEMO)/stats.csv
 	$(XAI) render $(DEMO)/records/ -o $(DEMO)/figures/ --dpi 100
-	@echo "== figures in $(DEMO)/figures/, records in $(DEMO)/seg.tar and $(DEMO)/records/, table in $(DEMO)/stats.csv"
+	@echo "== xai report: one offline page of both batches (two models), ground-truth metrics from xai stats --mask; open it in a browser:"
+	$(XAI) stats $(DEMO)/seg.tar --mask $(DEMO)/seg/masks/ -o $(DEMO)/seg-stats.jsonl
+	$(XAI) report $(DEMO)/seg.tar $(DEMO)/records/ --stats $(DEMO)/seg-stats.jsonl -o $(DEMO)/report/ --title "xai demo"
+	@echo "== figures in $(DEMO)/figures/, records in $(DEMO)/seg.tar and $(DEMO)/records/, table in $(DEMO)/stats.csv, page in $(DEMO)/report/index.html"
 
 test: $(STAMP)
 	$(PY) -m pytest -q
@@ -67,12 +70,15 @@ completions: $(STAMP)
 man: $(STAMP)
 	$(PY) -m xaicli.cli.manpages man/
 
-# The README's record tables, from xaicli/io/record.schema.json.
+# The README's generated tables: the model table from the format registry (xaicli/models/formats),
+# the record tables from xaicli/io/record.schema.json.
 readme: $(STAMP)
+	$(PY) -m xaicli.models.formats.readme README.md
 	$(PY) -m xaicli.io.schema_doc README.md
 
 reference-images: $(STAMP)
 	$(PY) tests/make_render_reference.py
+	$(PY) tests/make_report_reference.py
 
 train-builtin: $(STAMP)
 	$(PY) -m xaicli.models.builtin.train

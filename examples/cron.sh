@@ -7,7 +7,7 @@
 #   MODEL   default builtin:shapes-seg
 #   INBOX   the folder new scans arrive in (default: inbox)
 #   OUT     default out/cron: OUT/records/ (one .npz per scan + manifest.jsonl), OUT/figures/,
-#           OUT/stats.csv, OUT/cron.log
+#           OUT/stats.csv, OUT/report/index.html (the batch's page), OUT/cron.log
 #   env     XAI_ARGS: extra `xai attribute` options, e.g. "--baseline blur --steps 64"
 #
 # crontab -e, every 10 minutes (cron has a bare PATH: name the environment's bin folder):
@@ -52,3 +52,9 @@ fi
 
 after=$(cat "$out/records/manifest.jsonl" 2> /dev/null | wc -l || true)
 echo "$(date -Is) $((after - before)) new record(s); $(ls "$out/records" 2> /dev/null | grep -c '\.npz$' || true) in total" >> "$out/cron.log"
+
+# Last, the page of the whole batch: only the new records' figures are drawn, and the page
+# is replaced in one rename, so a reader never sees half of it.
+if ls "$out/records" 2> /dev/null | grep -q '\.npz$'; then
+    xai -q report "$out/records" -o "$out/report" --skip-existing --title "xai: $inbox" > /dev/null 2>> "$out/cron.log"
+fi

@@ -29,9 +29,10 @@ from helpers_models import write_png
 SEG = "builtin:shapes-seg"
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg"}
 TESTS = Path(__file__).resolve().parent
-COMMANDS = ["predict", "attribute", "cam", "stats", "render"]
+COMMANDS = ["predict", "attribute", "cam", "stats", "render", "report"]
 MODEL_COMMANDS = ["predict", "attribute", "cam"]
-FAST = {"predict": [], "attribute": ["--steps", "2"], "cam": [], "stats": [], "render": ["--dpi", "40"]}
+FAST = {"predict": [], "attribute": ["--steps", "2"], "cam": [], "stats": [], "render": ["--dpi", "40"],
+        "report": ["--dpi", "20", "--thumb-size", "16"]}
 
 
 def _npz(rec) -> bytes:
@@ -105,7 +106,7 @@ def _case(name: str, command: str, f: dict):
                                          ([d / "no_maps.npz"] + (["--layout", "grid"] if command == "render" else []),
                                           None)),
     }
-    if command != "render":  # the commands that load a model (stats: for faithfulness)
+    if command not in ("render", "report"):  # the commands that load a model (stats: for faithfulness)
         target = [good] if model else [d / "rec.npz"]
         rows.update({
             "missing model dir": (["-m", d / "no_such_model", *target], None),
@@ -119,7 +120,9 @@ def _case(name: str, command: str, f: dict):
         return None
     args, data = row
     # NaN in a record's map is data, not an error: stats reports it (nonfinite, null metrics), render draws it.
-    expect = "ok" if (name == "NaN image" and not model) else "error"
+    # A record without maps is a row of a report.
+    expect = "ok" if (name == "NaN image" and not model) or (
+        name == "record without what it needs" and command == "report") else "error"
     return [command, *FAST[command], *args], data, expect
 
 
@@ -130,8 +133,8 @@ ROWS = ["missing input", "text file", "garbage png", "empty stdin", "empty stdin
 
 
 def _output(command: str, folder: Path) -> list[str]:
-    return {"stats": ["-o", folder / "stats.jsonl"], "render": ["-o", folder / "figs"]}.get(
-        command, ["-o", f"{folder}/records/"])
+    return {"stats": ["-o", folder / "stats.jsonl"], "render": ["-o", folder / "figs"],
+            "report": ["-o", folder / "report"]}.get(command, ["-o", f"{folder}/records/"])
 
 
 def _messages(stderr: str) -> list[str]:
@@ -163,8 +166,8 @@ def assert_no_partial_files(folder: Path):
             assert listed == {q.name for q in p.parent.glob("*.npz")}
         elif p.suffix == ".npz":
             Record.from_bytes(p.read_bytes(), str(p))
-        elif p.name != "figures.jsonl" and p.parent.name != "figs":
-            raise AssertionError(f"unexpected output {p}")
+        elif p.name != "figures.jsonl" and p.parent.name not in ("figs", "figures", "thumbs"):
+            raise AssertionError(f"unexpected output {p}")     # e.g. the index.html of a failed report
 
 
 @pytest.mark.parametrize("row", ROWS)
@@ -188,6 +191,8 @@ def test_matrix(cli, files, tmp_path, command, row):
             assert "NaN" not in text
             (row_,) = [json.loads(s) for s in text.splitlines()]
             assert row_["nonfinite"] == 1 and row_["sparseness"] is None
+        if command == "report":
+            assert r.output.strip() == str(tmp_path / "report" / "index.html")
         return
     if command == "render":
         # render prints each figure's path once the figure is complete: a run that fails on
@@ -218,7 +223,7 @@ def piped_inputs(tmp_path_factory):
     return many, recs
 
 
-@pytest.mark.parametrize("command", COMMANDS)
+@pytest.mark.parametrize("command", [c for c in COMMANDS if c != "report"])   # report: one short line
 def test_head_c_100_ends_quietly(piped_inputs, tmp_path, command):
     """`xai ... | head -c 100` with a real `head` process on the other end of a real pipe."""
     from xaicli.cli import app as app_module
@@ -292,7 +297,8 @@ def test_binary_output_to_a_terminal(files, tmp_path, command):
             "attribute": ["attribute", "-m", SEG, "--steps", "2", files["good"]],
             "cam": ["cam", "-m", SEG, files["good"]],
             "stats": ["stats", d / "rec.npz"],
-            "render": ["render", d / "rec.npz", "-o", tmp_path / "figs", "--dpi", "20"]}[command]
+            "render": ["render", d / "rec.npz", "-o", tmp_path / "figs", "--dpi", "20"],
+            "report": ["report", d / "rec.npz", "-o", tmp_path / "report", "--dpi", "20"]}[command]
     code, err, written = _invoke_on_tty(args)
     if command in MODEL_COMMANDS:  # a record stream is binary: refused, with where to put it instead
         assert code == 2, err
@@ -373,11 +379,11 @@ def test_unwritable_output_folder_and_full_disk(files, tmp_path, read_only_dir):
         m = ["-m", SEG] if command in MODEL_COMMANDS else []
         for what, folder, fsize in (("unwritable", read_only_dir, 0), ("disk full", tmp_path / "rw" / command, limit)):
             folder.mkdir(parents=True, exist_ok=True)
-            out = {"stats": ["-o", folder / "stats.jsonl"], "render": ["-o", folder / "figs", "--dpi", "300"]}.get(
-                command, ["-o", f"{folder}/"])
+            out = {"stats": ["-o", folder / "stats.jsonl"], "render": ["-o", folder / "figs", "--dpi", "300"],
+                   "report": ["-o", folder / "report", "--dpi", "300"]}.get(command, ["-o", f"{folder}/"])
             cases.append([f"{command} {what}", [str(a) for a in [command, *FAST[command], *m, *inp, *out]], fsize])
     results = _run_driver(tmp_path, cases)
-    assert len(results) == 10
+    assert len(results) == 2 * len(COMMANDS)
     for name, r in results.items():
         assert r["code"] in (1, 2), (name, r)
         assert r["stdout"] == 0, name

@@ -77,7 +77,7 @@ def _pngs(folder: Path) -> list[str]:
 def test_every_example_is_strict_bash_and_tested():
     scripts = sorted(p.name for p in EXAMPLES.iterdir() if p.suffix in (".sh", ".sbatch") and p.name != "lib.sh")
     tested = {"ig_unetpp_baselines.sh", "cam_methods_layers.sh", "hf_convnext.sh", "ig_top3_hf.sh",
-              "gray_cnn_ig.sh", "cron.sh", "slurm_array.sbatch"}  # the last one in test_slurm.py
+              "gray_cnn_ig.sh", "cron.sh", "timm_torchvision.sh", "slurm_array.sbatch"}  # the last in test_slurm.py
     assert set(scripts) == tested
     for name in scripts:
         text = (EXAMPLES / name).read_text()
@@ -167,6 +167,32 @@ def test_5_gray_cnn_with_a_uniform_baseline(tmp_path):
     assert (out / "gray_cnn.pt").read_bytes() == model
 
 
+def test_6_timm_folder_and_torchvision_state_dict_in_one_pipe(tmp_path):
+    """The script's own models: a timm export folder and a torchvision state dict (with its --arch)."""
+    import tarfile
+
+    out = tmp_path / "out"
+    run("timm_torchvision.sh", "", _rgb(tmp_path / "imgs", 2), out)
+    for name, labels in (("timm_effnet", ["red", "green", "blue"]), ("resnet18", ["class_0", "class_1", "class_2"])):
+        with tarfile.open(out / name / "records.tar") as t:
+            recs = [_record_bytes(t.extractfile(m).read()) for m in t.getmembers()]
+        assert sorted(r.id for r in recs) == ["img_0", "img_1"]
+        for rec in recs:
+            assert rec.map_keys() == ["attr/integrated_gradients/black", "cam/gradcam/last"]
+            assert rec.meta["model"]["labels"] == labels
+            pre = rec.meta["preprocessing"]
+            assert pre["fit"] == "processor" and pre["crop"] is not None      # the library's own centre crop
+        rows = _csv(out / name / "stats.csv")
+        assert {r["map"] for r in rows} == {"attr/integrated_gradients/black", "cam/gradcam/last"}
+        assert len(_pngs(out / name / "figures")) >= 2
+
+
+def _record_bytes(data: bytes):
+    from xaicli.io.record import Record
+
+    return Record.from_bytes(data, "member.npz")
+
+
 def _torchscript_segmenter(path: Path) -> Path:
     """A tiny one-class segmenter: loading it imports torch only, not smp (seconds per run)."""
     import warnings
@@ -188,6 +214,7 @@ def test_cron_does_only_new_scans(tmp_path):
     run("cron.sh", model, inbox, out, env=env)
     first = {p.name: p.stat().st_mtime_ns for p in (out / "records").glob("*.npz")}
     assert sorted(first) == ["scan_0.npz", "scan_1.npz"]
+    report_before = (out / "report" / "index.html").stat().st_mtime_ns
     _scans(tmp_path / "more", 1, crop=64, first_seed=50)
     shutil.copyfile(tmp_path / "more" / "scan_0.png", inbox / "scan_new.png")
     run("cron.sh", model, inbox, out, env=env)
@@ -197,6 +224,10 @@ def test_cron_does_only_new_scans(tmp_path):
     assert {k: after[k] for k in first} == first                          # old records untouched
     assert len([r for r in _csv(out / "stats.csv")]) == 3
     assert len(_pngs(out / "figures")) == 3
+    page = (out / "report" / "index.html").read_text()
+    assert all(f'"id":"{i}"' in page for i in ("scan_0", "scan_1", "scan_new"))
+    thumbs = {p.name: p.stat().st_mtime_ns for p in (out / "report" / "thumbs").glob("scan_0*.png")}
+    assert len(thumbs) == 2 and all(t <= report_before for t in thumbs.values())   # drawn by the first run only
 
 
 def test_cron_goes_on_past_a_scan_it_cannot_read_and_waits_on_an_empty_inbox(tmp_path):

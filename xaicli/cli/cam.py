@@ -74,6 +74,7 @@ def cam(
     threshold: opt.Threshold = 0.5,
     batch_size: opt.BatchSize = None,
     arch: opt.Arch = None,
+    arch_args: opt.ArchArgs = None,
     classes: opt.Classes = None,
     labels: opt.Labels = None,
     device: opt.Device = "auto",
@@ -98,7 +99,7 @@ def cam(
 
     resolve_methods(method)               # unknown or empty names fail before anything loads
     check_layer_names(layer)
-    session = ModelSession(model, load_options(arch, classes, labels, size, mean, std, trust_pickle, fit), device)
+    session = ModelSession(model, load_options(arch, classes, labels, size, mean, std, trust_pickle, fit, arch_args), device)
     if list_layers:
         _list_layers(session, inputs, max_pixels)
         return

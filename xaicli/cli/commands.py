@@ -9,6 +9,7 @@ from xaicli.cli.cam import cam
 from xaicli.cli.predict import predict
 from xaicli.cli.stats import stats
 from xaicli.cli.render import render
+from xaicli.cli.report import report
 
 COMMANDS: list = [
     ("predict", predict),
@@ -16,4 +17,5 @@ COMMANDS: list = [
     ("cam", cam),
     ("stats", stats),
     ("render", render),
+    ("report", report),
 ]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
 import re
 import socket
@@ -21,6 +22,8 @@ import stat
 import tempfile
 from pathlib import Path
 from typing import BinaryIO, Iterator
+
+from xaicli.errors import XaiError
 
 _HOST = re.sub(r"[^A-Za-z0-9]+", "_", socket.gethostname() or "host")[:40]
 _TEMP = re.compile(r"^\..+\.xai-(?P<host>[A-Za-z0-9_]+)-(?P<pid>\d+)-[^.]*\.tmp$")
@@ -94,6 +97,36 @@ def append_line(path: str | os.PathLike, line: str) -> None:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
     finally:
         os.close(fd)
+
+
+def manifest_entries(path: str | os.PathLike) -> Iterator[dict]:
+    """The JSON objects of a manifest's lines, oldest first. A line cut short (a writer stopped
+    by a full disk or kill -9) is skipped: what it described is redone. No file: no entries."""
+    yield from read_manifest(path)[0]
+
+
+def read_manifest(path: str | os.PathLike, start: int = 0) -> tuple[list[dict], int]:
+    """(the JSON objects of the manifest's whole lines from byte `start` on, the byte where they
+    end): a reader that keeps the end reads only what writers appended since. A last line
+    without its newline is left for the next read (still being appended, or cut short)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(start)
+            data = f.read()
+    except FileNotFoundError:
+        return [], start
+    except OSError as exc:
+        raise XaiError(f"{path}: cannot read the manifest ({exc.strerror}); check permissions") from None
+    whole = data[:data.rfind(b"\n") + 1]
+    entries = []
+    for line in whole.decode(errors="replace").splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(entry, dict):
+            entries.append(entry)
+    return entries, start + len(whole)
 
 
 def close_cut_line(path: str | os.PathLike) -> None:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, TextIO
 
 from xaicli.errors import XaiError, XaiUsageError
-from xaicli.io.atomic import (append_line, atomic_write, close_cut_line, make_temp, output_target,
+from xaicli.io.atomic import (append_line, atomic_write, close_cut_line, make_temp, output_target, read_manifest,
                               sweep_stale_temps)
 from xaicli.io.locks import IdLocks
 from xaicli.io.record import Record
@@ -197,14 +197,7 @@ class DirSink(Sink):
     def __init__(self, path: Path, command: str | None = None):
         self.path = path
         self.command = command
-        if path.exists() and not path.is_dir():
-            raise XaiError(f"{path}: exists and is not a folder; -o DIR/ takes a folder for the records")
-        try:
-            path.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise XaiError(f"{path}: cannot create output folder ({exc.strerror}); choose a writable -o path") from None
-        if not os.access(path, os.W_OK | os.X_OK):
-            raise XaiError(f"{path}: output folder is not writable; choose a writable -o path")
+        output_folder(path, "-o DIR/ takes a folder for the records")
         sweep_stale_temps(path)
         self._done: dict[str, dict[str, Any]] = {}
         self._read = 0              # bytes of the manifest read so far (whole lines only)
@@ -221,7 +214,8 @@ class DirSink(Sink):
 
     def refresh(self) -> None:
         """Read the manifest lines appended since the last read (by this run or others)."""
-        self._read = _load_manifest(self.path / MANIFEST, self._done, self._read)
+        entries, self._read = read_manifest(self.path / MANIFEST, self._read)
+        self._done.update((e["id"], e) for e in entries if isinstance(e.get("id"), str))   # later lines win
 
     def lock(self, record_id: str) -> bool:
         """Lock this id for this run until its record is written; False if another run has it."""
@@ -293,26 +287,19 @@ def manifest_entry(record: Record, file: str) -> dict[str, Any]:
             "commands": [h.get("command") for h in history if h.get("command")], "maps": record.map_keys()}
 
 
-def _load_manifest(path: Path, done: dict[str, dict[str, Any]], start: int = 0) -> int:
-    """Add the manifest's whole lines from byte `start` on to `done` (id → its last entry:
-    a redone record appends a new line, which wins); return where they end."""
+def output_folder(path: str | os.PathLike, takes: str) -> Path:
+    """Create the `-o` folder (parents too) and check that it is writable, before any work.
+    `takes` completes the message for a path that is a file, e.g. "-o takes a folder for the figures"."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise XaiError(f"{path}: exists and is not a folder; {takes}")
     try:
-        with open(path, "rb") as f:
-            f.seek(start)
-            data = f.read()
-    except FileNotFoundError:
-        return start
+        path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise XaiError(f"{path}: cannot read the manifest ({exc.strerror}); check permissions") from None
-    whole = data[:data.rfind(b"\n") + 1]       # a line still being appended is read next time
-    for line in whole.decode(errors="replace").splitlines():
-        try:
-            entry = json.loads(line)
-        except ValueError:
-            continue  # a line cut short (full disk); its record is redone
-        if isinstance(entry, dict) and isinstance(entry.get("id"), str):
-            done[entry["id"]] = entry
-    return start + len(whole)
+        raise XaiError(f"{path}: cannot create output folder ({exc.strerror}); choose a writable -o path") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise XaiError(f"{path}: output folder is not writable; choose a writable -o path")
+    return path
 
 
 def _write_error(path: Path, exc: OSError) -> XaiError:

@@ -41,9 +41,9 @@ from matplotlib.figure import Figure
 
 from xaicli import __version__
 from xaicli.errors import XaiError
-from xaicli.io.atomic import append_line, atomic_open, sweep_stale_temps
+from xaicli.io.atomic import append_line, atomic_open, manifest_entries, sweep_stale_temps
 from xaicli.io.ids import safe_id
-from xaicli.io.outputs import IdClaims
+from xaicli.io.outputs import IdClaims, output_folder
 from xaicli.io.record import Record
 from xaicli.render.grid import Grid, build_grid
 from xaicli.render.maps import views
@@ -156,16 +156,7 @@ def _metadata(fmt: str) -> dict:
 
 def output_dir(path: str | os.PathLike) -> Path:
     """Create the figure folder (parents too) and check that it is writable, before any drawing."""
-    path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise XaiError(f"{path}: exists and is not a folder; -o takes a folder for the figures")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise XaiError(f"{path}: cannot create output folder ({exc.strerror}); choose a writable -o path") from None
-    if not os.access(path, os.W_OK | os.X_OK):
-        raise XaiError(f"{path}: output folder is not writable; choose a writable -o path")
-    return path
+    return output_folder(path, "-o takes a folder for the figures")
 
 
 def render_records(records: Iterable[Record], out_dir: str | os.PathLike, opts: RenderOptions, *,
@@ -228,15 +219,4 @@ def fingerprint(record: Record) -> str:
 def _load_manifest(path: Path) -> dict[str, str | None]:
     """file name → fingerprint of the record its latest figure was drawn from (lines cut by a
     crash, or written before fingerprints, are ignored: their figures are drawn again)."""
-    done: dict[str, str | None] = {}
-    try:
-        text = path.read_text()
-    except OSError:
-        return done
-    for line in text.splitlines():
-        try:
-            entry = json.loads(line)
-            done[entry["file"]] = entry.get("record")
-        except (ValueError, KeyError, TypeError):
-            continue
-    return done
+    return {e["file"]: e.get("record") for e in manifest_entries(path) if isinstance(e.get("file"), str)}

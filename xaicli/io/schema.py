@@ -218,7 +218,7 @@ def _expected(error) -> str:
         sign = {"minimum": ">=", "exclusiveMinimum": ">", "maximum": "<=", "exclusiveMaximum": "<"}[kw]
         return f"expected a number {sign} {value}, found {_short(found)}"
     if kw in ("minItems", "maxItems"):
-        size = f"{'at least' if kw == 'minItems' else 'at most'} {value} items"
+        size = described or f"{'at least' if kw == 'minItems' else 'at most'} {value} items"
         return f"expected {size}, found {_short(found)}"
     return f"{error.message[:120]}"
 

@@ -10,7 +10,7 @@ STAMP := $(VENV)/.xai-installed
 DEMO := demo-out
 export HF_HUB_OFFLINE := 1
 
-.PHONY: install demo test lint bench completions man readme reference-images train-builtin clean
+.PHONY: install demo test lint bench completions man readme fuzz reference-images train-builtin clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -46,6 +46,14 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
+# Property-based fuzzing of every reader of records (tests/test_fuzz.py): FUZZ_EXAMPLES cases per
+# target; the cases, minutes and findings per target go to fuzz-report.json.
+FUZZ_EXAMPLES ?= 10000
+fuzz: $(STAMP)
+	XAI_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) XAI_FUZZ_REPORT=fuzz-report.json \
+	  $(PY) -m pytest -q -p no:cacheprovider tests/test_fuzz.py --hypothesis-show-statistics $(FUZZ_ARGS)
+	cat fuzz-report.json
+
 lint: $(STAMP)
 	$(PY) -m pip install -q ruff
 	$(VENV)/bin/ruff check xaicli tests bench
@@ -62,9 +70,11 @@ completions: $(STAMP)
 man: $(STAMP)
 	$(PY) -m xaicli.cli.manpages man/
 
-# The README's model table, from the format registry (xaicli/models/formats).
+# The README's generated tables: the model table from the format registry (xaicli/models/formats),
+# the record tables from xaicli/io/record.schema.json.
 readme: $(STAMP)
 	$(PY) -m xaicli.models.formats.readme README.md
+	$(PY) -m xaicli.io.schema_doc README.md
 
 reference-images: $(STAMP)
 	$(PY) tests/make_render_reference.py

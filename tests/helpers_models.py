@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+from conftest import npz_members
 
 HF_LABELS = ["alpha", "beta", "gamma", "delta"]
 
@@ -206,7 +207,7 @@ def stream_records(stdout: bytes) -> list[dict]:
 
     out = []
     with tarfile.open(fileobj=io.BytesIO(stdout)) as t:
-        for m in t.getmembers():
+        for m in npz_members(t):
             with np.load(t.extractfile(m), allow_pickle=False) as npz:
                 arrays = {k: npz[k] for k in npz.files}
             arrays["meta"] = json.loads(str(arrays["meta"][()]))

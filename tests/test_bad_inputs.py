@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_record
+from conftest import make_record, npz_members
 from helpers_models import write_png
 
 SEG = "builtin:shapes-seg"
@@ -67,12 +67,12 @@ def files(tmp_path_factory):
     (d / "future.npz").write_bytes(buf.getvalue())
     stream = invoke(["predict", "-m", SEG, good, twin]).stdout
     with tarfile.open(fileobj=io.BytesIO(stream)) as t:
-        second = t.getmembers()[1]
+        second = npz_members(t)[1]
     no_image = invoke(["predict", "-m", SEG, good, "--no-image"]).stdout
     with tarfile.open(fileobj=io.BytesIO(no_image)) as t:
-        (d / "no_image.npz").write_bytes(t.extractfile(t.getmembers()[0]).read())
+        (d / "no_image.npz").write_bytes(t.extractfile(npz_members(t)[0]).read())
     with tarfile.open(fileobj=io.BytesIO(stream)) as t:
-        (d / "no_maps.npz").write_bytes(t.extractfile(t.getmembers()[0]).read())
+        (d / "no_maps.npz").write_bytes(t.extractfile(npz_members(t)[0]).read())
     maps = {"attr/integrated_gradients/black": (np.ones((1, 3, 16, 16), np.float32), {"kind": "attribution"})}
     (d / "rec.npz").write_bytes(_npz(make_record("rec", maps=maps)))
     nan_map = np.ones((1, 3, 16, 16), np.float32)

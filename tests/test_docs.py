@@ -131,3 +131,29 @@ def test_readme_operations_section():
     for script in sorted((ROOT / "examples").glob("*")):
         if script.name != "lib.sh":
             assert f"examples/{script.name}" in readme, f"README does not mention examples/{script.name}"
+
+
+def test_readme_record_tables_are_current():
+    """`make readme` regenerates them from xaicli/io/record.schema.json."""
+    from xaicli.io.schema_doc import current, markdown
+
+    assert current(ROOT / "README.md") == markdown(), "README's record tables are stale: run `make readme`"
+
+
+def test_readme_record_example_is_a_valid_record():
+    """The meta example of the README passes the validator (with real hashes for its '...')."""
+    import io
+    import json
+
+    import numpy as np
+
+    from xaicli.io.record import Record
+
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## Record format"):readme.index("## xai render")]
+    example = re.search(r"```json\n(.*?)```", section, re.S)[1].replace('"..."', '"' + "0" * 64 + '"')
+    meta = json.loads(example)
+    buf = io.BytesIO()
+    np.savez(buf, meta=np.array(json.dumps(meta)), image=np.zeros((256, 256), np.uint8),
+             **{"attr/integrated_gradients/black": np.zeros((1, 3, 256, 256), np.float32)})
+    assert Record.from_bytes(buf.getvalue(), "readme.npz").id == "scan_001"

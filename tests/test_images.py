@@ -19,6 +19,7 @@ from PIL import Image, ImageOps
 
 from xaicli.errors import XaiError
 from xaicli.io.images import read_image
+from conftest import npz_members
 
 RNG = np.random.default_rng(42)
 G8 = RNG.integers(0, 256, (20, 30), dtype=np.uint8)
@@ -308,7 +309,7 @@ def _records(stdout: bytes) -> dict:
     """Records of a stream by their source file name."""
     out = {}
     with tarfile.open(fileobj=io.BytesIO(stdout)) as t:
-        for m in t.getmembers():
+        for m in npz_members(t):
             with np.load(t.extractfile(m), allow_pickle=False) as npz:
                 arrays = {k: npz[k] for k in npz.files}
             meta = json.loads(str(arrays["meta"][()]))

@@ -26,7 +26,7 @@ ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg"}
 
 def _record_file(tmp_path: Path, name: str = "r1") -> Path:
     path = tmp_path / f"{name}.npz"
-    rec = make_record(name, maps={"attr/ig": (np.ones((3, 16, 16), np.float32), {"method": "ig"})})
+    rec = make_record(name, maps={"attr/ig": (np.ones((1, 3, 16, 16), np.float32), {"method": "ig"})})
     path.write_bytes(rec.to_bytes())
     return path
 
@@ -127,7 +127,7 @@ def test_a_record_stream_into_a_fifo_keeps_it_a_fifo(tmp_path):
     reader.join(timeout=60)
     assert fifo.is_fifo()
     with tarfile.open(fileobj=io.BytesIO(got[0])) as tar:
-        assert tar.getnames() == ["a.npz"]
+        assert tar.getnames() == [".xai-stream.json", "a.npz", ".xai-stream-end.json"]
 
 
 def test_stats_refuses_a_folder_as_output_before_reading(cli, tmp_path):
@@ -155,7 +155,7 @@ def test_the_same_record_twice_passes_through_a_stream():
         sink.write(make_record("x"))
         sink.write(make_record("x"))
     with tarfile.open(fileobj=io.BytesIO(out.getvalue())) as tar:
-        assert tar.getnames() == ["x.npz", "x.npz"]
+        assert [n for n in tar.getnames() if n.endswith(".npz")] == ["x.npz", "x.npz"]
 
 
 def test_an_unreadable_jsonl_to_extend_is_one_line(tmp_path, monkeypatch):
@@ -224,7 +224,7 @@ def test_a_file_named_npz_that_is_no_zip(cli, tmp_path, content):
 
 @pytest.mark.parametrize("bad_id", ["../escaped", "/tmp/abs", "", "a\nb", ".hidden", "-rf", 7])
 def test_record_ids_that_are_no_safe_file_name_are_refused(tmp_path, bad_id):
-    with pytest.raises(XaiError, match="is not a file-name-safe id"):
+    with pytest.raises(XaiError, match=r"evil.npz: meta \$\.id: expected a (file-name-safe id|string)"):
         Record.from_bytes(_with_meta(make_record("r1"), id=bad_id), "evil.npz")
 
 
@@ -237,15 +237,33 @@ def test_an_unsafe_id_writes_nothing_outside_the_output(cli, tmp_path):
     assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file()) == ["in/evil.npz"]
 
 
-@pytest.mark.parametrize("drop, changes", [(("id",), {}), ((), {"maps": []}), ((), {"source": None}),
-                                           ((), {"history": {}}), ((), {"maps": {"attr/x": 3}})])
-def test_malformed_meta_is_one_line(cli, tmp_path, drop, changes):
-    rec = make_record("r1", maps={"attr/x": (np.ones((1, 16, 16), np.float32), {"method": "x"})})
+BROKEN = {   # what the probe of issue 17 fed stats and render, and the field each error must name
+    "no id": ((("id",), {}), {}, "meta $.id: missing"),
+    "maps a list": (((), {"maps": []}), {}, "meta $.maps: expected an object, found an array"),
+    "source null": (((), {"source": None}), {}, "meta $.source: expected an object, found null"),
+    "source a string": (((), {"source": "scan.png"}), {}, 'meta $.source: expected an object, found the string'),
+    "history an object": (((), {"history": {}}), {}, "meta $.history: expected an array, found an object"),
+    "a map entry a number": (((), {"maps": {"attr/x/y": 3}}), {}, 'meta $.maps["attr/x/y"]: expected an object'),
+    "image flattened": (((), {}), {"image": lambda a: a.reshape(-1)}, 'array "image" shape: expected (H,W)'),
+    "image of floats": (((), {}), {"image": lambda a: a.astype(np.float32)}, 'array "image" dtype: expected one of'),
+    "map flattened": (((), {}), {"attr/x/y": lambda a: a.reshape(-1)}, 'array "attr/x/y" shape: expected (T,C,H,W)'),
+    "map emptied": (((), {}), {"attr/x/y": lambda a: a[:0]}, 'array "attr/x/y" shape: expected (T,C,H,W)'),
+    "map of integers": (((), {}), {"attr/x/y": lambda a: a.astype(np.int64)}, 'array "attr/x/y" dtype: expected float'),
+}
+
+
+@pytest.mark.parametrize("command", ["stats", "render"])
+@pytest.mark.parametrize("case", list(BROKEN))
+def test_a_broken_record_is_one_line_naming_the_record_and_the_field(cli, tmp_path, case, command):
+    (drop, changes), arrays, field = BROKEN[case]
+    rec = make_record("r1", maps={"attr/x/y": (np.ones((1, 3, 16, 16), np.float32), {"method": "x"})})
+    for key, change in arrays.items():
+        rec.arrays[key] = change(rec.arrays[key])
     (tmp_path / "bad.npz").write_bytes(_with_meta(rec, drop, **changes))
-    r = cli(["stats", tmp_path / "bad.npz"])
-    assert r.exit_code == 1
-    line = error_line(r)
-    assert "internal error" not in line and "re-create the record with xai" in line
+    args = [command, tmp_path / "bad.npz"] + (["-o", tmp_path / "figs", "--dpi", "20"] if command == "render" else [])
+    line = error_line(cli(args), 1)
+    assert line.startswith(f"xai: error: {tmp_path / 'bad.npz'}: {field}"), line
+    assert line.endswith("; re-create the record with xai"), line
 
 
 def test_skip_unreadable_goes_on_past_a_bad_image(cli, tmp_path):
@@ -265,3 +283,13 @@ def test_skip_unreadable_goes_on_past_a_bad_image(cli, tmp_path):
     assert r.stderr.startswith("xai: WARNING: skipped: ") and "s1.png" in r.stderr
     r = cli(["predict", "-m", "/nonexistent/model", "--skip-unreadable", "--json", tmp_path])   # no model: still fatal
     assert r.exit_code != 0
+
+
+def test_a_prediction_without_its_probabilities_is_refused_naming_the_member(cli, tmp_path):
+    """Found by make fuzz: `cam` took a record with pred/logits but no pred/probs for predicted
+    and failed with KeyError. Logits and probabilities come together."""
+    rec = make_record("r1", task="classification", labels=("a", "b"))
+    del rec.arrays["pred/probs"]
+    (tmp_path / "r1.npz").write_bytes(_with_meta(rec))
+    line = error_line(cli(["cam", "-m", "builtin:shapes-cls", tmp_path / "r1.npz"]), 1)
+    assert 'r1.npz: array "pred/probs": missing, which "pred/logits" needs' in line

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import os
 import signal
 import socket
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import invoke
+from conftest import invoke, no_record_out
 from helpers_models import write_png
 
 from xaicli.errors import XaiError, XaiUsageError
@@ -258,7 +259,8 @@ def test_skip_existing_is_keyed_by_the_command(tmp_path):
 def test_skip_existing_without_a_folder_is_a_usage_error(cli, scans, tmp_path, output):
     extra = ["-o", tmp_path / output] if output else []
     r = cli(["predict", "-m", SEG, scans, "--skip-existing", *extra])
-    assert r.exit_code == 2 and "needs -o DIR/" in r.stderr and r.stdout == b""
+    assert r.exit_code == 2 and "needs -o DIR/" in r.stderr
+    no_record_out(r.stdout, r.stderr.strip())
     assert list(tmp_path.iterdir()) == []
 
 
@@ -390,8 +392,9 @@ def test_kill_9_midrun_then_rerun_makes_exactly_the_uninterrupted_set(big_scans,
     done = sorted(p.name for p in out.glob("*.npz"))
     assert 2 <= len(done) < N_BIG
     _records(out)  # every visible record is complete
-    # What kill -9 can leave: a hidden temp file of the dead process (never under a final name).
-    assert all(p.name.startswith(".") and p.name.endswith(".tmp") for p in out.iterdir()
+    # What kill -9 can leave: a hidden temp file of the dead process (never under a final name),
+    # and the lock file of the id it was making (no process holds it: the rerun sweeps it).
+    assert all(p.name.startswith(".") and p.name.endswith((".tmp", ".npz.lock")) for p in out.iterdir()
                if p.name != MANIFEST and not p.name.endswith(".npz"))
     rerun = invoke(args)  # in-process: the same entry point, without a second torch import
     assert rerun.exit_code == 0, rerun.stderr
@@ -533,3 +536,88 @@ def test_json_lines_skip_existing_replaces_the_line_of_a_changed_image(cli, scan
     lines = [json.loads(x) for x in out.read_text().splitlines()]
     assert [x["id"] for x in lines] == ["scan_000", "scan_001"]
     assert lines[1]["sha256"] == hashlib.sha256((scans / "scan_002.png").read_bytes()).hexdigest()
+
+
+# -- overlapping runs (advisory locks per record id, io/locks.py) ---------------------------
+
+def test_overlapping_cron_runs_make_each_record_once(tmp_path):
+    """4 `xai attribute inbox/ -o out/ --skip-existing` started together over 40 scans: 40
+    records, 40 manifest lines, and 40 records made in all (each run's -v log names every
+    record it made: `attribute: <id> made in ...`), so no record was computed twice."""
+    inbox, out = tmp_path / "inbox", tmp_path / "out"
+    _scans(inbox, 40)
+    args = _xai("-v", "attribute", "-m", SEG, "--steps", "2", inbox, "-o", f"{out}/", "--skip-existing")
+    runs = [subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=ENV) for _ in range(4)]
+    logs = [p.communicate(timeout=600)[1].decode() for p in runs]
+    assert [p.returncode for p in runs] == [0] * 4, logs
+    made = [re.findall(r"^xai: INFO: attribute: (\S+) made in ", log, re.M) for log in logs]
+    ids = sorted(i for m in made for i in m)
+    assert ids == sorted(f"scan_{i:03d}" for i in range(40)), [len(m) for m in made]   # each made once
+    assert sum(1 for m in made if m) >= 2, "the runs did not overlap: one made everything"
+    manifest = _manifest(out)
+    assert len(manifest) == 40 and len({e["id"] for e in manifest}) == 40
+    assert sorted(p.name for p in out.iterdir()) == sorted([MANIFEST] + [f"scan_{i:03d}.npz" for i in range(40)])
+    for path in out.glob("*.npz"):
+        assert [h["command"] for h in Record.from_bytes(path.read_bytes()).meta["history"]] == ["attribute"]
+
+
+def test_a_lock_of_a_killed_process_is_taken_over_and_a_live_one_is_not(tmp_path):
+    from xaicli.io.locks import IdLocks
+
+    locks = IdLocks(tmp_path)
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import fcntl, os, sys, time\n"
+        f"fd = os.open({str(locks.path('a'))!r}, os.O_RDWR | os.O_CREAT)\n"
+        "fcntl.flock(fd, fcntl.LOCK_EX)\n"
+        "os.write(fd, b'otherhost 1234')\n"
+        "print('locked', flush=True)\n"
+        "time.sleep(300)\n")], stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout.readline() == b"locked\n"
+        assert locks.acquire("a") is False                   # live: not taken, not waited for
+        assert locks.holder("a") == "otherhost 1234"
+    finally:
+        holder.kill()
+        holder.wait()
+    assert locks.acquire("a") is True                        # kill -9 released it: taken over at once
+    assert locks.path("a").read_text().split()[1] == str(os.getpid())
+    locks.release("a")
+    assert not locks.path("a").exists()                      # no lock file left behind
+
+
+def test_an_id_another_run_holds_is_left_to_it_without_waiting(tmp_path):
+    """A run finds scan_000 locked by another run (this test, holding the lock all along):
+    it makes the others, tries scan_000 once more at the end, leaves it to the run that
+    holds it, and ends at once (exit 0). When that run has made it, the next run skips all."""
+    from xaicli.io.locks import IdLocks
+
+    inbox, out, made_elsewhere = tmp_path / "inbox", tmp_path / "out", tmp_path / "elsewhere"
+    _scans(inbox, 3)
+    assert invoke(["predict", "-m", SEG, inbox / "scan_000.png", "-o", f"{made_elsewhere}/"]).exit_code == 0
+    out.mkdir()
+    other = IdLocks(out)
+    assert other.acquire("scan_000")
+    args = ["-v", "predict", "-m", SEG, inbox, "-o", f"{out}/", "--skip-existing"]
+    r = invoke(args)
+    assert r.exit_code == 0, r.stderr
+    assert sorted(re.findall(r"predict: (\S+) made in", r.stderr)) == ["scan_001", "scan_002"], r.stderr
+    assert f"scan_000: another run ({socket.gethostname()} {os.getpid()}) is making it; tried again" in r.stderr
+    assert "scan_000: left to the other run" in r.stderr
+    assert sorted(e["id"] for e in _manifest(out)) == ["scan_001", "scan_002"]
+    with DirSink(out, "predict") as sink:                        # the other run makes scan_000, lets go
+        sink.write(Record.from_bytes((made_elsewhere / "scan_000.npz").read_bytes()))
+    other.release("scan_000")
+    r = invoke(args)
+    assert r.exit_code == 0 and "made in" not in r.stderr and r.stderr.count("output exists, skipped") == 3
+    assert sorted(p.name for p in out.iterdir()) == [MANIFEST, "scan_000.npz", "scan_001.npz", "scan_002.npz"]
+
+
+def test_lock_files_nobody_holds_are_swept_and_held_ones_kept(tmp_path):
+    from xaicli.io.locks import IdLocks
+
+    (tmp_path / ".a.npz.lock").write_text("deadhost 1\n")       # left by a killed run
+    held = IdLocks(tmp_path)
+    assert held.acquire("b")                                    # another run's, alive
+    DirSink(tmp_path, "predict")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".b.npz.lock"]
+    held.release("b")

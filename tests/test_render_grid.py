@@ -10,6 +10,9 @@ from matplotlib.colors import to_hex
 import make_render_reference as ref
 from conftest import make_record
 
+from xaicli.errors import XaiError
+from xaicli.io.record import Record
+
 SMALL = {"dpi": 30.0, "panel_size": 1.0}
 
 
@@ -258,6 +261,9 @@ def test_the_models_crop_box_is_outlined_on_the_image(layout, tmp_path):
     (image,) = axes_of(fig, "image")
     assert image.get_xlim() == (-0.5, 35.5) and image.get_ylim() == (31.5, -0.5)   # the whole image still shown
     assert "model input: crop box" in " ".join(s for _, s in texts(fig))
-    for box in ([0, 0, 32, 36], None, [0, 0, 32], "centre"):     # the whole image, no crop, malformed: nothing
+    for box in ([0, 0, 32, 36], None, [4, 6, 4, 30]):          # the whole image, no crop, an empty box: nothing
         ((_, fig),) = figures(cropped(box), layout=layout)
         assert crop_rectangles(fig) == [] and "crop box" not in " ".join(s for _, s in texts(fig))
+    for box in ([0, 0, 32], "centre"):                           # malformed: refused as the record is read
+        with pytest.raises(XaiError, match=r"crop.npz: meta \$\.preprocessing\.crop: expected "):
+            Record.from_bytes(cropped(box).to_bytes(), "crop.npz")

@@ -13,11 +13,11 @@ import tarfile
 
 import numpy as np
 import pytest
-from conftest import make_record
+from conftest import failed_stream, make_record
 
 from xaicli.errors import XaiError
 from xaicli.io.inputs import read_stdin
-from xaicli.io.outputs import open_sink
+from xaicli.io.outputs import StreamSink, open_sink
 from xaicli.io.stream import TarWriter, read_tar
 
 SEG = "builtin:shapes-seg"
@@ -69,7 +69,7 @@ def test_stream_is_a_standard_tar_of_npz_members():
     data = _stream(_records(2))
     assert len(data) % 10240 == 0  # padded to tar's record size, like GNU tar
     with tarfile.open(fileobj=io.BytesIO(data)) as t:
-        assert t.getnames() == ["r0.npz", "r1.npz"]
+        assert t.getnames() == [".xai-stream.json", "r0.npz", "r1.npz", ".xai-stream-end.json"]
         with np.load(t.extractfile("r1.npz"), allow_pickle=False) as npz:
             assert json.loads(str(npz["meta"][()]))["id"] == "r1"
 
@@ -97,6 +97,85 @@ def test_stream_cut_at_the_first_member_reads_nothing_silently():
     data = _stream(_records(1))
     with pytest.raises(XaiError, match="truncated"):
         _ids(data[:_member_offsets(data)[0].offset_data + 10])
+
+
+def _members(data: bytes) -> list[str]:
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r|") as t:
+        return [m.name for m in t]
+
+
+def _failed_stream(records, error: str = "boom") -> bytes:
+    """What a writer that failed after `records` leaves: the start, the records, the failure member."""
+    buf = io.BytesIO()
+    with pytest.raises(XaiError):
+        with StreamSink(buf) as sink:
+            for r in records:
+                sink.write(r)
+            raise XaiError(error)
+    return buf.getvalue()
+
+
+def _killed(data: bytes) -> bytes:
+    """A complete stream as a writer killed after its last record would have left it."""
+    return data[:_member_offsets(data)[-1].offset]
+
+
+def test_a_failed_writer_leaves_its_error_in_the_stream_and_readers_report_it():
+    data = _failed_stream(_records(2), "scans/x.png: cannot read as an image")
+    assert _members(data) == [".xai-stream.json", "r0.npz", "r1.npz", ".xai-stream-failed.json"]
+    with pytest.raises(XaiError, match=r"failed after 2 records \(scans/x.png: cannot read as an image\)"):
+        _ids(data)
+
+
+@pytest.mark.parametrize("first", ["failed", "killed", "killed before its first record"])
+def test_a_failed_or_killed_writer_is_reported_after_cat(first):
+    good = _stream(_records(2))
+    bad = {"failed": _failed_stream([make_record("z")]), "killed": _killed(_stream([make_record("z")])),
+           "killed before its first record": _killed(_stream([]))}[first]
+    with pytest.raises(XaiError) as err:
+        _ids(bad + good)
+    assert ("failed after 1 records (boom)" if first == "failed" else "without its end member and another "
+            "stream begins") in str(err.value)
+    with pytest.raises(XaiError, match="failed after|without its end member at the end of the input"):
+        _ids(good + bad)
+
+
+def test_plain_tars_without_markers_read_alone_and_joined_with_streams(tmp_path):
+    plain = io.BytesIO()
+    with tarfile.open(fileobj=plain, mode="w") as t:
+        for r in _records(2):
+            data = r.to_bytes()
+            info = tarfile.TarInfo(f"{r.id}.npz")
+            info.size = len(data)
+            t.addfile(info, io.BytesIO(data))
+    plain = plain.getvalue()
+    xai = _stream([make_record("z")])
+    assert _ids(plain) == ["r0", "r1"]
+    assert _ids(plain + xai + plain) == ["r0", "r1", "z", "r0", "r1"]
+    assert _ids(xai + plain) == ["z", "r0", "r1"]
+    with pytest.raises(XaiError, match="without its end member"):   # a plain tar cannot hide a killed stream
+        _ids(_killed(xai) + plain)
+
+
+def test_an_end_member_that_disagrees_is_an_error():
+    data = _stream(_records(2))
+    m = _member_offsets(data)
+    dropped = data[:m[1].offset] + data[m[2].offset:]               # r0 removed from the middle
+    with pytest.raises(XaiError, match="holds 1 records but its writer wrote 2"):
+        _ids(dropped)
+    with pytest.raises(XaiError, match="end member without its start"):
+        _ids(data[m[1].offset:])                                       # start member cut off
+
+
+@pytest.mark.skipif(shutil.which("tar") is None, reason="no tar")
+def test_gnu_tar_lists_and_extracts_a_stream_without_a_warning(tmp_path):
+    data = _stream(_records(2))
+    listed = subprocess.run(["tar", "tvf", "-"], input=data, capture_output=True, check=True)
+    assert listed.stderr == b"" and [line.split()[-1] for line in listed.stdout.decode().splitlines()] == \
+        [".xai-stream.json", "r0.npz", "r1.npz", ".xai-stream-end.json"]
+    out = subprocess.run(["tar", "xf", "-"], input=data, cwd=tmp_path, capture_output=True, check=True)
+    assert out.stderr == b""
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".")) == ["r0.npz", "r1.npz"]
 
 
 def test_garbage_on_stdin_is_an_error():
@@ -183,7 +262,8 @@ def test_cli_reads_its_own_stream_and_concatenations(cli, seg_stream):
 
 def test_cli_reads_streams_from_tar_files_and_cat(cli, seg_stream, tmp_path):
     (tmp_path / "a.tar").write_bytes(seg_stream)
-    (tmp_path / "b.tar").write_bytes(seg_stream[: _member_offsets(seg_stream)[1].offset] + b"\0" * 10240)
+    with tarfile.open(fileobj=io.BytesIO(seg_stream)) as t, tarfile.open(tmp_path / "b.tar", "w") as b:
+        b.addfile(t.getmember("seg_000.npz"), t.extractfile("seg_000.npz"))   # a plain tar, as `tar cf` makes
     cat = subprocess.run(["cat", tmp_path / "a.tar", tmp_path / "b.tar"], capture_output=True, check=True).stdout
     r = cli(["predict", "-m", SEG], input=cat)
     assert r.exit_code == 0, r.stderr
@@ -196,7 +276,7 @@ def test_cli_reads_streams_from_tar_files_and_cat(cli, seg_stream, tmp_path):
 def test_tar_xf_gives_plain_npz_files_that_xai_reads_back(cli, seg_stream, tmp_path):
     subprocess.run(["tar", "xf", "-"], input=seg_stream, cwd=tmp_path, check=True)
     files = sorted(p.name for p in tmp_path.iterdir())
-    assert files == ["seg_000.npz", "seg_001.npz"]
+    assert files == [".xai-stream-end.json", ".xai-stream.json", "seg_000.npz", "seg_001.npz"]
     with np.load(tmp_path / "seg_000.npz", allow_pickle=False) as npz:
         assert npz["image"].shape == (96, 96) and npz["pred/mask"].shape == (96, 96)
     r = cli(["predict", "-m", SEG, "--json", tmp_path])
@@ -212,8 +292,27 @@ def test_cli_truncated_stream_is_a_one_line_error(cli, seg_stream, where):
     cut = m.offset if where == "member boundary" else m.offset_data + m.size // 2
     r = cli(["predict", "-m", SEG, "-"], input=seg_stream[:cut])
     assert r.exit_code == 1
-    assert "truncated" in _one_error_line(r)
-    assert r.stdout == b""
+    line = _one_error_line(r)
+    assert "truncated" in line
+    assert "xai: error: " + failed_stream(r.stdout) == line     # no record out, and the reason passed on
+
+
+def test_cat_of_a_failed_producers_stream_and_a_good_one_is_an_error(cli, seg_images, tmp_path):
+    """The case of issue 17: `cat fail.tar good.tar | xai stats` was accepted."""
+    broken = tmp_path / "zz_broken.png"
+    broken.write_bytes((seg_images / "seg_001.png").read_bytes()[:200])
+    args = ["attribute", "-m", SEG, "--method", "saliency"]
+    fail = cli([*args, seg_images / "seg_000.png", broken])
+    assert fail.exit_code == 1 and "zz_broken.png" in fail.stderr
+    assert _members(fail.stdout) == [".xai-stream.json", "seg_000.npz", ".xai-stream-failed.json"]
+    good = cli([*args, seg_images / "seg_001.png"])
+    assert good.exit_code == 0, good.stderr
+    assert len(cli(["stats"], input=good.stdout).output.splitlines()) == 1
+    r = cli(["stats"], input=fail.stdout + good.stdout)
+    assert r.exit_code == 1
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "<stdin>: the command that wrote this stream failed after 1 records" in lines[0]
+    assert "zz_broken.png: cannot read as an image" in lines[0], lines[0]
 
 
 def test_cli_dir_output(cli, seg_images, tmp_path):

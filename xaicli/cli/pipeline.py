@@ -76,7 +76,7 @@ class ModelSession:
                            f"{self.adapter.preprocessing.fit}; pass --fit {fit}, or omit -m to load the model as the "
                            "records say")
         loaded = (record.meta.get("model") or {}).get("load")
-        if self.spec and isinstance(loaded, dict):
+        if self.spec and loaded is not None:
             # Same weights loaded another way (--size, --mean, --labels ...) would explain another
             # function than the record's prediction, under meta that still names the record's options.
             ours = self.adapter.info.get("load") or {}
@@ -93,8 +93,8 @@ LOAD_KEYS = ("arch", "classes", "labels", "size", "mean", "std", "arch_args")
 def record_fit(record: Record) -> str | None:
     """How the record's image became its model's input (None: the record does not say). Records made
     before `--fit` existed squashed the whole image."""
-    pre = record.meta.get("preprocessing")
-    return (pre.get("fit") or "squash") if isinstance(pre, dict) else None
+    pre = record.meta.get("preprocessing")           # an object or absent (validated)
+    return None if pre is None else (pre.get("fit") or "squash")
 
 
 def _options(load: dict, keys: list[str]) -> str:
@@ -131,39 +131,91 @@ def iter_records(inputs: Inputs, session: ModelSession, *, max_pixels: int | Non
     `skip_unreadable` (--skip-unreadable) turns an image that cannot be read into a warning,
     so one bad scan in a cron inbox does not stop the others; nothing is written for it.
     `window` (--window) says how gray DICOM values become display levels.
+
+    Into a folder under --skip-existing, each id is locked (io/locks.py) before its output is
+    looked at and until its record is written, so runs started together share the work: an
+    id another run holds is put off and tried once more after the other inputs, then skipped
+    if that run made it, made here if it let go without (it failed or skipped it), or left
+    to it if it still holds it. No run ever waits for another.
     """
     owner = getattr(skip, "__self__", None)
     if skip is not None and owner is not None and not getattr(owner, "can_skip", True):
         raise XaiUsageError("--skip-existing needs -o DIR/ (one record per file, with manifest.jsonl); "
                             "a stream or tar file has nothing to skip against")
-    earlier = getattr(owner, "finished_by_others", None) if skip is not None else None
+    work = _Work(session, skip, owner, max_pixels, skip_unreadable, window)
+    put_off = []
     for item in inputs:
-        if isinstance(item, ImageInput):
-            try:                                     # reading the image only: a model error is never skipped
-                sha = source_sha256(item.path)
-                if skip is not None and skip(item.id, sha):
-                    log.info("%s: output exists, skipped", item.id)
-                    continue
-                found = earlier(item.id, sha) if earlier is not None else None
-                image = used = None
-                if found is None:
-                    image, used = read_image_and_window(item.path, max_pixels, window)
-            except XaiError as exc:
-                if not skip_unreadable:
-                    raise
-                log.warning("skipped: %s", exc)
-                continue
-            if found is not None:        # e.g. `cam` after `attribute` on one inbox: add, keep its maps
-                log.info("%s: adds to %s", item.id, found)
-                yield _with_image(Record.from_bytes(found.read_bytes(), str(found)), session)
-                continue
-            rec = record_for_image(item, session.get(image_hw=image.shape[:2]), image, sha, used)
+        found = work.take(item)
+        if found is _PUT_OFF:
+            put_off.append(item)
+        elif found is not None:
+            yield found
+    for item in put_off:
+        found = work.take(item, last_try=True)
+        if found is not None and found is not _PUT_OFF:
+            yield found
+
+
+_PUT_OFF = object()
+
+
+class _Work:
+    """What iter_records does with one input: skip it, put it off, or read it."""
+
+    def __init__(self, session, skip, owner, max_pixels, skip_unreadable, window):
+        self.session, self.skip, self.max_pixels, self.skip_unreadable = session, skip, max_pixels, skip_unreadable
+        self.window = window
+        self.locking = skip is not None and hasattr(owner, "lock")
+        self.sink = owner
+        self.earlier = getattr(owner, "finished_by_others", None) if skip is not None else None
+
+    def take(self, item, last_try: bool = False):
+        """(record, image), None (skipped) or _PUT_OFF (another run holds its id)."""
+        image_input = isinstance(item, ImageInput)
+        try:                                     # reading the image only: a model error is never skipped
+            sha = source_sha256(item.path) if image_input else (item.meta.get("source") or {}).get("sha256")
+            if self._done(item.id, sha):
+                return None
+            if self.locking and not self._lock(item.id, last_try):
+                return _PUT_OFF
+            if self.locking:
+                self.sink.refresh()              # other runs may have finished it meanwhile
+                if self._done(item.id, sha):
+                    self.sink.unlock(item.id)
+                    return None
+            if not image_input:
+                return _with_image(item, self.session)
+            found = self.earlier(item.id, sha) if self.earlier is not None else None
+            image = used = None
+            if found is None:
+                image, used = read_image_and_window(item.path, self.max_pixels, self.window)
+        except XaiError as exc:
+            if self.locking:
+                self.sink.unlock(item.id)
+            if not (image_input and self.skip_unreadable):
+                raise
+            log.warning("skipped: %s", exc)
+            return None
+        if found is not None:        # e.g. `cam` after `attribute` on one inbox: add, keep its maps
+            log.info("%s: adds to %s", item.id, found)
+            return _with_image(Record.from_bytes(found.read_bytes(), str(found)), self.session)
+        return record_for_image(item, self.session.get(image_hw=image.shape[:2]), image, sha, used), image
+
+    def _done(self, record_id: str, sha: str | None) -> bool:
+        if self.skip is not None and self.skip(record_id, sha):
+            log.info("%s: output exists, skipped", record_id)
+            return True
+        return False
+
+    def _lock(self, record_id: str, last_try: bool) -> bool:
+        if self.sink.lock(record_id):
+            return True
+        holder = self.sink.locked_by(record_id)
+        if last_try:
+            log.info("%s: left to the other run (%s) that is making it", record_id, holder)
         else:
-            if skip is not None and skip(item.id, (item.meta.get("source") or {}).get("sha256")):
-                log.info("%s: output exists, skipped", item.id)
-                continue
-            rec, image = _with_image(item, session)
-        yield rec, image
+            log.info("%s: another run (%s) is making it; tried again at the end", record_id, holder)
+        return False
 
 
 def _with_image(record: Record, session: ModelSession) -> tuple[Record, Any]:
@@ -191,9 +243,11 @@ def progress(iterable: Iterable, total: int | None, desc: str):
 
 
 def finish(record: Record, command: str, params: dict[str, Any], seconds: float, device, keep_image: bool = True) -> Record:
+    """The record as the command leaves it: its history entry added (and -v says it was made)."""
     if not keep_image:
         record.arrays.pop("image", None)
     record.add_history(command, params, seconds, str(device) if device is not None else None)
+    log.info("%s: %s made in %.2f s", command, record.id, seconds)
     return record
 
 

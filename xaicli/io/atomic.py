@@ -102,19 +102,31 @@ def append_line(path: str | os.PathLike, line: str) -> None:
 def manifest_entries(path: str | os.PathLike) -> Iterator[dict]:
     """The JSON objects of a manifest's lines, oldest first. A line cut short (a writer stopped
     by a full disk or kill -9) is skipped: what it described is redone. No file: no entries."""
+    yield from read_manifest(path)[0]
+
+
+def read_manifest(path: str | os.PathLike, start: int = 0) -> tuple[list[dict], int]:
+    """(the JSON objects of the manifest's whole lines from byte `start` on, the byte where they
+    end): a reader that keeps the end reads only what writers appended since. A last line
+    without its newline is left for the next read (still being appended, or cut short)."""
     try:
-        text = Path(path).read_text(errors="replace")
+        with open(path, "rb") as f:
+            f.seek(start)
+            data = f.read()
     except FileNotFoundError:
-        return
+        return [], start
     except OSError as exc:
         raise XaiError(f"{path}: cannot read the manifest ({exc.strerror}); check permissions") from None
-    for line in text.splitlines():
+    whole = data[:data.rfind(b"\n") + 1]
+    entries = []
+    for line in whole.decode(errors="replace").splitlines():
         try:
             entry = json.loads(line)
         except ValueError:
             continue
         if isinstance(entry, dict):
-            yield entry
+            entries.append(entry)
+    return entries, start + len(whole)
 
 
 def close_cut_line(path: str | os.PathLike) -> None:

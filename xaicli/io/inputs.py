@@ -227,7 +227,7 @@ def read_stdin(stdin: BinaryIO) -> Iterator[Record]:
     stdin = _buffered(stdin)
     head = stdin.peek(4)[:4]
     if not head:
-        raise XaiError("stdin is empty: pipe the output of an xai command, or pass files")
+        raise XaiError("<stdin>: stdin is empty: pipe the output of an xai command, or pass files")
     if head.startswith(NPZ_MAGIC):
         yield Record.from_bytes(stdin.read(), "<stdin>")
     else:

@@ -22,8 +22,9 @@ from pathlib import Path
 from typing import Any, BinaryIO, TextIO
 
 from xaicli.errors import XaiError, XaiUsageError
-from xaicli.io.atomic import (append_line, atomic_write, close_cut_line, make_temp, manifest_entries,
-                              output_target, sweep_stale_temps)
+from xaicli.io.atomic import (append_line, atomic_write, close_cut_line, make_temp, output_target, read_manifest,
+                              sweep_stale_temps)
+from xaicli.io.locks import IdLocks
 from xaicli.io.record import Record
 from xaicli.io.stream import TarWriter
 
@@ -35,7 +36,7 @@ class _Transaction:
 
     def commit(self) -> None: ...
 
-    def abort(self) -> None: ...
+    def abort(self, exc: BaseException | None = None) -> None: ...
 
     def __enter__(self):
         return self
@@ -44,7 +45,7 @@ class _Transaction:
         if exc_type is None:
             self.commit()
         else:
-            self.abort()
+            self.abort(exc)
 
 
 class Sink(_Transaction):
@@ -83,10 +84,15 @@ class IdClaims:
 
 
 class StreamSink(Sink):
-    """Tar stream to a binary file object. No end marker on failure: readers see truncation."""
+    """Tar stream to a binary file object. A failure ends it with the failure member that
+    carries the error (io/stream.py): readers report it, even after `cat`."""
 
     def __init__(self, fileobj: BinaryIO):
         self.writer = TarWriter(fileobj)
+
+    def __enter__(self):
+        self.writer.begin()          # as the command starts: a kill before the first record shows
+        return self
 
     def write(self, record: Record) -> None:
         self.claim(record)
@@ -94,6 +100,27 @@ class StreamSink(Sink):
 
     def commit(self) -> None:
         self.writer.close()
+
+    def abort(self, exc: BaseException | None = None) -> None:
+        if isinstance(exc, BrokenPipeError):      # the reader is gone: nobody to tell
+            return
+        try:
+            self.writer.fail(failure_line(exc))
+        except (OSError, ValueError):             # the output itself failed (full disk, closed)
+            pass
+
+
+def failure_line(exc: BaseException | None) -> str:
+    """The one line a failed writer leaves in its stream, as the CLI would print it."""
+    if isinstance(exc, XaiError):
+        text = str(exc)
+    elif isinstance(exc, KeyboardInterrupt):
+        text = "interrupted"
+    elif exc is None:
+        text = "failed"
+    else:
+        text = f"internal error: {type(exc).__name__}: {exc}"
+    return (text.strip().splitlines() or ["failed"])[0]
 
 
 class TarFileSink(Sink):
@@ -114,6 +141,14 @@ class TarFileSink(Sink):
             raise XaiError(f"{path}: cannot write output ({exc.strerror}); choose a writable -o path") from None
         self.stream = StreamSink(self.f)
 
+    def __enter__(self):
+        try:
+            self.stream.__enter__()
+        except OSError as exc:
+            self.abort()
+            raise _write_error(self.path, exc) from None
+        return self
+
     def write(self, record: Record) -> None:
         try:
             self.stream.write(record)
@@ -131,7 +166,9 @@ class TarFileSink(Sink):
             self.abort()
             raise _write_error(self.path, exc) from None
 
-    def abort(self) -> None:
+    def abort(self, exc: BaseException | None = None) -> None:
+        if self.tmp is None:      # written in place (a FIFO): the reader sees why it ends
+            self.stream.abort(exc)
         try:
             self.f.close()
         except OSError:
@@ -149,6 +186,10 @@ class DirSink(Sink):
     `command` (e.g. "attribute") makes `exists` require that the finished record went
     through that command, so `xai attribute recs/ -o recs/ --skip-existing` over the
     records of `xai predict` still adds the maps.
+
+    Under --skip-existing the pipeline `lock`s each id (io/locks.py) before it looks at the
+    record and keeps the lock until `write`, so overlapping runs make each record once;
+    `refresh` reads the manifest lines other runs appended since.
     """
 
     can_skip = True
@@ -158,14 +199,37 @@ class DirSink(Sink):
         self.command = command
         output_folder(path, "-o DIR/ takes a folder for the records")
         sweep_stale_temps(path)
-        self._done = _load_manifest(path / MANIFEST)
+        self._done: dict[str, dict[str, Any]] = {}
+        self._read = 0              # bytes of the manifest read so far (whole lines only)
+        self.refresh()
         try:
             close_cut_line(path / MANIFEST)
         except OSError as exc:
             raise _write_error(path / MANIFEST, exc) from None
+        self.locks = IdLocks(path)
+        self.locks.sweep()          # lock files of killed runs
 
     def file_for(self, record_id: str) -> Path:
         return self.path / f"{record_id}.npz"
+
+    def refresh(self) -> None:
+        """Read the manifest lines appended since the last read (by this run or others)."""
+        entries, self._read = read_manifest(self.path / MANIFEST, self._read)
+        self._done.update((e["id"], e) for e in entries if isinstance(e.get("id"), str))   # later lines win
+
+    def lock(self, record_id: str) -> bool:
+        """Lock this id for this run until its record is written; False if another run has it."""
+        try:
+            return self.locks.acquire(record_id)
+        except OSError as exc:
+            raise XaiError(f"{self.locks.path(record_id)}: cannot lock ({exc.strerror}); "
+                           "check the output folder's permissions") from None
+
+    def unlock(self, record_id: str) -> None:
+        self.locks.release(record_id)
+
+    def locked_by(self, record_id: str) -> str:
+        return self.locks.holder(record_id)
 
     def exists(self, record_id: str, sha256: str | None = None) -> bool:
         if not self.file_for(record_id).exists():
@@ -206,6 +270,13 @@ class DirSink(Sink):
                 pass
             raise _write_error(self.path / MANIFEST, exc) from None
         self._done[record.id] = entry
+        self.locks.release(record.id)
+
+    def commit(self) -> None:
+        self.locks.release_all()
+
+    def abort(self, exc: BaseException | None = None) -> None:
+        self.locks.release_all()
 
 
 def manifest_entry(record: Record, file: str) -> dict[str, Any]:
@@ -214,11 +285,6 @@ def manifest_entry(record: Record, file: str) -> dict[str, Any]:
     return {"id": record.id, "file": file, "source": src.get("path"), "sha256": src.get("sha256"),
             "task": record.task, "command": history[-1].get("command"),
             "commands": [h.get("command") for h in history if h.get("command")], "maps": record.map_keys()}
-
-
-def _load_manifest(path: Path) -> dict[str, dict[str, Any]]:
-    """id → its last manifest entry (later lines win: a redone record appends a new line)."""
-    return {e["id"]: e for e in manifest_entries(path) if isinstance(e.get("id"), str)}
 
 
 def output_folder(path: str | os.PathLike, takes: str) -> Path:
@@ -329,7 +395,7 @@ class LinesSink(_Transaction):
         with open(self.tmp, "w", encoding="utf-8") as f:
             f.write("".join(line + "\n" for line in kept + lines[len(self._kept):]))
 
-    def abort(self) -> None:
+    def abort(self, exc: BaseException | None = None) -> None:
         if self.path is None:
             return
         try:

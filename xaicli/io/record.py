@@ -17,11 +17,9 @@ from typing import Any, Iterator
 import numpy as np
 
 from xaicli.errors import XaiError
-from xaicli.io.ids import safe_id
+from xaicli.io.schema import FIX, WRITTEN, validate
 
-SCHEMA = "xai.record/1"
-SCHEMA_NAME = "xai.record"
-SCHEMA_VERSION = 1
+SCHEMA = WRITTEN              # what this xai writes; it reads every xai.record/1.x (io/schema.py)
 
 # Well-known array keys.
 IMAGE = "image"
@@ -58,11 +56,15 @@ class Record:
 
     # -- explanations ---------------------------------------------------------
     def add_map(self, key: str, values: np.ndarray, info: dict[str, Any]) -> None:
-        """Store one explanation raw (never normalised) with its description."""
+        """Store one explanation raw (never normalised) with its description; the description's
+        `kind` is the key's (attr/ → attribution, cam/ → cam), which readers require."""
         if not key.startswith(MAP_PREFIXES):
             raise ValueError(f"map key must start with one of {MAP_PREFIXES}: {key}")
+        kind = "attribution" if key.startswith("attr/") else "cam"
+        if info.get("kind", kind) != kind:
+            raise ValueError(f"map {key}: kind {info['kind']!r}, expected {kind!r}")
         self.arrays[key] = np.ascontiguousarray(values)
-        self.meta.setdefault("maps", {})[key] = info
+        self.meta.setdefault("maps", {})[key] = {"kind": kind, **info}
 
     def map_keys(self) -> list[str]:
         return [k for k in self.arrays if k.startswith(MAP_PREFIXES)]
@@ -95,56 +97,67 @@ class Record:
 
     @classmethod
     def from_bytes(cls, data: bytes, name: str = "<record>") -> "Record":
+        """Parse and validate (io/schema.py): every error is one line naming `name` and the field."""
+        name = printable(name)
         if not data.startswith(NPZ_MAGIC):   # np.load would read .npy or pickle bytes as something else
             raise XaiError(f"{name}: not an .npz record (not a zip archive); pass records written by xai")
-        try:
-            with zipfile.ZipFile(io.BytesIO(data)) as zf:
-                first = min((info.header_offset for info in zf.infolist()), default=0)
-            with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-                arrays = {k: npz[k] for k in npz.files}
-        except (zipfile.BadZipFile, OSError, EOFError) as exc:
-            raise XaiError(f"{name}: not a readable .npz record ({exc}); pass records written by xai") from None
-        except ValueError as exc:
-            raise XaiError(f"{name}: record holds a pickled object ({exc}); xai records never do, re-create it with xai") from None
+        arrays = _load_arrays(data, name)
         if "meta" not in arrays:
             raise XaiError(f"{name}: .npz has no 'meta' entry, so it is not an xai record; pass records written by xai")
-        try:
-            meta = json.loads(str(arrays.pop("meta")[()]))
-        except (ValueError, TypeError) as exc:
-            raise XaiError(f"{name}: record meta is not valid JSON ({exc}); re-create the record with xai") from None
-        if first:   # a zip finds its members from the end: bytes before them are other records
-            raise XaiError(f"{name}: holds {first} bytes before its last .npz (records joined with cat?); "
-                           "send several records as a tar stream, or pass the .npz files as arguments")
-        check_schema(meta, name)
-        check_meta(meta, name)
+        meta = _parse_meta(arrays.pop("meta"), name)
+        validate(meta, arrays, name)
         return cls(meta=meta, arrays=arrays)
 
 
-def check_schema(meta: Any, name: str) -> None:
-    schema = meta.get("schema") if isinstance(meta, dict) else None
-    if schema == SCHEMA:
-        return
-    if isinstance(schema, str) and schema.startswith(SCHEMA_NAME + "/"):
-        raise XaiError(
-            f"{name}: record schema {schema!r} is not supported (this xai reads {SCHEMA!r}); "
-            "use the xai version that wrote it or upgrade xai"
-        )
-    raise XaiError(f"{name}: not an xai record (schema {schema!r}, expected {SCHEMA!r}); pass records written by xai")
+def _load_arrays(data: bytes, name: str) -> dict[str, np.ndarray]:
+    """Every member of the .npz as a native-byte-order array (torch refuses others)."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as zf:
+            first = min((info.header_offset for info in zf.infolist()), default=0)
+        arrays = {}
+        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+            for key in npz.files:
+                arr = npz[key]
+                if not isinstance(arr, np.ndarray):     # a zip member that is no .npy
+                    raise XaiError(f"{name}: member {printable(key)!r} is not a .npy array; {FIX}")
+                arrays[key] = arr if arr.dtype.isnative else arr.astype(arr.dtype.newbyteorder("="))
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, NotImplementedError) as exc:
+        raise XaiError(f"{name}: not a readable .npz record ({printable(str(exc))}); pass records written by xai") from None
+    except (ValueError, MemoryError, OverflowError, SyntaxError) as exc:
+        if "allow_pickle" in str(exc):
+            raise XaiError(f"{name}: record holds a pickled object; xai records never do, {FIX}") from None
+        raise XaiError(f"{name}: an array of the record is unreadable ({printable(str(exc))[:120]}); {FIX}") from None
+    if first:   # a zip finds its members from the end: bytes before them are other records
+        raise XaiError(f"{name}: holds {first} bytes before its last .npz (records joined with cat?); "
+                       "send several records as a tar stream, or pass the .npz files as arguments")
+    return arrays
 
 
-def check_meta(meta: dict, name: str) -> None:
-    """The fields commands rely on. The id becomes a file name, so it must be one that
-    xai would make: no separators, no leading dot (a record could otherwise write outside -o)."""
-    rid = meta.get("id")
-    if not isinstance(rid, str) or safe_id(rid) != rid:
-        raise XaiError(f"{name}: record id {rid!r} is not a file-name-safe id ([A-Za-z0-9._+-]); "
-                       "re-create the record with xai")
-    for key, kind in (("source", dict), ("maps", dict), ("history", list)):
-        if key in meta and not isinstance(meta[key], kind):
-            raise XaiError(f"{name}: record meta {key!r} is not a JSON {'object' if kind is dict else 'array'}; "
-                           "re-create the record with xai")
-    if not all(isinstance(v, dict) for v in meta.get("maps", {}).values()):
-        raise XaiError(f"{name}: record meta 'maps' holds a non-object entry; re-create the record with xai")
+def _parse_meta(arr: np.ndarray, name: str) -> Any:
+    """The JSON of a 0-d string array (NaN and Infinity parse here; the validator names them)."""
+    if arr.shape != () or arr.dtype.kind != "U":
+        raise XaiError(f"{name}: record meta is not a 0-d string array (dtype {arr.dtype.name}, shape "
+                       f"{arr.shape}); {FIX}")
+    try:
+        return json.loads(str(arr[()]))
+    except (ValueError, RecursionError) as exc:
+        raise XaiError(f"{name}: record meta is not valid JSON ({printable(str(exc))[:120]}); {FIX}") from None
+
+
+def printable(text: str) -> str:
+    """A name for a one-line message: control characters (a newline in a tar member's name) escaped."""
+    return text if text.isprintable() else repr(text)[1:-1]
+
+
+def per_target(info: dict[str, Any], name: str, t: int) -> float | None:
+    """Target t's number in a map's meta: a list has one per target (null for a non-finite
+    number), a single number belongs to target 0."""
+    v = info.get(name)
+    if isinstance(v, list):
+        v = v[t] if t < len(v) else None
+    elif t != 0:
+        v = None
+    return None if v is None else float(v)
 
 
 def iter_maps(record: Record) -> Iterator[tuple[str, np.ndarray, dict[str, Any]]]:

@@ -19,7 +19,7 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 
 from xaicli.errors import XaiError
-from xaicli.io.record import GT_MASK, MASK, Record
+from xaicli.io.record import GT_MASK, MASK, Record, per_target
 from xaicli.metrics import focus, localisation, statistics
 
 ID_COLUMNS = ["id", "source", "task", "map", "kind", "method", "layer", "baseline",
@@ -55,40 +55,32 @@ class MapTarget:
 
 
 def iter_map_targets(record: Record, patterns: list[str] | None = None) -> Iterator[MapTarget]:
-    """Every (map, target) of the record, in record order; maps filtered by glob patterns."""
+    """Every (map, target) of the record, in record order; maps filtered by glob patterns.
+
+    Shapes are the validated ones (io/schema.py): attributions (T,C,H,W) or tabular (T,F),
+    CAMs (T,H,W); a (T,F) map has no pixels, so it gets no region."""
     keys = [k for k in record.map_keys() if not patterns or any(fnmatch.fnmatchcase(k, p) for p in patterns)]
     if not record.map_keys():
         raise XaiError(f"record {record.id} holds no maps; add them with 'xai attribute' or 'xai cam' first")
     for key in keys:
-        arr = np.asarray(record.arrays[key])
         info = record.map_info(key)
-        if arr.ndim == 4:       # attr: (T,C,H,W)
-            per_target = list(arr)
-        elif arr.ndim == 3:     # cam: (T,H,W)
-            per_target = list(arr)
-        elif arr.ndim == 2:     # a single map without a target axis
-            per_target = [arr]
-        else:
-            raise XaiError(f"record {record.id}: map {key} has shape {arr.shape}; expected (T,C,H,W) or (T,H,W)")
         targets = info.get("targets") or []
-        for t, values in enumerate(per_target):
-            target = targets[t] if t < len(targets) and isinstance(targets[t], dict) else {}
+        for t, values in enumerate(record.arrays[key]):
+            target = targets[t] if targets else {}
             smap = statistics.spatial(values)
-            yield MapTarget(record, key, info, t, target, values, smap, predicted_region(record, target, t, smap.shape))
+            region = predicted_region(record, target, t) if smap.ndim == 2 else None
+            yield MapTarget(record, key, info, t, target, values, smap, region)
 
 
-def predicted_region(record: Record, target: dict[str, Any], t: int, shape: tuple[int, ...]) -> np.ndarray | None:
+def predicted_region(record: Record, target: dict[str, Any], t: int) -> np.ndarray | None:
     """The segmenter's predicted mask for this target: 1 class → pred/mask ≠ 0; K classes → pred/mask == index."""
     if record.task != "segmentation" or MASK not in record.arrays:
         return None
-    mask = np.asarray(record.arrays[MASK])
-    if mask.shape != tuple(shape):
-        raise XaiError(f"record {record.id}: pred/mask is {mask.shape[1]}x{mask.shape[0]} but its maps are "
-                       f"{shape[1]}x{shape[0]}; re-create the record with xai")
+    mask = record.arrays[MASK]
     index = target.get("index", t)
     labels = (record.meta.get("model") or {}).get("labels") or []
     logits = record.arrays.get("pred/logits")
-    k = logits.shape[0] if logits is not None and logits.ndim == 3 else len(labels)
+    k = logits.shape[0] if logits is not None else len(labels)
     return mask != 0 if k <= 1 else mask == index
 
 
@@ -101,15 +93,8 @@ def ground_truth(record: Record, given: np.ndarray | None) -> np.ndarray | None:
     return None
 
 
-def _per_target(info: dict[str, Any], name: str, t: int) -> float | None:
-    v = info.get(name)
-    if isinstance(v, (list, tuple)):
-        v = v[t] if t < len(v) else None
-    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
-
-
 def _region_metrics(mt: MapTarget, region: np.ndarray | None, top_k: float, prefix: str = "") -> dict[str, Any]:
-    if region is None:
+    if region is None or mt.smap.ndim != 2:
         return {prefix + c: None for c in REGION_METRICS}
     if region.shape != mt.smap.shape:
         raise XaiError(f"record {mt.record.id}: mask is {region.shape[1]}x{region.shape[0]} but map {mt.key} is "
@@ -132,7 +117,7 @@ def map_row(mt: MapTarget, gt: np.ndarray | None = None, top_k: float = 0.05) ->
     """All model-free metrics of one map target as one flat dict in COLUMNS order."""
     rec, info = mt.record, mt.info
     parts = mt.key.split("/")
-    kind = info.get("kind") or {"attr": "attribution", "cam": "cam"}.get(parts[0])
+    kind = info["kind"]
     row: dict[str, Any] = {
         "id": rec.id,
         "source": (rec.meta.get("source") or {}).get("path"),
@@ -149,8 +134,8 @@ def map_row(mt: MapTarget, gt: np.ndarray | None = None, top_k: float = 0.05) ->
     row.update(statistics.value_statistics(mt.values))
     row["sparseness"] = statistics.gini(mt.smap) if mt.finite else None
     row["complexity"] = statistics.entropy(mt.smap) if mt.finite else None
-    row["delta"] = _per_target(info, "delta", mt.t)
-    row["relative_delta"] = _per_target(info, "relative_delta", mt.t)
+    row["delta"] = per_target(info, "delta", mt.t)
+    row["relative_delta"] = per_target(info, "relative_delta", mt.t)
     row.update(_region_metrics(mt, mt.pred_mask, top_k))
     row.update(_region_metrics(mt, gt, top_k, prefix="gt_"))
     both = mt.pred_mask is not None and gt is not None

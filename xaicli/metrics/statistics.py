@@ -15,13 +15,13 @@ CHANNEL_NAMES = ("r", "g", "b")
 
 
 def spatial(values: np.ndarray) -> np.ndarray:
-    """(C,H,W) → (H,W) by summing channels; (H,W) is returned as float64."""
+    """(C,H,W) → (H,W) by summing channels; (H,W) and tabular (F,) are returned as float64."""
     values = np.asarray(values, dtype=np.float64)
     if values.ndim == 3:
         return values.sum(axis=0)
-    if values.ndim == 2:
+    if values.ndim in (1, 2):
         return values
-    raise ValueError(f"a map is (C,H,W) or (H,W), got shape {values.shape}")
+    raise ValueError(f"a map is (C,H,W), (H,W) or (F,), got shape {values.shape}")
 
 
 def value_statistics(values: np.ndarray) -> dict[str, Any]:

@@ -79,7 +79,7 @@ def prediction_text(record: Record) -> str | None:
             label, conf = top[0]
         return f"{label} (p = {float(conf):.2f})"
     fractions = pred.get("area_fraction")
-    if isinstance(fractions, dict) and fractions:
+    if fractions:
         parts = [f"{name} {100 * float(v):.1f}%" for name, v in fractions.items() if v is not None]
         if parts:
             return "area " + ", ".join(parts)
@@ -99,16 +99,13 @@ def header(record: Record) -> str:
 def crop_box(record: Record) -> tuple[float, float, float, float] | None:
     """The box of the image the model saw, `meta["preprocessing"]["crop"]` = [top, left, bottom,
     right] in image pixels (a processor's centre crop), when it leaves part of the image out."""
-    box = (record.meta.get("preprocessing") or {}).get("crop")
+    box = (record.meta.get("preprocessing") or {}).get("crop")    # null or 4 finite numbers (validated)
     img = record.image
-    if img is None or not isinstance(box, (list, tuple)) or len(box) != 4:
+    if img is None or box is None:
         return None
-    try:
-        top, left, bottom, right = (float(v) for v in box)
-    except (TypeError, ValueError):
-        return None
+    top, left, bottom, right = (float(v) for v in box)
     h, w = np.shape(img)[:2]
-    if not all(np.isfinite([top, left, bottom, right])) or bottom <= top or right <= left:
+    if bottom <= top or right <= left:
         return None
     eps = 1e-6
     if top <= eps and left <= eps and bottom >= h - eps and right >= w - eps:

@@ -2,9 +2,9 @@
 
 Shapes follow the README's record format:
 
-- `attr/<method>/<baseline>`: (T,C,H,W) → each target's view is (C,H,W); (T,H,W) is
-  taken as already reduced over channels; (T,F) is a tabular attribution (1-D views).
-- `cam/<method>/<layer>`: (T,H,W) → (H,W) non-negative magnitudes; (H,W) is one target.
+- `attr/<method>/<baseline>`: (T,C,H,W) → each target's view is (C,H,W); (T,F) is a
+  tabular attribution (1-D views).
+- `cam/<method>/<layer>`: (T,H,W) → (H,W) non-negative magnitudes.
 """
 
 from __future__ import annotations
@@ -14,8 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from xaicli.errors import XaiError
-from xaicli.io.record import Record
+from xaicli.io.record import Record, per_target
 from xaicli.render.normalise import channel_sum
 
 
@@ -58,9 +57,9 @@ class MapView:
         extra = []
         if self.info.get("steps") is not None:
             extra.append(f"steps {self.info['steps']}")
-        delta = _at(self.info.get("delta"), self.target)
+        delta = per_target(self.info, "delta", self.target)
         if delta is not None:
-            rel = _at(self.info.get("relative_delta"), self.target)    # a segmenter's δ of -20 says little alone
+            rel = per_target(self.info, "relative_delta", self.target)    # a segmenter's δ of -20 says little alone
             extra.append(f"δ {delta:.2g}" + (f" ({rel * 100:.2g}% of ΔF)" if rel is not None else ""))
         if extra:
             lines.append(", ".join(extra))
@@ -80,36 +79,23 @@ def views(record: Record) -> list[MapView]:
 
 
 def _views_of(record: Record, key: str) -> list[MapView]:
-    arr = np.asarray(record.arrays[key])
+    """One view per target: the shapes are validated when the record is read (io/schema.py)."""
+    arr = record.arrays[key]
     info = record.map_info(key)
     parts = key.split("/")
-    kind = "cam" if parts[0] == "cam" else "attribution"
-    method = str(info.get("method") or (parts[1] if len(parts) > 1 else kind))
+    kind = info["kind"]
+    method = info.get("method") or (parts[1] if len(parts) > 1 else kind)
     if kind == "cam" or info.get("layer"):
         where = info.get("layer") or (parts[2] if len(parts) > 2 else "")
         layer, baseline = where or None, (info.get("baseline") if kind != "cam" else None)
     else:
         where = info.get("baseline") or (parts[2] if len(parts) > 2 else "")
         layer, baseline = None, where or None
-    if not np.issubdtype(arr.dtype, np.number):
-        raise XaiError(f"record {record.id}: map {key} has dtype {arr.dtype}; maps are float arrays")
-    if kind == "attribution" and arr.ndim in (2, 3, 4):
-        per_target = list(arr)                      # (C,H,W), (H,W) or (F,)
-    elif kind == "attribution" and arr.ndim == 1:
-        per_target = [arr]
-    elif kind == "cam" and arr.ndim == 3:
-        per_target = list(arr)
-    elif kind == "cam" and arr.ndim == 2:
-        per_target = [arr]
-    else:
-        expected = "(T,C,H,W) or (T,F)" if kind == "attribution" else "(T,H,W)"
-        raise XaiError(f"record {record.id}: map {key} has shape {tuple(arr.shape)}, expected {expected} "
-                       "(see README, Record format); re-create it with xai")
     targets = info.get("targets") or []
     features = _feature_names(record, info)
     out, seen = [], set()
-    for t, values in enumerate(per_target):
-        spec = targets[t] if t < len(targets) and isinstance(targets[t], dict) else {}
+    for t, values in enumerate(arr):               # (C,H,W) or (F,) per attribution target, (H,W) per CAM
+        spec = targets[t] if targets else {}
         label = spec.get("label")
         index = spec.get("index")
         name = str(label) if label is not None else (str(index) if index is not None else f"t{t}")
@@ -125,19 +111,9 @@ def _views_of(record: Record, key: str) -> list[MapView]:
 
 
 def _feature_names(record: Record, info: dict[str, Any]) -> tuple[str, ...] | None:
-    model = record.meta.get("model") or {}
-    for source in (info, model, record.meta):
+    """The map's feature names, else the model's (lists of strings: validated)."""
+    for source in (info, record.meta.get("model") or {}):
         names = source.get("feature_names") or source.get("features")
-        if isinstance(names, list) and names:
-            return tuple(str(n) for n in names)
-    return None
-
-
-def _at(values: Any, i: int) -> float | None:
-    """values[i] as a finite float, or None (delta lists hold nulls for non-finite numbers)."""
-    if isinstance(values, (int, float)):
-        return float(values) if i == 0 else None
-    if isinstance(values, list) and i < len(values) and isinstance(values[i], (int, float)):
-        v = float(values[i])
-        return v if np.isfinite(v) else None
+        if names:
+            return tuple(names)
     return None

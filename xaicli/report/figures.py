@@ -7,8 +7,9 @@ the record has no image, is the map's thumbnail). Full-size figures go to `figur
 thumbnails of the same name to `thumbs/`: the same Figure saved at a lower dpi and
 cropped to one panel, so a thumbnail is exactly what the full figure shows there.
 
-A figure that cannot be drawn (a map of a shape render refuses, a record with nothing to
-draw) becomes a `Ref` carrying the reason, and the page shows that reason in its cell.
+A figure that cannot be drawn (a record with nothing to draw; the maps' shapes were
+validated as the record was read) becomes a `Ref` carrying the reason, and the page shows
+that reason in its cell.
 `figures.jsonl` in the report folder records the fingerprint each figure was drawn from,
 so `--skip-existing` draws only figures of new or changed records.
 """

@@ -67,7 +67,7 @@ class Table:
         self.models: dict[tuple, dict[str, Any]] = {}
 
     def add(self, record: Record, figs: RecordFigures) -> None:
-        model = record.meta.get("model") if isinstance(record.meta.get("model"), dict) else {}
+        model = record.meta.get("model") or {}           # types validated as the record was read
         group = (model.get("spec"), model.get("sha256"))
         self.models.setdefault(group, model)
         cells: dict[tuple[str, int], dict[str, Any]] = {}
@@ -90,7 +90,7 @@ class Table:
                 cell["lab"] = row.get("target")
                 cell["_v"] = row
                 metric_rows.append(row)
-        history = [h for h in record.meta.get("history") or [] if isinstance(h, dict)]
+        history = record.meta.get("history") or []
         steps = [(str(h.get("command")), str(h.get("version")), json.dumps(h.get("parameters"), sort_keys=True))
                  for h in history]
         page = {"id": record.id, "src": (record.meta.get("source") or {}).get("path"), **prediction(record),
@@ -192,7 +192,7 @@ def _summary(rows: list[dict[str, Any]], metrics: list[str]) -> list[dict[str, A
 def prediction(record: Record) -> dict[str, Any]:
     """cls: the predicted class (classifier) or the classes of the predicted region (segmenter);
     p: the confidence, or the predicted area as a fraction of the image; pk: which of the two."""
-    pred = record.meta.get("prediction") if isinstance(record.meta.get("prediction"), dict) else {}
+    pred = record.meta.get("prediction") or {}          # types validated as the record was read
     probs = record.arrays.get(PROBS)
     classifier = record.task == "classification" or (record.task is None and probs is not None and probs.ndim == 1)
     if classifier:
@@ -202,8 +202,7 @@ def prediction(record: Record) -> dict[str, Any]:
             labels = (record.meta.get("model") or {}).get("labels") or []
             label, conf = (labels[i] if i < len(labels) else str(i)), float(probs[i])
         return {"cls": None if label is None else str(label), "p": _short(conf), "pk": "confidence"}
-    fractions = pred.get("area_fraction") if isinstance(pred.get("area_fraction"), dict) else {}
-    fractions = {str(k): float(v) for k, v in fractions.items() if _is_number(v)}
+    fractions = {k: float(v) for k, v in (pred.get("area_fraction") or {}).items() if v is not None}
     if MASK in record.arrays:
         area = float(np.mean(np.asarray(record.arrays[MASK]) != 0))
     elif len(fractions) == 1:

@@ -31,12 +31,14 @@ import os
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from xaicli.errors import XaiError, XaiUsageError
 
+if TYPE_CHECKING:
+    import numpy as np
+
+# numpy is imported where it is used: the CLI reads KINDS for --help and completion.
 KINDS = ("black", "zero", "white", "mean", "blur", "noise", "uniform")
 RANDOM_KINDS = ("noise", "uniform")
 FLOAT_SLACK = 1e-6       # float baselines may stray this far outside [0, 1] (rounding), no further
@@ -117,6 +119,8 @@ def _path_hash(path: Path) -> str:
 
 
 def _read_file(path: Path) -> np.ndarray:
+    import numpy as np
+
     if path.suffix.lower() == ".npy":
         try:
             arr = np.load(path, allow_pickle=False)
@@ -137,6 +141,8 @@ def _read_file(path: Path) -> np.ndarray:
 
 def _check_values(path: Path, arr: np.ndarray) -> None:
     """uint8 / uint16 pixel values, or finite floats in [0, 1]: any other scale would be a guess."""
+    import numpy as np
+
     if arr.dtype.kind in "ui":
         if not _pixel_ints(arr.dtype):
             raise _unknown_scale(path, arr.dtype)
@@ -200,6 +206,7 @@ def make_baselines(baseline: Baseline, unit, *, mean: tuple[float, ...], samples
 
 
 def file_baseline(baseline: Baseline, unit, to_unit: Callable | None):
+    import numpy as np
     import torch
 
     arr = baseline.array

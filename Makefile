@@ -10,7 +10,7 @@ STAMP := $(VENV)/.xai-installed
 DEMO := demo-out
 export HF_HUB_OFFLINE := 1
 
-.PHONY: install demo test lint bench completions man reference-images train-builtin clean
+.PHONY: install demo test lint bench completions man readme docs reference-images train-builtin clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -58,6 +58,12 @@ completions: $(STAMP)
 
 man: $(STAMP)
 	$(PY) -m xaicli.cli.manpages man/
+
+# The README's method tables, from the method registry (between <!-- methods:... --> markers).
+readme: $(STAMP)
+	$(PY) -m xaicli.cli.readme README.md
+
+docs: man completions readme
 
 reference-images: $(STAMP)
 	$(PY) tests/make_render_reference.py

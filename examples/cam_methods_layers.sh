@@ -10,8 +10,8 @@
 #   OUT     default out/cam_compare
 #   env     LAYERS, METHODS (space-separated, defaults above), ARCH, DPI (default 150)
 #
-# Writes OUT/records/<id>.npz (methods x layers maps), OUT/figures/<id>__grid.png (all maps side
-# by side: the layers left to right, the methods within each layer),
+# Writes OUT/records/<id>.npz (methods x layers maps), OUT/figures/<id>__grid.png (the methods down,
+# the layers across),
 # OUT/figures/<id>__<method>__<layer>__<target>__overlay.png (one per map: `ls *__gradcam__*` is
 # the layer comparison of Grad-CAM, `ls *__encoder_mid__*` the method comparison at encoder_mid),
 # OUT/attention.csv and OUT/attention.tsv (mean, std, focus ratio per scan x method x layer).
@@ -37,7 +37,7 @@ if [[ -n ${ARCH:-} ]]; then args+=(--arch "$ARCH"); fi
 # Every method at every layer, in one pass over the images: cam/<method>/<layer> per record.
 xai cam -m "$model" "$images" "${args[@]}" -o "$out/records/" --skip-existing
 
-# Comparison figures: one grid per scan with every map, and one overlay per map.
+# Comparison figures: one grid per scan (methods x layers), and one overlay per map.
 xai render "$out/records" -o "$out/figures" --layout grid --dpi "${DPI:-150}" > /dev/null
 xai render "$out/records" -o "$out/figures" --split --style overlay --dpi "${DPI:-150}" > /dev/null
 

@@ -196,7 +196,8 @@ def test_a_one_channel_hf_model_under_an_rgb_processor(cli, tmp_path, img32):
     torch.manual_seed(0)
     model = ConvNextForImageClassification(cfg).eval()
     model.save_pretrained(tmp_path / "gray")
-    ConvNextImageProcessor(size={"shortest_edge": 32}).save_pretrained(tmp_path / "gray")   # 3 ImageNet means
+    # 3 ImageNet means; crop_pct 1: the 32x32 image reaches the model as it is
+    ConvNextImageProcessor(size={"shortest_edge": 32}, crop_pct=1.0).save_pretrained(tmp_path / "gray")
     line = error_line(cli(["predict", "-m", tmp_path / "gray", img32]), 1)
     assert "1-channel model" in line and "--mean 0.5 --std 0.5" in line
 

@@ -192,13 +192,18 @@ def test_grid_rows_multiply_by_styles():
     assert len(map_axes(fig)) == 12
 
 
-def test_standard_panel_has_one_row_per_map_and_target():
+def test_standard_panel_has_one_row_per_map_and_target_and_the_record_once():
     (name, fig), = build(three_methods_two_targets())
     assert name == "r1.png"
     r = roles(fig)
-    # 6 rows: original | map | prediction (top classes) | overlay; no ground truth in this record
+    # 6 rows of map | overlay; the original and the prediction (top classes) once, in the first row
     assert (r.count("image"), r.count("map"), r.count("prediction"), r.count("overlay"), r.count("truth")) \
-        == (6, 6, 6, 6, 0)
+        == (1, 6, 1, 6, 0)
+    top = max(ax.get_position().y0 for ax in map_axes(fig))
+    for role in ("image", "prediction"):
+        (ax,) = [a for a in fig.axes if (a.get_gid() or "").startswith(role + ":")]
+        assert ax.get_position().y0 >= top - 1e-9       # in the first row (bars sit inset in it)
+    assert len({round(ax.get_position().x0, 6) for ax in map_axes(fig)}) == 1   # one column of maps
 
 
 def test_panel_of_a_segmenter_with_ground_truth():
@@ -353,6 +358,55 @@ def test_figure_size_is_fixed_in_inches_whatever_the_image_size():
     assert np.allclose(d.get_size_inches(), 2 * c.get_size_inches())   # everything scales with the panel
 
 
+# -- vector formats -----------------------------------------------------------
+
+def _non_square_record():
+    """A 48 (high) x 40 (wide) record: a figure that resampled it could not keep that shape by chance."""
+    pos, _ = blobs(48, 40)
+    return make_record(size=(48, 40), maps={"cam/gradcam/layer4": (pos[None], cam_info())})
+
+
+def test_svg_embeds_maps_at_their_own_size_and_keeps_text_as_text(tmp_path):
+    import base64
+    import io
+    import xml.etree.ElementTree as ET
+
+    import matplotlib.image
+
+    from xaicli.render import jobs, save
+
+    o = opts(fmt="svg", dpi=300, layout="grid", styles=("heatmap", "overlay"))
+    (job,) = jobs(_non_square_record(), o)
+    save(job.build(), tmp_path / "f.svg", o)
+    data = (tmp_path / "f.svg").read_bytes()
+    root = ET.fromstring(data)
+    svg = "{http://www.w3.org/2000/svg}"
+    shapes = []
+    for im in root.iter(svg + "image"):
+        href = im.get("{http://www.w3.org/1999/xlink}href") or im.get("href")
+        shapes.append(matplotlib.image.imread(io.BytesIO(base64.b64decode(href.split(",", 1)[1]))).shape[:2])
+    # the image, the heatmap, and the overlay's image and map, each as its own 48x40 array (not composited,
+    # not resampled to 300 dpi); the colour bar's gradient is the one other image
+    assert shapes.count((48, 40)) == 4 and len(shapes) == 5
+    words = " ".join(t.text or "" for t in root.iter(svg + "text"))
+    assert "gradcam" in words and "layer4" in words and "target blob" in words
+    assert b"DejaVuSans-" not in data                      # no glyphs drawn as paths
+
+
+def test_pdf_embeds_maps_at_their_own_size_and_embeds_truetype_fonts(tmp_path):
+    import re
+
+    from xaicli.render import jobs, save
+
+    o = opts(fmt="pdf", dpi=300, layout="grid")
+    (job,) = jobs(_non_square_record(), o)
+    save(job.build(), tmp_path / "f.pdf", o)
+    data = (tmp_path / "f.pdf").read_bytes()
+    sizes = re.findall(rb"/Subtype /Image[^>]*?/Width (\d+)[^>]*?/Height (\d+)", data)
+    assert sizes.count((b"40", b"48")) == 2 and len(sizes) == 3     # image and map; the colour bar
+    assert b"/FontFile2" in data and b"/Type3" not in data            # text stays text (Type 42), not glyph paths
+
+
 # -- colour scale ------------------------------------------------------------
 
 def test_scale_per_map_fills_each_map_and_shared_keeps_their_ratio():
@@ -367,15 +421,24 @@ def test_scale_per_map_fills_each_map_and_shared_keeps_their_ratio():
     assert shared_max[0] < 0.2 * shared_max[1]
 
 
-# -- the stored reference figure -------------------------------------------------
+# -- the stored reference figures -------------------------------------------------
 
-def test_canonical_figure_matches_the_stored_reference(tmp_path):
+def _reference_names():
+    import make_render_reference as ref
+
+    return list(ref.figures())
+
+
+@pytest.mark.parametrize("name", _reference_names())
+def test_figures_match_the_stored_references(tmp_path, name):
     """Regenerate only on purpose: `make reference-images` (tests/make_render_reference.py)."""
     from matplotlib.testing.compare import compare_images
 
     import make_render_reference as ref
 
-    assert ref.REFERENCE.exists(), "reference image missing: run `make reference-images`"
-    assert ref.REFERENCE.stat().st_size < 100_000
-    new = ref.render_reference(tmp_path / "render_reference.png")
-    assert compare_images(str(ref.REFERENCE), str(new), tol=1.0) is None   # alpha 0.5 → 0.6 is RMS 2.5
+    new = ref.render_reference(name, tmp_path)
+    stored = sorted(ref.DATA.glob(name.replace("{part}", "*")))
+    assert [p.name for p in stored] == [p.name for p in new], "reference images differ: run `make reference-images`"
+    for old, fresh in zip(stored, new):
+        assert old.stat().st_size < 100_000
+        assert compare_images(str(old), str(fresh), tol=1.0) is None   # alpha 0.5 → 0.6 is RMS 2.5

@@ -15,6 +15,7 @@ import pytest
 from conftest import make_record
 
 FAST = ["--dpi", "20", "--panel-size", "1"]
+KEYS = "method, layer, baseline, target, record, style"
 
 
 def blob(h=16, w=16):
@@ -186,7 +187,18 @@ def test_render_sweeps_the_temp_file_of_a_killed_render(cli, tmp_path):
     (["--cmap", "nocmap"], 2, ["nocmap", "turbo", "jet", "viridis"]),
     (["--signed-cmap", "nocmap"], 2, ["nocmap", "RdBu"]),
     (["--layout", "mosaic"], 2, ["mosaic", "panel, grid"]),
-    (["--scale", "global"], 2, ["global", "per-map, shared"]),
+    (["--scale", "global"], 2, ["global", "panel, shared, row, col", "per-map = panel"]),
+    (["--rows", "method", "--cols", "method"], 2, ["--rows and --cols both name method", KEYS]),
+    (["--rows", "scan"], 2, ["'scan' is not a key", KEYS]),
+    (["--cols", "layer", "--cols", "layer"], 2, ["--cols names layer twice", KEYS]),
+    (["--layout", "panel", "--rows", "method"], 2, ["--layout grid"]),
+    (["--split", "--rows", "record"], 2, ["--split"]),
+    (["--layout", "grid", "--max-rows", "4"], 2, ["--max-rows", "--rows record"]),
+    (["--rows", "record", "--max-rows", "0"], 2, ["--max-rows 0", "1 to 1000"]),
+    (["--rows", "record", "--first", "0"], 2, ["--first 0"]),
+    (["--first", "3"], 2, ["--first", "--rows record"]),
+    (["--rows", "record", "--sort", "focus_ratio"], 2, ["--stats FILE.jsonl"]),
+    (["--rows", "record", "--stats", "s.jsonl"], 2, ["--sort KEY"]),
     (["--dpi", "0"], 2, ["--dpi"]),
     (["--alpha", "1.5"], 2, ["--alpha"]),
     (["--clip", "0"], 2, ["--clip"]),
@@ -275,6 +287,99 @@ def test_help_documents_names_and_styles(cli):
 
 def test_cli_lists_match_the_library():
     from xaicli.cli import render as cli_render
-    from xaicli.render import FORMATS, STYLES
+    from xaicli.render import FORMATS, KEYS, LAYOUTS, SCALES, STYLES
 
     assert cli_render.STYLES == STYLES and cli_render.FORMATS == FORMATS
+    assert cli_render.LAYOUTS == LAYOUTS and cli_render.SCALES == SCALES and cli_render.KEYS == KEYS
+
+
+# -- figures of many records ----------------------------------------------------------
+
+def leaky(record_id, leak, **kw):
+    """A record whose map is 1 inside the predicted mask and `leak` outside: focus ratio 1 / leak."""
+    rec = make_record(record_id, **kw)
+    inside = rec.arrays["pred/mask"].astype(np.float32)
+    cam = {"kind": "cam", "method": "gradcam", "layer": "layer4",
+           "targets": [{"kind": "mask", "label": "blob", "index": 0}]}
+    info = {"kind": "attribution", "method": "integrated_gradients", "baseline": "black", "layer": None,
+            "targets": [{"kind": "mask", "label": "blob", "index": 0}], "steps": 8, "delta": [0.01]}
+    plane = inside + leak * (1 - inside)
+    rec.add_map("attr/integrated_gradients/black", np.stack([plane / 3] * 3)[None], info)
+    rec.add_map("cam/gradcam/layer4", plane[None], cam)
+    return rec
+
+
+LEAKS = {"a": 0.5, "b": 0.1, "c": 0.25, "d": 0.05, "e": 0.2, "f": 1 / 3}    # focus ratios 2, 10, 4, 20, 5, 3
+
+
+def manifest(out) -> list[dict]:
+    return [json.loads(x) for x in (out / "figures.jsonl").read_text().splitlines()]
+
+
+def test_six_records_by_two_methods_in_one_figure_or_in_parts_of_max_rows(cli, tmp_path):
+    stream = tar_of(*(leaky(k, v) for k, v in LEAKS.items()))
+    out = tmp_path / "one"
+    r = cli(["render", "-o", out, "--rows", "record", "--cols", "method", *FAST], input=stream)
+    assert r.exit_code == 0, r.stderr
+    assert lines(r) == [str(out / "records__rows-record__cols-method__1.png")]
+    (entry,) = manifest(out)
+    assert entry["id"] is None and entry["ids"] == list(LEAKS) and entry["record"]
+    r = cli(["render", "-o", tmp_path / "parts", "--rows", "record", "--cols", "method", "--max-rows", "4", *FAST],
+            input=stream)
+    assert [Path(p).name for p in lines(r)] == ["records__rows-record__cols-method__1.png",
+                                                "records__rows-record__cols-method__2.png"]
+    assert [m["ids"] for m in manifest(tmp_path / "parts")] == [list("abcd"), list("ef")]
+    (h1, w1, _), (h2, w2, _) = (png_shape(p) for p in lines(r))
+    assert w1 == w2 and h1 > 1.6 * h2                       # 4 rows and 2 rows of the same columns
+
+
+def test_records_sorted_by_a_stats_key_and_the_first_n(cli, tmp_path):
+    files = write(tmp_path, *(leaky(k, v) for k, v in LEAKS.items()))
+    stats = tmp_path / "stats.jsonl"
+    r = cli(["stats", *files[:5], "-o", stats])             # "f" gets no stats rows
+    assert r.exit_code == 0, r.stderr
+    grid = ["--rows", "record", "--cols", "method", "--stats", stats, *FAST]
+    r = cli(["render", *files, "-o", tmp_path / "up", "--sort", "focus_ratio", *grid])
+    assert r.exit_code == 0, r.stderr
+    assert manifest(tmp_path / "up")[0]["ids"] == ["a", "c", "e", "b", "d", "f"]    # 2, 4, 5, 10, 20, none
+    assert "1 of 6 records have no value" in r.stderr and "f" in r.stderr
+    r = cli(["render", *files, "-o", tmp_path / "down", "--sort", "-focus_ratio", "--first", "3", *grid])
+    assert r.exit_code == 0, r.stderr
+    assert manifest(tmp_path / "down")[0]["ids"] == ["d", "b", "e"]
+
+
+def test_bad_stats_files_and_keys(cli, tmp_path):
+    (f,) = write(tmp_path, leaky("a", 0.5))
+    stats = tmp_path / "stats.jsonl"
+    assert cli(["stats", f, "-o", stats]).exit_code == 0
+    grid = ["render", f, "-o", tmp_path / "o", "--rows", "record"]
+    assert_one_line_error(cli([*grid, "--stats", stats, "--sort", "focus"]), 2, "--sort focus", "focus_ratio",
+                          "pointing_game")
+    assert_one_line_error(cli([*grid, "--stats", tmp_path / "none.jsonl", "--sort", "x"]), 1, "none.jsonl",
+                          "cannot read")
+    csv = tmp_path / "stats.csv"
+    csv.write_text("id,map,focus_ratio\na,attr/x,2\n")
+    assert_one_line_error(cli([*grid, "--stats", csv, "--sort", "focus_ratio"]), 2, "not JSON Lines")
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_grid_key_the_records_do_not_have(cli, tmp_path):
+    (f,) = write(tmp_path, make_record(maps={"cam/gradcam/layer4": (blob()[None], {
+        "kind": "cam", "method": "gradcam", "layer": "layer4", "targets": [{"kind": "mask", "label": "blob"}]})}))
+    r = cli(["render", f, "-o", tmp_path / "o", "--rows", "baseline"])
+    assert_one_line_error(r, 2, "--rows baseline", "no map of record r1 has a baseline",
+                          "valid here: method, layer, target, record, style")
+
+
+def test_skip_existing_for_a_figure_of_many_records(cli, tmp_path):
+    recs = [leaky(k, v) for k, v in list(LEAKS.items())[:3]]
+    out = tmp_path / "o"
+    args = ["render", "-o", out, "--rows", "record", "--cols", "method", "--max-rows", "2", "--skip-existing", *FAST]
+    assert len(lines(cli(args, input=tar_of(*recs)))) == 2
+    assert cli(args, input=tar_of(*recs)).stdout == b""                     # nothing changed: nothing drawn
+    changed = leaky("c", 0.25)
+    changed.meta["source"]["sha256"] = "e" * 64
+    recs[2] = changed                                                       # in part 2; part 1's scales see it
+    assert len(lines(cli(args, input=tar_of(*recs)))) == 2
+    assert cli(args, input=tar_of(*recs)).stdout == b""
+    assert len(lines(cli(args, input=tar_of(*recs[::-1])))) == 2           # another order: both parts again

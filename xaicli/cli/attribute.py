@@ -51,6 +51,7 @@ def attribute(
     size: opt.Size = None,
     mean: opt.Mean = None,
     std: opt.Std = None,
+    fit: opt.Fit = None,
     trust_pickle: opt.TrustPickle = False,
     output: opt.Output = None,
     no_image: opt.NoImage = False,
@@ -75,7 +76,7 @@ def attribute(
 
     masks = TargetMasks(target_mask) if target_mask else None
     items = resolve(inputs or [], images=True, records=True, shard=shard)
-    session = ModelSession(model, load_options(arch, classes, labels, size, mean, std, trust_pickle), device)
+    session = ModelSession(model, load_options(arch, classes, labels, size, mean, std, trust_pickle, fit), device)
     sink = open_sink(output)
     params = {"methods": [m.key for m in methods], "baselines": [b.name for b in baselines],
               **{k: v for k, v in options.items() if k != "baseline"}, "targets": target,

@@ -64,6 +64,7 @@ def cam(
     size: opt.Size = None,
     mean: opt.Mean = None,
     std: opt.Std = None,
+    fit: opt.Fit = None,
     trust_pickle: opt.TrustPickle = False,
     output: opt.Output = None,
     no_image: opt.NoImage = False,
@@ -83,7 +84,7 @@ def cam(
     registry.resolve("cam", method)       # unknown or empty names fail before anything loads
     options = method_values("cam", options)
     check_layer_names(layer)
-    session = ModelSession(model, load_options(arch, classes, labels, size, mean, std, trust_pickle), device)
+    session = ModelSession(model, load_options(arch, classes, labels, size, mean, std, trust_pickle, fit), device)
     if list_layers:
         _list_layers(session, inputs, max_pixels)
         return

@@ -68,6 +68,14 @@ Std = Annotated[
     Optional[str],
     typer.Option("--std", help="Per-channel normalisation std, e.g. 0.229,0.224,0.225.", show_default=False),
 ]
+Fit = Annotated[
+    Optional[str],
+    typer.Option("--fit", help="How the image becomes the model's input: processor (the default for Hugging Face "
+                               "models: their own image processor, with its resize and centre crop; pixels outside "
+                               "the crop get zero attribution) or squash (the whole image resized to the model size: "
+                               "--size, else the processor's output size; smp models always squash).",
+                 show_default=False, autocompletion=lambda: ["processor", "squash"]),
+]
 TrustPickle = Annotated[
     bool,
     typer.Option("--trust-pickle", help="Allow loading a fully pickled model. Loading a pickle runs code "

@@ -34,7 +34,8 @@ class ModelSession:
             elif record is not None and record.meta.get("model"):
                 self._refuse_ignored_options(record)
                 self.adapter = load_for_record(record.meta["model"], self.device,
-                                               trust_pickle=bool(getattr(self.options, "trust_pickle", False)))
+                                               trust_pickle=bool(getattr(self.options, "trust_pickle", False)),
+                                               fit=record_fit(record))
             else:
                 raise XaiError("no model: pass -m MODEL (images carry no model, and these records name none)")
             log.info("model %s loaded on %s in %.1f s", self.adapter.info.get("spec"), self.adapter.device,
@@ -50,9 +51,12 @@ class ModelSession:
         ours = self.options.to_meta()
         loaded = (record.meta.get("model") or {}).get("load") or {}
         given = [k for k in LOAD_KEYS if ours.get(k) and ours.get(k) != loaded.get(k)]
+        if ours.get("fit") and ours["fit"] != record_fit(record):
+            given.append("fit")
         if given:
             raise XaiUsageError(f"{' '.join('--' + k for k in given)} set how -m loads a model; without -m the "
-                                f"records' model loads as they were made ({_options(loaded, given)}); "
+                                f"records' model loads as they were made "
+                                f"({_options({**loaded, 'fit': record_fit(record)}, given)}); "
                                 "pass -m MODEL as well, or drop the option")
 
     def check(self, record: Record) -> None:
@@ -61,6 +65,11 @@ class ModelSession:
             spec = record.meta["model"].get("spec")
             raise XaiError(f"record {record.id} was made with another model ({spec}, weights sha256 {theirs[:12]}), "
                            f"not {self.adapter.info.get('spec')}; use the same -m as the command that made it")
+        fit = record_fit(record)
+        if fit is not None and fit != self.adapter.preprocessing.fit:
+            raise XaiError(f"record {record.id} was made with --fit {fit}, this run loads the model with --fit "
+                           f"{self.adapter.preprocessing.fit}; pass --fit {fit}, or omit -m to load the model as the "
+                           "records say")
         loaded = (record.meta.get("model") or {}).get("load")
         if self.spec and isinstance(loaded, dict):
             # Same weights loaded another way (--size, --mean, --labels ...) would explain another
@@ -74,6 +83,13 @@ class ModelSession:
 
 
 LOAD_KEYS = ("arch", "classes", "labels", "size", "mean", "std")
+
+
+def record_fit(record: Record) -> str | None:
+    """How the record's image became its model's input (None: the record does not say). Records made
+    before `--fit` existed squashed the whole image."""
+    pre = record.meta.get("preprocessing")
+    return (pre.get("fit") or "squash") if isinstance(pre, dict) else None
 
 
 def _options(load: dict, keys: list[str]) -> str:
@@ -170,7 +186,7 @@ def finish(record: Record, command: str, params: dict[str, Any], seconds: float,
     return record
 
 
-def load_options(arch=None, classes=None, labels=None, size=None, mean=None, std=None, trust_pickle=False):
+def load_options(arch=None, classes=None, labels=None, size=None, mean=None, std=None, trust_pickle=False, fit=None):
     """LoadOptions from the shared model options (validated here, before any loading)."""
     from xaicli.models.loader import LoadOptions
     from xaicli.models.preprocess import parse_floats, parse_size
@@ -178,4 +194,17 @@ def load_options(arch=None, classes=None, labels=None, size=None, mean=None, std
     return LoadOptions(arch=arch, classes=classes,
                        labels=[s.strip() for s in labels.split(",")] if labels else None,
                        size=parse_size(size), mean=parse_floats(mean, "--mean"), std=parse_floats(std, "--std"),
-                       trust_pickle=trust_pickle)
+                       fit=parse_fit(fit), trust_pickle=trust_pickle)
+
+
+FITS = ("processor", "squash")
+
+
+def parse_fit(text: str | None) -> str | None:
+    if text is None:
+        return None
+    key = text.strip().lower()
+    if key not in FITS:
+        raise XaiUsageError(f"--fit {text!r}: use processor (the model's own image processor: resize, centre "
+                            "crop) or squash (the whole image resized to the model size)")
+    return key

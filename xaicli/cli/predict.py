@@ -20,6 +20,7 @@ def predict(
     size: opt.Size = None,
     mean: opt.Mean = None,
     std: opt.Std = None,
+    fit: opt.Fit = None,
     trust_pickle: opt.TrustPickle = False,
     output: opt.Output = None,
     as_json: Annotated[bool, typer.Option("--json", help="Write one JSON object per image (JSON Lines, strict: "
@@ -45,7 +46,7 @@ def predict(
     from xaicli.io.outputs import LinesSink, open_sink
 
     items = resolve(inputs or [], images=True, records=True, shard=shard)
-    session = ModelSession(model, load_options(arch, classes, labels, size, mean, std, trust_pickle), device)
+    session = ModelSession(model, load_options(arch, classes, labels, size, mean, std, trust_pickle, fit), device)
     if as_json:
         sink = _JsonSink(LinesSink(output, keep_existing=skip_existing))
     else:

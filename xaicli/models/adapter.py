@@ -124,7 +124,9 @@ class ModelAdapter:
         return self.preprocessing.input_size(image_hw)
 
     def normalize(self, unit: torch.Tensor) -> torch.Tensor:
-        """Resize to the model's input size and standardise; differentiable."""
+        """Resize (or run the model's own processor) and standardise; differentiable."""
+        if self.preprocessing.pipeline is not None:
+            return self.preprocessing.pipeline(unit)
         size = self.input_size(tuple(unit.shape[-2:]))
         x = unit
         if tuple(x.shape[-2:]) != tuple(size):
@@ -182,15 +184,41 @@ class ModelAdapter:
         return torch.softmax(logits, dim=1)
 
     def to_image_size(self, maps: torch.Tensor, image_hw: tuple[int, int]) -> torch.Tensor:
-        """Bilinear resize of (B, K, h, w) model-resolution maps back to the image size."""
-        if tuple(maps.shape[-2:]) == tuple(image_hw):
-            return maps
-        return F.interpolate(maps, size=tuple(image_hw), mode="bilinear", align_corners=False)
+        """(B, K, h, w) model-resolution maps at the image size: bilinear where the model saw the whole
+        image; with a centre crop, bilinear inside the crop box and zero outside (nothing there was seen)."""
+        box = self.preprocessing.geometry(image_hw).box
+        if box is None:
+            if tuple(maps.shape[-2:]) == tuple(image_hw):
+                return maps
+            return F.interpolate(maps, size=tuple(image_hw), mode="bilinear", align_corners=False)
+        return paste_into_box(maps, image_hw, box)
 
     def release(self) -> None:
         """Drop cached GPU memory between images (hooks are owned by the explainers)."""
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
+
+
+def paste_into_box(maps: torch.Tensor, image_hw: tuple[int, int], box) -> torch.Tensor:
+    """Model-grid maps (B, K, h, w) onto an image grid where the model grid covers `box` = (top, left,
+    bottom, right): bilinear with half-pixel centres (as F.interpolate with align_corners=False,
+    edges clamped), 0 at image pixels whose centre lies outside the box."""
+    h, w = maps.shape[-2:]
+    top, left, bottom, right = box
+    dev, dt = maps.device, maps.dtype
+
+    def axis(n_img: int, lo: float, hi: float, n_model: int):
+        centres = torch.arange(n_img, device=dev, dtype=torch.float64) + 0.5
+        index = (centres - lo) * (n_model / (hi - lo)) - 0.5        # model-grid index of each image pixel
+        inside = (centres >= lo) & (centres <= hi)
+        return (2 * (index + 0.5) / n_model - 1).to(dt), inside        # grid_sample's align_corners=False units
+
+    gy, in_y = axis(image_hw[0], top, bottom, h)
+    gx, in_x = axis(image_hw[1], left, right, w)
+    grid = torch.stack(torch.meshgrid(gx, gy, indexing="xy"), dim=-1)   # (H, W, 2): x then y
+    grid = grid[None].expand(maps.shape[0], -1, -1, -1)
+    out = F.grid_sample(maps, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return out * (in_y[:, None] & in_x[None, :]).to(dt)
 
 
 def _size_text(hw) -> str:

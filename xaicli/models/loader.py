@@ -43,19 +43,22 @@ class LoadOptions:
     size: tuple[int, int] | None = None
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
+    fit: str | None = None               # None: the model's own ("processor" where it has one)
     trust_pickle: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_meta(self) -> dict[str, Any]:
         return {"arch": self.arch, "classes": self.classes, "labels": self.labels,
                 "size": list(self.size) if self.size else None,
-                "mean": list(self.mean) if self.mean else None, "std": list(self.std) if self.std else None}
+                "mean": list(self.mean) if self.mean else None, "std": list(self.std) if self.std else None,
+                "fit": self.fit}
 
     @classmethod
     def from_meta(cls, d: dict[str, Any]) -> "LoadOptions":
         return cls(arch=d.get("arch"), classes=d.get("classes"), labels=d.get("labels"),
                    size=tuple(d["size"]) if d.get("size") else None,
-                   mean=tuple(d["mean"]) if d.get("mean") else None, std=tuple(d["std"]) if d.get("std") else None)
+                   mean=tuple(d["mean"]) if d.get("mean") else None, std=tuple(d["std"]) if d.get("std") else None,
+                   fit=d.get("fit"))
 
 
 def load_model(spec: str, options: LoadOptions | None = None, device: str = "auto"):
@@ -79,6 +82,10 @@ def load_model(spec: str, options: LoadOptions | None = None, device: str = "aut
     if chatter.getvalue().strip():
         logging.getLogger("xai").debug("model loader said: %s", chatter.getvalue().strip())
     adapter.info.update({"spec": spec, "path": str(path.resolve()), "load": options.to_meta()})
+    if options.fit == "processor" and adapter.preprocessing.pipeline is None:
+        raise XaiUsageError(f"--fit processor: model {spec} is {_FORMAT_NAMES.get(fmt, 'a weights file')}, which has "
+                            "no image processor; drop --fit (it squashes the image to --size, or to the image size "
+                            "rounded as the model needs)")
     _apply_overrides(adapter, options)
     _check_normalisation(adapter, path)
     adapter.net.to(dev).eval()
@@ -88,12 +95,14 @@ def load_model(spec: str, options: LoadOptions | None = None, device: str = "aut
     return adapter
 
 
-def load_for_record(meta_model: dict[str, Any], device: str = "auto", trust_pickle: bool = False):
+def load_for_record(meta_model: dict[str, Any], device: str = "auto", trust_pickle: bool = False,
+                    fit: str | None = None):
     """Reload the model a record names (commands downstream of `predict` without -m).
 
     The absolute path the record stored comes first: the spec as typed (often relative) may
     name another model from another folder. The caller still checks the weights' sha256.
-    `trust_pickle` is the running command's --trust-pickle (records never grant it).
+    `trust_pickle` is the running command's --trust-pickle (records never grant it); `fit` is how
+    the records' images became the model's input (their preprocessing says).
     """
     spec = meta_model.get("spec")
     if not spec:
@@ -107,6 +116,7 @@ def load_for_record(meta_model: dict[str, Any], device: str = "auto", trust_pick
             raise XaiError(f"the model the records were made with ({stored or spec}) is not here; pass -m MODEL")
     options = LoadOptions.from_meta(meta_model.get("load") or {})
     options.trust_pickle = bool(trust_pickle)
+    options.fit = options.fit or fit
     adapter = load_model(where, options, device)
     adapter.info["spec"] = spec
     return adapter
@@ -291,25 +301,82 @@ def _load_hf(path: Path, options: LoadOptions):
     cfg = model.config
     id2label = {int(k): v for k, v in (cfg.id2label or {}).items()}
     labels = [str(id2label.get(i, f"class_{i}")) for i in range(cfg.num_labels)]
-    proc_path = path / "preprocessor_config.json"
-    proc = _read_json(proc_path) if proc_path.exists() else {}
     channels = int(getattr(cfg, "num_channels", 3))
     side = _sidecar(path, channels, cfg.num_labels)
     model_size = (cfg.image_size, cfg.image_size) if isinstance(getattr(cfg, "image_size", None), int) else None
-    size = _hf_size(proc.get("size"), proc.get("crop_size")) or model_size
-    if proc.get("do_normalize", True):
-        mean, std = proc.get("image_mean", IMAGENET_MEAN), proc.get("image_std", IMAGENET_STD)
-    else:
-        mean, std = (0.0,) * channels, (1.0,) * channels
-    prep = Preprocessing(channels=channels, size=side.get("size", size),
-                         mean=side.get("mean", tuple(mean)), std=side.get("std", tuple(std)),
-                         source="preprocessor_config.json" if proc else "imagenet-default",
-                         notes=["whole image resized to the model size (no centre crop), so maps cover every pixel"])
-    if "mean" in side or "std" in side:
-        prep.source = "xai.json"
+    prep = _hf_preprocessing(path, options, side, channels, model_size)
     arch = (cfg.architectures or [type(model).__name__])[0]
     return _adapter(model, "classification", side.get("labels") or labels, prep,
-                    {"format": "hf", "arch": arch, "sha256": _weights_sha(path)}, model_size=model_size or size)
+                    {"format": "hf", "arch": arch, "sha256": _weights_sha(path)}, model_size=model_size or prep.size)
+
+
+def _hf_preprocessing(path: Path, options: LoadOptions, side: dict[str, Any], channels: int,
+                      model_size: tuple[int, int] | None) -> Preprocessing:
+    """The processor's own pipeline (fit "processor", the default where preprocessor_config.json exists), or the
+    whole image squashed to a fixed size (--fit squash, or a size from --size / xai.json)."""
+    from xaicli.models.processor import ProcessorPipeline, load_processor
+
+    proc_path = path / "preprocessor_config.json"
+    sized = options.size or side.get("size")
+    if options.fit == "processor" and sized:
+        given = "--size" if options.size else f"\"size\" in {path / 'xai.json'}"
+        raise XaiUsageError(f"{given} squashes the whole image to a fixed size, which --fit processor does not do; "
+                            "drop one of them")
+    if options.fit == "processor" and not proc_path.exists():
+        raise XaiUsageError(f"--fit processor: model {path} has no preprocessor_config.json; save the processor "
+                            "with processor.save_pretrained(DIR), or use --fit squash with --size")
+    fit = options.fit or ("processor" if proc_path.exists() and not sized else "squash")
+    proc = load_processor(path)
+    if proc is not None:
+        norm = bool(getattr(proc, "do_normalize", True))
+        factor = _rescale(proc)
+        p_mean = tuple(m / factor for m in getattr(proc, "image_mean", None) or IMAGENET_MEAN) if norm \
+            else (0.0,) * channels
+        p_std = tuple(s / factor for s in getattr(proc, "image_std", None) or IMAGENET_STD) if norm \
+            else (1.0 / factor,) * channels
+        source = "preprocessor_config.json"
+    else:
+        p_mean, p_std, source = IMAGENET_MEAN, IMAGENET_STD, "imagenet-default"
+    if "mean" in side or "std" in side:
+        source = "xai.json"
+    prep = Preprocessing(channels=channels, mean=tuple(side.get("mean", p_mean)), std=tuple(side.get("std", p_std)),
+                         source=source, fit=fit)
+    if fit == "processor":
+        prep.pipeline = ProcessorPipeline(proc, _rescale(proc))
+        if "mean" in side or "std" in side:
+            prep.pipeline.set_normalisation(prep.mean, prep.std)
+        prep.resize = prep.pipeline.resample_name()
+        prep.notes = ["the model's own image processor: resize, centre crop and normalisation as "
+                      f"{type(proc).__name__} does them; pixels outside the crop get zero attribution"]
+        return prep
+    prep.size = tuple(sized) if sized else (_processor_output_size(proc) or model_size)
+    if prep.size is None:
+        raise XaiUsageError(f"model {path}: no input size in its processor or config; pass --size HxW")
+    prep.notes = ["--fit squash: the whole image resized to the model size (no centre crop), so maps cover "
+                  "every pixel" + (f"; the model's {type(proc).__name__} would resize and crop otherwise"
+                                   if proc is not None else "")]
+    return prep
+
+
+def _rescale(proc) -> float:
+    """What the processor multiplies a [0, 1] pixel by before normalising: 255 x rescale_factor (1 for 1/255)."""
+    if not getattr(proc, "do_rescale", True):
+        return 255.0
+    return float(getattr(proc, "rescale_factor", None) or 1 / 255) * 255.0
+
+
+def _processor_output_size(proc) -> tuple[int, int] | None:
+    """The input size a processor hands the model: its crop, else its fixed or shortest-edge size."""
+    if proc is None:
+        return None
+    crop = getattr(proc, "crop_size", None) if getattr(proc, "do_center_crop", False) else None
+    size = getattr(proc, "size", None)
+    for s in (crop, size):
+        h, w = getattr(s, "height", None), getattr(s, "width", None)
+        if h and w:
+            return int(h), int(w)
+    edge = getattr(size, "shortest_edge", None)
+    return (int(edge), int(edge)) if edge else None
 
 
 def _refuse_new_weights(path: Path, loading: Any) -> None:
@@ -326,17 +393,6 @@ def _refuse_new_weights(path: Path, loading: Any) -> None:
             raise XaiError(f"model {path} {what} {len(keys)} weight(s) ({shown}), which transformers would "
                            "initialise at random; save the fine-tuned classifier itself with "
                            "model.save_pretrained(DIR)")
-
-
-def _hf_size(size: Any, crop: Any) -> tuple[int, int] | None:
-    for s in (crop, size):
-        if isinstance(s, dict) and "height" in s and "width" in s:
-            return int(s["height"]), int(s["width"])
-    if isinstance(size, dict) and "shortest_edge" in size:
-        return int(size["shortest_edge"]), int(size["shortest_edge"])
-    if isinstance(size, int):
-        return size, size
-    return None
 
 
 def _load_state_dict_file(path: Path, options: LoadOptions):
@@ -514,6 +570,8 @@ def _apply_overrides(adapter, options: LoadOptions) -> None:
                 raise XaiUsageError(f"--{name}: {len(vals)} values for a {prep.channels}-channel model")
             setattr(prep, name, tuple(vals))
             prep.source = "command line"
+            if prep.pipeline is not None:
+                prep.pipeline.set_normalisation(prep.mean, prep.std)
     if options.labels:
         if len(options.labels) != adapter.num_classes:
             raise XaiUsageError(f"--labels: {len(options.labels)} names for a model with {adapter.num_classes} classes")
@@ -534,6 +592,7 @@ def _check_normalisation(adapter, path: Path) -> None:
                            f"model; pass --mean {one} --std {one} (one value per input channel)")
 
 
-_FORMAT_NAMES = {"smp": "an smp folder", "hf": "a Hugging Face folder", "torchscript": "TorchScript"}
+_FORMAT_NAMES = {"smp": "an smp folder", "hf": "a Hugging Face folder", "torchscript": "TorchScript",
+                 "state_dict": "a state dict", "torch_file": "a weights file"}
 _LOADERS = {"smp": _load_smp, "hf": _load_hf, "state_dict": _load_state_dict_file,
             "torch_file": _load_torch_file, "torchscript": _load_torchscript}

@@ -2,12 +2,17 @@
 
 Done in torch so gradients flow back to the original pixels: explanations can be
 taken with respect to the image as displayed, at its own resolution.
+
+Two fits: `processor` runs the model's own image processor (models/processor.py: resize as
+it resizes, centre crop, normalise); `squash` resizes the whole image to the model size
+(`size`, else the image's own size rounded to `multiple`) and standardises with mean/std.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
+from typing import Any
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -23,6 +28,8 @@ class Preprocessing:
     resize: str = "bilinear"
     source: str = "default"              # where these numbers came from, for the record
     notes: list[str] = field(default_factory=list)
+    fit: str = "squash"                  # "processor" (the model's own pipeline) or "squash"
+    pipeline: Any = field(default=None, repr=False, compare=False)   # a ProcessorPipeline for fit "processor"
 
     def __post_init__(self) -> None:
         # The ImageNet defaults are RGB: a model with other input channels gets their
@@ -33,7 +40,17 @@ class Preprocessing:
             if tuple(self.std) == IMAGENET_STD:
                 self.std = (round(sum(IMAGENET_STD) / 3, 3),) * self.channels
 
+    def geometry(self, image_hw: tuple[int, int]):
+        """Where the model input lies in an image of this size (model size, crop box)."""
+        from xaicli.models.processor import Geometry
+
+        if self.pipeline is not None:
+            return self.pipeline.geometry(image_hw)
+        return Geometry(self.input_size(image_hw))
+
     def input_size(self, image_hw: tuple[int, int]) -> tuple[int, int]:
+        if self.pipeline is not None:
+            return self.pipeline.geometry(image_hw).model_hw
         if self.size is not None:
             return self.size
         m = self.multiple
@@ -41,9 +58,14 @@ class Preprocessing:
         return tuple(max(m, (s + m // 2) // m * m) for s in image_hw)  # type: ignore[return-value]
 
     def to_meta(self, image_hw: tuple[int, int] | None = None) -> dict:
-        d = asdict(self)
-        d["size"] = list(self.input_size(image_hw)) if image_hw else (list(self.size) if self.size else None)
-        d["mean"], d["std"] = list(self.mean), list(self.std)
+        d = {"channels": self.channels, "size": list(self.size) if self.size else None, "mean": list(self.mean),
+             "std": list(self.std), "multiple": self.multiple, "resize": self.resize, "source": self.source,
+             "notes": list(self.notes), "fit": self.fit, "crop": None}
+        if image_hw:
+            geo = self.geometry(image_hw)
+            d["size"], d["crop"] = list(geo.model_hw), geo.to_meta()
+        if self.pipeline is not None:
+            d["processor"] = self.pipeline.describe()
         return d
 
 

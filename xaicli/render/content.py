@@ -94,3 +94,23 @@ def header(record: Record) -> str:
     """The figure title: record id and what the model predicted."""
     text = prediction_text(record)
     return f"{record.id}  ·  predicted {text}" if text else record.id
+
+
+def crop_box(record: Record) -> tuple[float, float, float, float] | None:
+    """The box of the image the model saw, `meta["preprocessing"]["crop"]` = [top, left, bottom,
+    right] in image pixels (a processor's centre crop), when it leaves part of the image out."""
+    box = (record.meta.get("preprocessing") or {}).get("crop")
+    img = record.image
+    if img is None or not isinstance(box, (list, tuple)) or len(box) != 4:
+        return None
+    try:
+        top, left, bottom, right = (float(v) for v in box)
+    except (TypeError, ValueError):
+        return None
+    h, w = np.shape(img)[:2]
+    if not all(np.isfinite([top, left, bottom, right])) or bottom <= top or right <= left:
+        return None
+    eps = 1e-6
+    if top <= eps and left <= eps and bottom >= h - eps and right >= w - eps:
+        return None                   # the whole image: nothing left out, nothing to outline
+    return top, left, bottom, right

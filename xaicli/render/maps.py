@@ -31,6 +31,9 @@ class MapView:
     values: np.ndarray            # (C,H,W), (H,W) or (F,)
     info: dict[str, Any] = field(default_factory=dict, compare=False)
     feature_names: tuple[str, ...] | None = None
+    layer: str | None = None      # the grid's facets: a CAM's layer, an attribution's baseline
+    baseline: str | None = None
+    target_spec: dict[str, Any] = field(default_factory=dict, compare=False)   # as stored in meta
 
     @property
     def is_1d(self) -> bool:
@@ -84,8 +87,10 @@ def _views_of(record: Record, key: str) -> list[MapView]:
     method = str(info.get("method") or (parts[1] if len(parts) > 1 else kind))
     if kind == "cam" or info.get("layer"):
         where = info.get("layer") or (parts[2] if len(parts) > 2 else "")
+        layer, baseline = where or None, (info.get("baseline") if kind != "cam" else None)
     else:
         where = info.get("baseline") or (parts[2] if len(parts) > 2 else "")
+        layer, baseline = None, where or None
     if not np.issubdtype(arr.dtype, np.number):
         raise XaiError(f"record {record.id}: map {key} has dtype {arr.dtype}; maps are float arrays")
     if kind == "attribution" and arr.ndim in (2, 3, 4):
@@ -102,7 +107,7 @@ def _views_of(record: Record, key: str) -> list[MapView]:
                        "(see README, Record format); re-create it with xai")
     targets = info.get("targets") or []
     features = _feature_names(record, info)
-    out = []
+    out, seen = [], set()
     for t, values in enumerate(per_target):
         spec = targets[t] if t < len(targets) and isinstance(targets[t], dict) else {}
         label = spec.get("label")
@@ -110,8 +115,12 @@ def _views_of(record: Record, key: str) -> list[MapView]:
         name = str(label) if label is not None else (str(index) if index is not None else f"t{t}")
         tid = (str(label) if label is not None else None, index) if (label is not None or index is not None) \
             else ("#", t)
+        if tid in seen:             # two targets alike in label and index: still two grid slots
+            tid = (*tid, t)
+        seen.add(tid)
         out.append(MapView(key, kind, method, str(where), t, name, tid,
-                           np.asarray(values, dtype=np.float32), info, features))
+                           np.asarray(values, dtype=np.float32), info, features,
+                           None if layer is None else str(layer), None if baseline is None else str(baseline), spec))
     return out
 
 

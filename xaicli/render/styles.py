@@ -20,24 +20,26 @@ map: `signed` (diverging, centred at zero: positive evidence red, negative blue)
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 from matplotlib import colormaps
 from matplotlib.axes import Axes
-from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize, to_rgba
+from matplotlib.patches import Rectangle
 
 from xaicli.errors import XaiUsageError
-from xaicli.render.layout import ColourBar
 from xaicli.render.maps import MapView
-from xaicli.render.normalise import clip_value, safe_scale, to_display
+from xaicli.render.normalise import clip_value, to_display
+
+if TYPE_CHECKING:
+    from xaicli.render.scales import Scaler
 
 STYLES = ("auto", "overlay", "heatmap", "signed", "abs", "channels", "contours")
-SCALES = ("per-map", "shared")
 PRED_COLOUR = "#ffffff"
 TRUTH_COLOUR = "#ff00ff"
 PRED_FILL = "#00c8ff"
+CROP_COLOUR = "#ffd400"
 
 
 @dataclass
@@ -52,6 +54,8 @@ class Context:
     alpha: float = 0.5
     clip: float = 98.0
     font: float = 7.0
+    interpolation: str = "auto"     # "none" for PDF/SVG: images embedded at their own size, never resampled
+    crop: tuple[float, float, float, float] | None = None   # the model's input box (top, left, bottom, right)
 
 
 @dataclass
@@ -62,6 +66,8 @@ class Prepared:
     planes: list[np.ndarray]
     threshold: float                # this map's own cumulative-mass clip value
     labels: list[str] = field(default_factory=list)   # per-plane captions (channels)
+    row: int = 0                    # where the figure puts it: --scale row/col share by these
+    col: int = 0
 
 
 def check_style(style: str) -> str:
@@ -108,41 +114,7 @@ def prepare(view: MapView, style: str, clip: float) -> Prepared:
     return Prepared(view, style, family, planes, threshold, labels)
 
 
-class Scaler:
-    """Colour limits: each map to its own clip value (per-map) or one per family (shared)."""
-
-    def __init__(self, prepared: Sequence[Prepared], mode: str, clip: float):
-        if mode not in SCALES:
-            raise XaiUsageError(f"--scale {mode!r} is not a scale; valid: {', '.join(SCALES)}")
-        self.mode = mode
-        self.shared: dict[str, float] = {}
-        if mode == "shared":
-            for family in {p.family for p in prepared}:
-                pool = np.concatenate([q.ravel() for p in prepared if p.family == family for q in p.planes])
-                self.shared[family] = safe_scale(clip_value(pool, clip))
-
-    def limits(self, p: Prepared) -> tuple[float, float, float]:
-        """(low, high, divisor): display = clip(plane / divisor, low, high)."""
-        if self.mode == "shared":
-            t = self.shared.get(p.family) or safe_scale(p.threshold)
-            return (-t if p.family == "signed" else 0.0), t, 1.0
-        return (-1.0 if p.family == "signed" else 0.0), 1.0, safe_scale(p.threshold)
-
-    def colourbars(self, prepared: Sequence[Prepared], ctx: Context) -> list[ColourBar]:
-        """One colour bar per family in use, signed first."""
-        out = []
-        for family in ("signed", "magnitude"):
-            members = [p for p in prepared if p.family == family]
-            if not members:
-                continue
-            lo, hi, _ = self.limits(members[0])
-            cmap = ctx.signed_cmap if family == "signed" else ctx.cmap
-            how = "shared scale" if self.mode == "shared" else "÷ each map's clip value"
-            out.append(ColourBar(ScalarMappable(Normalize(lo, hi), colormaps[cmap]), f"{family}, {how}"))
-        return out
-
-
-def draw(axes: list[Axes], p: Prepared, scaler: Scaler, ctx: Context) -> None:
+def draw(axes: list[Axes], p: Prepared, scaler: "Scaler", ctx: Context) -> None:
     lo, hi, div = scaler.limits(p)
     cmap = colormaps[ctx.signed_cmap if p.family == "signed" else ctx.cmap]
     norm = Normalize(lo, hi)
@@ -150,10 +122,11 @@ def draw(axes: list[Axes], p: Prepared, scaler: Scaler, ctx: Context) -> None:
     for ax, plane, label in zip(axes, p.planes, p.labels or [""] * len(p.planes)):
         data = np.clip(plane / div, lo, hi)
         if blend:
-            show_image(ax, ctx.image)
-            ax.imshow(data, cmap=cmap, norm=norm, alpha=ctx.alpha, extent=extent(ctx.image.shape[:2]))
+            show_image(ax, ctx.image, ctx.interpolation)
+            ax.imshow(data, cmap=cmap, norm=norm, alpha=ctx.alpha, extent=extent(ctx.image.shape[:2]),
+                      interpolation=ctx.interpolation)
         else:
-            ax.imshow(data, cmap=cmap, norm=norm)
+            ax.imshow(data, cmap=cmap, norm=norm, interpolation=ctx.interpolation)
         if p.style == "contours":
             base = ctx.image.shape[:2] if blend else plane.shape
             if ctx.pred is not None:
@@ -174,12 +147,22 @@ def extent(shape: tuple[int, int]) -> tuple[float, float, float, float]:
     return (-0.5, w - 0.5, h - 0.5, -0.5)
 
 
-def show_image(ax: Axes, image: np.ndarray) -> None:
+def show_image(ax: Axes, image: np.ndarray, interpolation: str = "auto") -> None:
     if image.ndim == 2:
-        ax.imshow(image, cmap="gray", vmin=0.0, vmax=1.0)
+        ax.imshow(image, cmap="gray", vmin=0.0, vmax=1.0, interpolation=interpolation)
     else:
-        ax.imshow(np.clip(image, 0.0, 1.0))
+        ax.imshow(np.clip(image, 0.0, 1.0), interpolation=interpolation)
     ax.set_axis_off()
+
+
+def crop_box(ax: Axes, box: tuple[float, float, float, float]) -> None:
+    """Outline the model's input box: pixel edges (top, left, bottom, right) on the image's pixel centres."""
+    top, left, bottom, right = box
+    xlim, ylim = ax.get_xlim(), ax.get_ylim()
+    ax.add_patch(Rectangle((left - 0.5, top - 0.5), right - left, bottom - top, fill=False,
+                           edgecolor=CROP_COLOUR, linewidth=0.8, linestyle=(0, (3, 2))))
+    ax.set_xlim(xlim)               # the image's extent, whatever the box
+    ax.set_ylim(ylim)
 
 
 def outline(ax: Axes, mask: np.ndarray, base: tuple[int, int], colour: str, linestyle: str) -> None:
@@ -201,19 +184,20 @@ def outline(ax: Axes, mask: np.ndarray, base: tuple[int, int], colour: str, line
     ax.set_ylim(bh - 0.5, -0.5)
 
 
-def show_mask(ax: Axes, mask: np.ndarray, image: np.ndarray | None, colour: str, linestyle: str) -> None:
+def show_mask(ax: Axes, mask: np.ndarray, image: np.ndarray | None, colour: str, linestyle: str,
+              interpolation: str = "auto") -> None:
     """A mask filled over the image (or over black when the record has no image), outlined."""
     mask = np.asarray(mask)
     base = image.shape[:2] if image is not None else mask.shape
     if image is not None:
-        show_image(ax, image)
+        show_image(ax, image, interpolation)
     else:
-        ax.imshow(np.zeros(mask.shape), cmap="gray", vmin=0.0, vmax=1.0)
+        ax.imshow(np.zeros(mask.shape), cmap="gray", vmin=0.0, vmax=1.0, interpolation=interpolation)
     classes = [int(c) for c in np.unique(mask) if c != 0]
     rgba = np.zeros(mask.shape + (4,), np.float32)
     palette = colormaps["tab10"]
     for i, c in enumerate(classes):
         rgba[mask == c] = to_rgba(colour if len(classes) == 1 else palette(c % 10), 0.45)
-    ax.imshow(rgba, extent=extent(base))
+    ax.imshow(rgba, extent=extent(base), interpolation=interpolation)
     outline(ax, mask, base, "white" if linestyle == "solid" else colour, linestyle)
     ax.set_axis_off()

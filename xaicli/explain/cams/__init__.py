@@ -7,7 +7,8 @@ method and layer the map before ReLU, ReLU, resize to the model input, and the
 record's meta. A method overrides one step:
 
 - `channel_weights(step)` → (T, C): the map is Σ_c w_tc · A_c (or its first principal
-  component under --eigen-smooth); Grad-CAM, ScoreCAM, AblationCAM;
+  component under --eigen-smooth); ScoreCAM, AblationCAM. The default is grad-cam's
+  weights of the `reference` class (Grad-CAM, Grad-CAM++, XGrad-CAM declare nothing else);
 - `cam_image(step)` → (T, h, w) before ReLU, for maps that are not a channel sum
   (HiRes-CAM, Layer-CAM, the eigen methods);
 - `scorers(engine, logits, targets)`: other scores to differentiate (FinerCAM);
@@ -42,8 +43,9 @@ class CamMethod(Method):
         return None
 
     def channel_weights(self, step):
-        """(T, C) weights of the layer's channels, one row per target."""
-        raise NotImplementedError
+        """(T, C) weights of the layer's channels, one row per target. By default grad-cam's own
+        (`get_cam_weights` of the class named in `reference`): such a method declares only that."""
+        return self.grad_cam(step)
 
     def cam_image(self, step):
         """(T, h, w) map before ReLU at the layer's resolution: the weighted channel sum, target by target."""

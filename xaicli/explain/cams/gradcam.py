@@ -13,6 +13,3 @@ class GradCAM(CamMethod):
     notes = "grad-cam's channel weights on our activations and gradients"
     default = True
     order = 10
-
-    def channel_weights(self, step):
-        return self.grad_cam(step)

@@ -12,6 +12,3 @@ class GradCAMPlusPlus(CamMethod):
     reference = "GradCAMPlusPlus"
     notes = "grad-cam's channel weights on our activations and gradients"
     order = 30
-
-    def channel_weights(self, step):
-        return self.grad_cam(step)

@@ -11,6 +11,3 @@ class XGradCAM(CamMethod):
     reference = "XGradCAM"
     notes = "grad-cam's channel weights on our activations and gradients"
     order = 40
-
-    def channel_weights(self, step):
-        return self.grad_cam(step)

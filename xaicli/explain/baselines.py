@@ -25,7 +25,6 @@ record id, so a rerun, or the same image in another order, gets the same noise.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 from collections import Counter
@@ -38,7 +37,7 @@ from xaicli.errors import XaiError, XaiUsageError
 if TYPE_CHECKING:
     import numpy as np
 
-# numpy is imported where it is used: the CLI reads KINDS for --help and completion.
+# numpy and hashlib are imported where they are used: the CLI reads KINDS for --help and completion.
 KINDS = ("black", "zero", "white", "mean", "blur", "noise", "uniform")
 RANDOM_KINDS = ("noise", "uniform")
 FLOAT_SLACK = 1e-6       # float baselines may stray this far outside [0, 1] (rounding), no further
@@ -115,6 +114,8 @@ def _same(a: Baseline, b: Baseline) -> bool:
 
 
 def _path_hash(path: Path) -> str:
+    import hashlib
+
     return hashlib.sha1(os.path.abspath(path).encode()).hexdigest()[:8]
 
 
@@ -169,6 +170,8 @@ def _unknown_scale(path, dtype: np.dtype) -> XaiUsageError:
 
 def derive_seed(seed: int, key: str, kind: str) -> int:
     """A stable 63-bit seed per (seed, record, kind): reproducible, independent of input order."""
+    import hashlib     # here: importing it (OpenSSL) costs --help and completion, which read KINDS
+
     digest = hashlib.sha256(f"{seed}\0{key}\0{kind}".encode()).digest()
     return int.from_bytes(digest[:8], "little") >> 1
 

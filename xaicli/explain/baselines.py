@@ -38,7 +38,15 @@ if TYPE_CHECKING:
     import numpy as np
 
 # numpy and hashlib are imported where they are used: the CLI reads KINDS for --help and completion.
-KINDS = ("black", "zero", "white", "mean", "blur", "noise", "uniform")
+KINDS = {                # the named baselines, and what each is (--baseline's help)
+    "black": "zeros before normalisation, the default",
+    "zero": "zeros after normalisation",
+    "white": "ones",
+    "mean": "the image's per-channel mean colour",
+    "blur": "a Gaussian blur of the image",
+    "noise": "the image + seeded Gaussian noise",
+    "uniform": "seeded uniform pixels",
+}
 RANDOM_KINDS = ("noise", "uniform")
 FLOAT_SLACK = 1e-6       # float baselines may stray this far outside [0, 1] (rounding), no further
 

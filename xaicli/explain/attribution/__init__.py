@@ -72,11 +72,9 @@ def _blur_sigma(value: float) -> None:
 BASELINE = Option(
     "baseline", str, None, multiple=True, flags=("--baseline", "-B"), show_default=False,
     choices=lambda: list(KINDS),
-    help="Baseline of the methods that take one: black (zeros before normalisation, default), zero (zeros "
-         "after normalisation), white, mean (per-channel mean colour), blur (Gaussian blur of the image), noise "
-         "(image + seeded Gaussian noise), uniform (seeded uniform pixels), or an image / .npy file of the "
-         "image's size (uint8, uint16 or floats in [0, 1]). Repeatable: one map each (files sharing a stem get a "
-         "path hash in the key).")
+    help="Baseline of the methods that take one: " + ", ".join(f"{k} ({v})" for k, v in KINDS.items())
+         + ", or an image / .npy file of the image's size (uint8, uint16 or floats in [0, 1]). Repeatable: one map "
+         "each (files sharing a stem get a path hash in the key).")
 BASELINE_SAMPLES = Option("baseline_samples", int, 1, min=1,
                           help="Random baselines (noise, uniform): average over this many draws.")
 BLUR_SIGMA = Option("blur_sigma", float, None, show_default=False, check=_blur_sigma,

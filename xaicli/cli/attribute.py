@@ -67,6 +67,7 @@ def attribute(
     from xaicli.explain.attribution import settle
     from xaicli.explain.baselines import parse_baselines
     from xaicli.io.inputs import resolve
+    from xaicli.io.background import background_writes, prefetch
     from xaicli.io.outputs import open_sink
 
     methods = registry.resolve("attribution", method)
@@ -87,9 +88,9 @@ def attribute(
     planner = None
     from xaicli.models.device import reproducible
 
-    with reproducible(device, bool(batch_size)), sink:
-        records = iter_records(items, session, max_pixels=max_pixels, skip=skip,
-                               skip_unreadable=skip_unreadable)
+    with reproducible(device, bool(batch_size)), sink, background_writes(sink) as out:
+        records = prefetch(iter_records(items, session, max_pixels=max_pixels, skip=skip,
+                                        skip_unreadable=skip_unreadable))
         for rec, image in progress(records, items.count, "attribute"):
             adapter = session.get()
             if planner is None:
@@ -98,7 +99,7 @@ def attribute(
                 planner = BatchPlanner(adapter.device, batch_size)
             t0 = time.perf_counter()
             explain_record(rec, image, adapter, planner, **settings)
-            sink.write(finish(rec, "attribute", params, time.perf_counter() - t0, adapter.device, not no_image))
+            out.write(finish(rec, "attribute", params, time.perf_counter() - t0, adapter.device, not no_image))
             adapter.release()
 
 

@@ -79,6 +79,7 @@ def cam(
     from xaicli.cli.state import settings
     from xaicli.explain import registry
     from xaicli.io.inputs import resolve
+    from xaicli.io.background import background_writes, prefetch
     from xaicli.io.outputs import open_sink
 
     registry.resolve("cam", method)       # unknown or empty names fail before anything loads
@@ -95,9 +96,9 @@ def cam(
     sink = open_sink(output)
     skip = sink.exists if skip_existing else None
     state: dict = {}
-    with sink:
-        records = iter_records(items, session, max_pixels=max_pixels, skip=skip,
-                               skip_unreadable=skip_unreadable)
+    with sink, background_writes(sink) as out:
+        records = prefetch(iter_records(items, session, max_pixels=max_pixels, skip=skip,
+                                        skip_unreadable=skip_unreadable))
         for rec, image in progress(records, items.count, "cam"):
             adapter = session.get()
             if not state:
@@ -107,7 +108,7 @@ def cam(
                                    "batch_size": batch_size}
             t0 = time.perf_counter()
             explain_record(rec, image, adapter, state["engine"], target, masks, class_, threshold)
-            sink.write(finish(rec, "cam", state["params"], time.perf_counter() - t0, adapter.device, not no_image))
+            out.write(finish(rec, "cam", state["params"], time.perf_counter() - t0, adapter.device, not no_image))
             adapter.release()
 
 

@@ -25,6 +25,8 @@ SHARD_ENVIRONMENT = [
     ("SLURM_ARRAY_TASK_MIN, SLURM_ARRAY_TASK_STEP", "With --shard slurm: the first index (default 0) and the "
                                                     "step (default 1) of the array."),
 ]
+IO_ENVIRONMENT = [("XAI_IO_THREADS", "0 turns off reading the next inputs and writing finished records in background "
+                                     "threads (on by default, so a GPU does not wait for decoding and writing).")]
 COMPLETION_ENVIRONMENT = [("_XAI_COMPLETE", "Set by the shell completion scripts (completions/ in the source; "
                                             "source_bash, source_zsh, source_fish print them).")]
 MANIFEST_TEXT = ("With -o DIR/: one line per record written (id, file, source path and sha256, task, commands, "
@@ -86,7 +88,7 @@ def _page(name: str, command, ctx, summary: str) -> str:
     names = {o for prm in params for o in getattr(prm, "opts", [])}
     env = list(ENVIRONMENT)
     if "--shard" in names:
-        env += SHARD_ENVIRONMENT
+        env += SHARD_ENVIRONMENT + IO_ENVIRONMENT
     if subs:
         env += COMPLETION_ENVIRONMENT
     lines.append(".SH ENVIRONMENT")

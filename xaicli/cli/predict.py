@@ -42,6 +42,7 @@ def predict(
     class, confidence, top-k and all probabilities (segmenters: area fractions).
     """
     from xaicli.cli.pipeline import ModelSession, iter_records, load_options, progress
+    from xaicli.io.background import background_writes, prefetch
     from xaicli.io.inputs import resolve
     from xaicli.io.outputs import LinesSink, open_sink
 
@@ -53,15 +54,15 @@ def predict(
         sink = open_sink(output, command="predict")
     params = {"threshold": threshold, "top_k": top_k, "batch_size": batch_size}
     skip = sink.exists if skip_existing else None
-    with sink:
+    with sink, background_writes(sink) as out:
         batch: list = []
-        records = iter_records(items, session, max_pixels=max_pixels, skip=skip,
-                               skip_unreadable=skip_unreadable)
+        records = prefetch(iter_records(items, session, max_pixels=max_pixels, skip=skip,
+                                        skip_unreadable=skip_unreadable), depth=max(2, batch_size))
         for rec, image in progress(records, items.count, "predict"):
             batch.append((rec, image))
             if len(batch) >= batch_size:
-                _flush(batch, session, sink, params, threshold, top_k, not no_image)
-        _flush(batch, session, sink, params, threshold, top_k, not no_image)
+                _flush(batch, session, out, params, threshold, top_k, not no_image)
+        _flush(batch, session, out, params, threshold, top_k, not no_image)
 
 
 def _flush(batch, session, sink, params, threshold, top_k, keep_image) -> None:

@@ -135,12 +135,11 @@ class ProcessorPipeline:
         (any class's own resize logic); nothing else.
 
         Where that step is a separable resize + crop (checked once per image size against the
-        processor itself), it runs in one of two exact forms, whichever ran a forward + backward
-        faster on this device (a bicubic antialiased kernel costs ~2.5x a bilinear one; a matrix
-        product costs the same for both): torch's resize at the processor's resized size and then
-        the crop, or two matrix products with torchvision's resize weights over the band of rows
-        and columns the crop reaches. Under deterministic algorithms (attribute -b on CUDA) it is
-        always the matrices: torch's antialiased resize has no deterministic CUDA backward."""
+        processor itself), it runs in one of two exact forms (`_Resize.settle` says which):
+        torch's resize at the processor's resized size and then the crop, or two matrix products
+        with torchvision's resize weights over the band of rows and columns the crop reaches.
+        Under deterministic algorithms (attribute -b on CUDA) it is always the matrices: torch's
+        antialiased resize has no deterministic CUDA backward."""
         import torch
 
         plan = self._plan(tuple(unit.shape[-2:]), unit.device, unit.dtype)
@@ -224,7 +223,7 @@ class ProcessorPipeline:
                 got = plan(probe, deterministic=deterministic)
                 if got.shape != ref.shape or (got - ref).abs().max() > 1e-4:
                     return None
-        plan.settle(device, dtype, hw)
+        plan.settle(device, dtype)
         return plan
 
     # -- meta -------------------------------------------------------------------
@@ -274,27 +273,20 @@ class _Resize:
         self.use_matrices = True
         self.mats = None
 
-    def settle(self, device, dtype, hw) -> None:
-        """Matrices on the device; then time both forms once (forward + backward, 2 samples)."""
-        import time
+    def settle(self, device, dtype) -> None:
+        """Matrices on the device, and the form to use: the choice depends on the configuration
+        only, never on a timing, so reruns with a fixed chunk (-b) stay bit-identical.
 
-        import torch
+        Forward + backward of 8 samples of 480x300, one CPU thread: torch's bilinear antialiased
+        resize 26 ms, its bicubic one to 409x256 + crop 69 ms, the two matrix products over the
+        crop's band 36-43 ms whatever the filter. So bilinear (and nearest) keep torch's kernel,
+        wider filters (bicubic, lanczos, ...) use the matrices; on CUDA torch's kernels."""
+        from torchvision.transforms.v2 import functional as tvF
 
         self.mats = (self.rows.band().to(device, dtype), self.cols.band().to(device, dtype))
-        x = torch.rand(2, 3, *hw, device=device, dtype=dtype)
-        best = {}
-        for use in (True, False, True, False):           # the first of each warms up
-            self.use_matrices = use
-            u = x.clone().requires_grad_(True)
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            t0 = time.perf_counter()
-            with torch.enable_grad():
-                self(u).sum().backward()
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            best[use] = time.perf_counter() - t0
-        self.use_matrices = best[True] <= best[False]
+        cheap = self.mode in (tvF.InterpolationMode.BILINEAR, tvF.InterpolationMode.NEAREST,
+                              tvF.InterpolationMode.NEAREST_EXACT)
+        self.use_matrices = device.type != "cuda" and not cheap
 
     def __call__(self, unit, deterministic: bool = False):
         from torchvision.transforms.v2 import functional as tvF

@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	# torch and torchvision pinned together: the registry caps them, and grad-cam and smp need torchvision.
 	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(PY) -m pip install -q -e '.[test,dicom]'
+	$(PY) -m pip install -q -e '.[test,dicom,monai,onnx]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -59,8 +59,10 @@ completions: $(STAMP)
 man: $(STAMP)
 	$(PY) -m xaicli.cli.manpages man/
 
-# The README's method tables, from the method registry (between <!-- methods:... --> markers).
+# The README's generated tables: models from the format registry (xaicli/models/formats), methods
+# from the method registry (xaicli/explain/registry.py), each between its markers.
 readme: $(STAMP)
+	$(PY) -m xaicli.models.formats.readme README.md
 	$(PY) -m xaicli.cli.readme README.md
 
 docs: man completions readme

@@ -107,7 +107,42 @@ def save_tiny_vit(folder: Path, labels=HF_LABELS[:3], size: int = 32, seed: int 
     return folder
 
 
+# -- maps ------------------------------------------------------------------------
+
+def into_box(cam: np.ndarray, hw, box) -> np.ndarray:
+    """A model-grid map onto the image grid, by hand: bilinear at each pixel centre's model coordinate."""
+    h, w = cam.shape
+    top, left, bottom, right = box
+    iy = (np.arange(hw[0]) + 0.5 - top) * h / (bottom - top) - 0.5
+    ix = (np.arange(hw[1]) + 0.5 - left) * w / (right - left) - 0.5
+    iy_c, ix_c = np.clip(iy, 0, h - 1), np.clip(ix, 0, w - 1)
+    y0, x0 = np.floor(iy_c).astype(int), np.floor(ix_c).astype(int)
+    y1, x1 = np.minimum(y0 + 1, h - 1), np.minimum(x0 + 1, w - 1)
+    fy, fx = (iy_c - y0)[:, None], (ix_c - x0)[None, :]
+    out = (cam[y0][:, x0] * (1 - fy) * (1 - fx) + cam[y0][:, x1] * (1 - fy) * fx
+           + cam[y1][:, x0] * fy * (1 - fx) + cam[y1][:, x1] * fy * fx)
+    inside = ((np.arange(hw[0]) + 0.5 >= top) & (np.arange(hw[0]) + 0.5 <= bottom))[:, None] & \
+             ((np.arange(hw[1]) + 0.5 >= left) & (np.arange(hw[1]) + 0.5 <= right))[None, :]
+    return out * inside
+
+
+
 # -- input files -----------------------------------------------------------------
+
+def smooth_image(h: int, w: int, seed: int = 0, lo: int = 20, hi: int = 235) -> np.ndarray:
+    """A photo-like image (smooth blobs and one edge) within [lo, hi]: a bicubic resize never leaves
+    [0, 255] on it, so the processor's float output equals its uint8 one up to rounding."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w] / max(h, w)
+    img = np.zeros((h, w, 3))
+    for c in range(3):
+        for _ in range(4):
+            cy, cx, r = rng.random(3) * [1, 1, 0.3] + [0, 0, 0.05]
+            img[..., c] += rng.random() * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / r ** 2)
+    img[:, w // 3:, 1] += 0.5
+    img = (img - img.min()) / (img.max() - img.min())
+    return (lo + img * (hi - lo)).astype(np.uint8)
+
 
 def rgb_image(h: int = 32, w: int = 32, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)

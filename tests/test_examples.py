@@ -77,7 +77,7 @@ def _pngs(folder: Path) -> list[str]:
 def test_every_example_is_strict_bash_and_tested():
     scripts = sorted(p.name for p in EXAMPLES.iterdir() if p.suffix in (".sh", ".sbatch") and p.name != "lib.sh")
     tested = {"ig_unetpp_baselines.sh", "cam_methods_layers.sh", "hf_convnext.sh", "ig_top3_hf.sh",
-              "gray_cnn_ig.sh", "cron.sh", "slurm_array.sbatch"}  # the last one in test_slurm.py
+              "gray_cnn_ig.sh", "cron.sh", "timm_torchvision.sh", "slurm_array.sbatch"}  # the last in test_slurm.py
     assert set(scripts) == tested
     for name in scripts:
         text = (EXAMPLES / name).read_text()
@@ -165,6 +165,32 @@ def test_5_gray_cnn_with_a_uniform_baseline(tmp_path):
     model = (out / "gray_cnn.pt").read_bytes()
     run("gray_cnn_ig.sh", "", tmp_path / "gray", out)       # a rerun keeps the model its records name
     assert (out / "gray_cnn.pt").read_bytes() == model
+
+
+def test_6_timm_folder_and_torchvision_state_dict_in_one_pipe(tmp_path):
+    """The script's own models: a timm export folder and a torchvision state dict (with its --arch)."""
+    import tarfile
+
+    out = tmp_path / "out"
+    run("timm_torchvision.sh", "", _rgb(tmp_path / "imgs", 2), out)
+    for name, labels in (("timm_effnet", ["red", "green", "blue"]), ("resnet18", ["class_0", "class_1", "class_2"])):
+        with tarfile.open(out / name / "records.tar") as t:
+            recs = [_record_bytes(t.extractfile(m).read()) for m in t.getmembers()]
+        assert sorted(r.id for r in recs) == ["img_0", "img_1"]
+        for rec in recs:
+            assert rec.map_keys() == ["attr/integrated_gradients/black", "cam/gradcam/last"]
+            assert rec.meta["model"]["labels"] == labels
+            pre = rec.meta["preprocessing"]
+            assert pre["fit"] == "processor" and pre["crop"] is not None      # the library's own centre crop
+        rows = _csv(out / name / "stats.csv")
+        assert {r["map"] for r in rows} == {"attr/integrated_gradients/black", "cam/gradcam/last"}
+        assert len(_pngs(out / name / "figures")) >= 2
+
+
+def _record_bytes(data: bytes):
+    from xaicli.io.record import Record
+
+    return Record.from_bytes(data, "member.npz")
 
 
 def _torchscript_segmenter(path: Path) -> Path:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 HEAVY = ("torch", "torchvision", "segmentation_models_pytorch", "transformers", "timm", "pytorch_grad_cam",
-         "captum", "matplotlib", "cv2", "scipy", "sklearn", "safetensors")
+         "captum", "matplotlib", "cv2", "scipy", "sklearn", "safetensors", "monai", "onnx", "onnx2torch")
 
 # Runs the real entry point (xaicli.cli.app.main, what the console script calls), then
 # reports which heavy packages got imported on the way.

@@ -14,26 +14,11 @@ import numpy as np
 import pytest
 import torch
 
-from helpers_models import stream_records, write_png
+from helpers_models import into_box, smooth_image, stream_records, write_png
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 SHAPES = [(300, 480), (180, 256), (96, 96)]
-
-
-def smooth_image(h: int, w: int, seed: int = 0, lo: int = 20, hi: int = 235) -> np.ndarray:
-    """A photo-like image (smooth blobs and one edge) within [lo, hi]: a bicubic resize never leaves
-    [0, 255] on it, so the processor's float output equals its uint8 one up to rounding."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:h, 0:w] / max(h, w)
-    img = np.zeros((h, w, 3))
-    for c in range(3):
-        for _ in range(4):
-            cy, cx, r = rng.random(3) * [1, 1, 0.3] + [0, 0, 0.05]
-            img[..., c] += rng.random() * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / r ** 2)
-    img[:, w // 3:, 1] += 0.5
-    img = (img - img.min()) / (img.max() - img.min())
-    return (lo + img * (hi - lo)).astype(np.uint8)
 
 
 def _sharpen_head(model, scale: float = 40.0):
@@ -207,23 +192,6 @@ def test_ig_equals_captum_through_the_processor(cli, folders, tmp_path, name):
         assert np.abs(mine[:, int(top) + reach:int(bottom) - reach]).max() > 0
 
 
-def _into_box(cam: np.ndarray, hw, box) -> np.ndarray:
-    """A model-grid map onto the image grid, by hand: bilinear at each pixel centre's model coordinate."""
-    h, w = cam.shape
-    top, left, bottom, right = box
-    iy = (np.arange(hw[0]) + 0.5 - top) * h / (bottom - top) - 0.5
-    ix = (np.arange(hw[1]) + 0.5 - left) * w / (right - left) - 0.5
-    iy_c, ix_c = np.clip(iy, 0, h - 1), np.clip(ix, 0, w - 1)
-    y0, x0 = np.floor(iy_c).astype(int), np.floor(ix_c).astype(int)
-    y1, x1 = np.minimum(y0 + 1, h - 1), np.minimum(x0 + 1, w - 1)
-    fy, fx = (iy_c - y0)[:, None], (ix_c - x0)[None, :]
-    out = (cam[y0][:, x0] * (1 - fy) * (1 - fx) + cam[y0][:, x1] * (1 - fy) * fx
-           + cam[y1][:, x0] * fy * (1 - fx) + cam[y1][:, x1] * fy * fx)
-    inside = ((np.arange(hw[0]) + 0.5 >= top) & (np.arange(hw[0]) + 0.5 <= bottom))[:, None] & \
-             ((np.arange(hw[1]) + 0.5 >= left) & (np.arange(hw[1]) + 0.5 <= right))[None, :]
-    return out * inside
-
-
 def test_cam_equals_gradcam_on_the_processor_tensor_mapped_into_the_crop(cli, folders, tmp_path):
     from pytorch_grad_cam import GradCAM
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
@@ -251,10 +219,10 @@ def test_cam_equals_gradcam_on_the_processor_tensor_mapped_into_the_crop(cli, fo
 
     with GradCAM(Logits(model), [model.convnext.encoder.stages[-1]]) as cam:
         ref = cam(x, [ClassifierOutputTarget(target)])[0]        # min-max scaled, 224x224
-    ref_img = _into_box(ref, img.shape[:2], box)
+    ref_img = into_box(ref, img.shape[:2], box)
     inside = ref_img > 0
     scaled = (mine - mine[inside].min()) / (mine[inside].max() - mine[inside].min())
-    assert np.all(mine[~_into_box(np.ones_like(ref), img.shape[:2], box).astype(bool)] == 0)
+    assert np.all(mine[~into_box(np.ones_like(ref), img.shape[:2], box).astype(bool)] == 0)
     assert np.abs(scaled[inside] - ref_img[inside]).max() <= 1e-4
 
 

@@ -60,7 +60,7 @@ def test_a_sharded_hf_checkpoint_loads_and_its_sha_covers_every_shard(cli, tmp_p
     from transformers import AutoImageProcessor, AutoModelForImageClassification
 
     from xaicli.errors import XaiError
-    from xaicli.models.loader import _weights_sha
+    from xaicli.models.formats.common import weights_sha as _weights_sha
 
     sharded = tmp_path / "sharded"
     AutoModelForImageClassification.from_pretrained(convnext).save_pretrained(sharded, max_shard_size="5KB")

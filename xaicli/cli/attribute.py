@@ -45,6 +45,7 @@ def attribute(
     threshold: opt.Threshold = 0.5,
     batch_size: opt.BatchSize = None,
     arch: opt.Arch = None,
+    arch_args: opt.ArchArgs = None,
     classes: opt.Classes = None,
     labels: opt.Labels = None,
     device: opt.Device = "auto",
@@ -77,7 +78,7 @@ def attribute(
 
     masks = TargetMasks(target_mask) if target_mask else None
     items = resolve(inputs or [], images=True, records=True, shard=shard)
-    session = ModelSession(model, load_options(arch, classes, labels, size, mean, std, trust_pickle, fit), device)
+    session = ModelSession(model, load_options(arch, classes, labels, size, mean, std, trust_pickle, fit, arch_args), device)
     sink = open_sink(output)
     params = {"methods": [m.key for m in methods], "baselines": [b.name for b in baselines],
               **{k: v for k, v in options.items() if k != "baseline"}, "targets": target,

@@ -58,6 +58,7 @@ def cam(
     threshold: opt.Threshold = 0.5,
     batch_size: opt.BatchSize = None,
     arch: opt.Arch = None,
+    arch_args: opt.ArchArgs = None,
     classes: opt.Classes = None,
     labels: opt.Labels = None,
     device: opt.Device = "auto",
@@ -85,7 +86,7 @@ def cam(
     registry.resolve("cam", method)       # unknown or empty names fail before anything loads
     options = method_values("cam", options)
     check_layer_names(layer)
-    session = ModelSession(model, load_options(arch, classes, labels, size, mean, std, trust_pickle, fit), device)
+    session = ModelSession(model, load_options(arch, classes, labels, size, mean, std, trust_pickle, fit, arch_args), device)
     if list_layers:
         _list_layers(session, inputs, max_pixels)
         return

@@ -7,6 +7,8 @@ from typing import List, Optional
 import typer
 from typing_extensions import Annotated
 
+from xaicli.models import formats
+
 Inputs = Annotated[
     Optional[List[str]],
     typer.Argument(help="Images, records (.npz), tar streams, directories, or '-' for stdin "
@@ -25,15 +27,18 @@ Output = Annotated[
 ]
 Model = Annotated[
     Optional[str],
-    typer.Option("--model", "-m", help="Model: an smp or Hugging Face directory, a state dict (.pth/.pt/"
-                                       ".safetensors, with --arch), a TorchScript file, or builtin:NAME "
-                                       "(builtin:shapes-seg, builtin:shapes-cls). Records from an earlier "
-                                       "command supply it when omitted.", show_default=False),
+    typer.Option("--model", "-m", help=formats.model_help(), show_default=False),
 ]
 Arch = Annotated[
     Optional[str],
-    typer.Option("--arch", help="Architecture for a state-dict file, ARCH:ENCODER, e.g. "
-                                "unetplusplus:efficientnet-b5 (smp).", show_default=False),
+    typer.Option("--arch", help=formats.arch_help(), show_default=False),
+]
+ArchArgs = Annotated[
+    Optional[str],
+    typer.Option("--arch-args", help="Keyword arguments of --arch's constructor, a JSON object, e.g. "
+                                     "'{\"in_channels\": 1, \"out_channels\": 2, \"channels\": [16, 32, 64], "
+                                     "\"strides\": [2, 2]}' (monai:UNet); checked against its signature.",
+                 show_default=False),
 ]
 Classes = Annotated[
     Optional[int],
@@ -62,7 +67,7 @@ Size = Annotated[
 Mean = Annotated[
     Optional[str],
     typer.Option("--mean", help="Per-channel normalisation mean, e.g. 0.485,0.456,0.406 (default: the "
-                                "processor's, or ImageNet's for smp).", show_default=False),
+                                "model's own preprocessing's, ImageNet's for smp, 0 for MONAI).", show_default=False),
 ]
 Std = Annotated[
     Optional[str],
@@ -70,10 +75,10 @@ Std = Annotated[
 ]
 Fit = Annotated[
     Optional[str],
-    typer.Option("--fit", help="How the image becomes the model's input: processor (the default for Hugging Face "
-                               "models: their own image processor, with its resize and centre crop; pixels outside "
-                               "the crop get zero attribution) or squash (the whole image resized to the model size: "
-                               "--size, else the processor's output size; smp models always squash).",
+    typer.Option("--fit", help="How the image becomes the model's input: processor (the default for Hugging Face, "
+                               "timm and torchvision models: their own preprocessing, with its resize and centre crop; "
+                               "pixels outside the crop get zero attribution) or squash (the whole image resized to the "
+                               "model size: --size, else the processor's output size; smp models always squash).",
                  show_default=False, autocompletion=lambda: ["processor", "squash"]),
 ]
 TrustPickle = Annotated[

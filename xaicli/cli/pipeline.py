@@ -7,6 +7,7 @@ record made with another model is refused; every record gets a history entry.
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any, Callable, Iterable, Iterator
 
@@ -82,7 +83,7 @@ class ModelSession:
                                "that made it, or omit -m to load the model as the records say")
 
 
-LOAD_KEYS = ("arch", "classes", "labels", "size", "mean", "std")
+LOAD_KEYS = ("arch", "classes", "labels", "size", "mean", "std", "arch_args")
 
 
 def record_fit(record: Record) -> str | None:
@@ -94,6 +95,8 @@ def record_fit(record: Record) -> str | None:
 
 def _options(load: dict, keys: list[str]) -> str:
     def value(k, v):
+        if k == "arch_args":
+            return "'" + json.dumps(v) + "'"
         if k == "size":
             return "x".join(str(x) for x in v)
         return ",".join(str(x) for x in v) if isinstance(v, (list, tuple)) else str(v)
@@ -186,15 +189,16 @@ def finish(record: Record, command: str, params: dict[str, Any], seconds: float,
     return record
 
 
-def load_options(arch=None, classes=None, labels=None, size=None, mean=None, std=None, trust_pickle=False, fit=None):
+def load_options(arch=None, classes=None, labels=None, size=None, mean=None, std=None, trust_pickle=False, fit=None,
+                 arch_args=None):
     """LoadOptions from the shared model options (validated here, before any loading)."""
-    from xaicli.models.loader import LoadOptions
+    from xaicli.models.loader import LoadOptions, parse_arch_args
     from xaicli.models.preprocess import parse_floats, parse_size
 
     return LoadOptions(arch=arch, classes=classes,
                        labels=[s.strip() for s in labels.split(",")] if labels else None,
                        size=parse_size(size), mean=parse_floats(mean, "--mean"), std=parse_floats(std, "--std"),
-                       fit=parse_fit(fit), trust_pickle=trust_pickle)
+                       fit=parse_fit(fit), trust_pickle=trust_pickle, arch_args=parse_arch_args(arch_args))
 
 
 FITS = ("processor", "squash")

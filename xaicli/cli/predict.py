@@ -14,6 +14,7 @@ def predict(
     inputs: opt.Inputs = None,
     model: opt.Model = None,
     arch: opt.Arch = None,
+    arch_args: opt.ArchArgs = None,
     classes: opt.Classes = None,
     labels: opt.Labels = None,
     device: opt.Device = "auto",
@@ -47,7 +48,7 @@ def predict(
     from xaicli.io.outputs import LinesSink, open_sink
 
     items = resolve(inputs or [], images=True, records=True, shard=shard)
-    session = ModelSession(model, load_options(arch, classes, labels, size, mean, std, trust_pickle, fit), device)
+    session = ModelSession(model, load_options(arch, classes, labels, size, mean, std, trust_pickle, fit, arch_args), device)
     if as_json:
         sink = _JsonSink(LinesSink(output, keep_existing=skip_existing))
     else:

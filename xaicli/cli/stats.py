@@ -7,7 +7,7 @@ from typing import List, Optional
 import typer
 from typing_extensions import Annotated
 
-from xaicli.cli.options import Arch, Classes, Device, RecordInputs, TrustPickle
+from xaicli.cli.options import Arch, ArchArgs, Classes, Device, RecordInputs, TrustPickle
 from xaicli.explain.faithfulness import BASELINES as PERTURB_BASELINES
 from xaicli.io.masks import MaskSource
 
@@ -77,6 +77,7 @@ def stats(
                                                                       "Without it no model is loaded.",
                                                  show_default=False)] = None,
     arch: Arch = None,
+    arch_args: ArchArgs = None,
     classes: Classes = None,
     trust_pickle: TrustPickle = False,
     device: Device = "auto",
@@ -125,7 +126,7 @@ def stats(
     records = resolve(inputs or [], images=False, records=True)
     masks = _GroundTruth(mask) if mask else None
     evaluator = _ModelEvaluator(model, arch, classes, trust_pickle, device, batch_size, steps,
-                                perturb_baseline, randomize, rand_steps, seed) if model else None
+                                perturb_baseline, randomize, rand_steps, seed, arch_args) if model else None
     stream = fmt == "jsonl" and output is None
     out = sys.stdout
     rows: list = []
@@ -222,8 +223,11 @@ class _ModelEvaluator:
     """The metrics that run the model: loaded once, at the first record (torch only from here)."""
 
     def __init__(self, spec, arch, classes, trust_pickle, device, batch_size, steps, baseline,
-                 randomize, rand_steps, seed):
+                 randomize, rand_steps, seed, arch_args=None):
+        from xaicli.models.loader import parse_arch_args
+
         self.spec, self.arch, self.classes, self.trust_pickle = spec, arch, classes, trust_pickle
+        self.arch_args = parse_arch_args(arch_args)       # checked before any record is read
         self.device, self.batch_size, self.steps, self.baseline = device, batch_size, steps, baseline
         self.randomize, self.rand_steps, self.seed = randomize, rand_steps, seed
         self.adapter = self.session = None
@@ -236,6 +240,7 @@ class _ModelEvaluator:
 
         opts = LoadOptions.from_meta(((record.meta.get("model") or {}).get("load")) or {})
         opts.arch = self.arch or opts.arch
+        opts.arch_args = self.arch_args or opts.arch_args
         opts.classes = self.classes or opts.classes
         opts.trust_pickle = self.trust_pickle
         self.session = ModelSession(self.spec, opts, self.device)

@@ -21,7 +21,15 @@ Families and aliases (default marked *):
   Tokens become a (C, H/patch, W/patch) grid; CLS/distillation tokens are dropped.
 - Hugging Face Swin: `last`* and `stage0` .. `stageN`: the last block's
   `layernorm_before` of each stage; tokens (B, L, C) become the stage's grid.
-- Anything else: `last`*, the last module called with a (B, C, h, w) output.
+- Any other model (timm, torchvision, MONAI, ONNX, pickles), by what the probe saw:
+  token models (blocks with a `norm1` / `layernorm_before` / `ln_1` over (B, L, C), as timm's
+  and torchvision's ViTs): `last`* and `block0` .. `blockN` as for Hugging Face ViTs, the
+  patch size from the patch-embedding convolution (kernel = stride);
+  classifiers: `last`*, the last module called with a (B, C, h, w) output, and `stage0` ..
+  `stageN`, the last module at each resolution;
+  segmenters: `decoder_last`* (the module whose output the last convolution reads),
+  `seg_head` (that convolution), `encoder_last` (the deepest feature map: smallest, then
+  most channels) and `last`.
 
 Any dotted module path (relative to the user's model) works too, including the
 script spellings `encoder._blocks[-1]` and `decoder.blocks["x_0_4"]`.
@@ -89,6 +97,7 @@ class _Call:
     outputs: list = field(default_factory=list)   # fingerprints of list/tuple outputs (smp encoder)
     producers: list = field(default_factory=list)  # per list element: modules that returned that very tensor
     own: list = field(default_factory=list)        # for a tensor output: modules that returned that very tensor
+    input_from: list = field(default_factory=list)  # modules that returned the tensor this one was called on
 
 
 @dataclass
@@ -192,6 +201,8 @@ def probe(model, input_shape: tuple[int, ...], device=None) -> tuple[dict[str, _
             if c is None:
                 calls[path] = c = _Call(path, counter[0])
                 counter[0] += 1
+                if args and torch.is_tensor(args[0]):
+                    c.input_from = list(getattr(args[0], "_xai_producers", []))
             c.calls += 1
         return hook
 
@@ -262,7 +273,13 @@ def layer_table(adapter, input_hw: tuple[int, int]) -> LayerTable:
         if config is not None and getattr(config, "model_type", None):
             _hf(table, model, config)
     if not table.aliases:
-        _generic(table)
+        table.family = str(adapter.info.get("format") or "generic")
+        if not _tokens(table):
+            _generic(table)
+            if adapter.task == "segmentation":
+                _segmenter(table, adapter.num_classes)
+            else:
+                _stages(table, model)
     return table
 
 
@@ -346,8 +363,7 @@ def _hf(table: LayerTable, model, config) -> None:
         table.patch = (int(patch[0]), int(patch[1]))
 
     def children(path: str) -> list[str]:
-        prefix = path + "."
-        return [n for n in names if n.startswith(prefix) and "." not in n[len(prefix):]]
+        return _children(table, path)
 
     # ConvNeXt-like: a ModuleList called `stages` whose entries output (B, C, h, w).
     for path in names:
@@ -377,34 +393,113 @@ def _hf(table: LayerTable, model, config) -> None:
                 table.default = "last"
                 return
     # ViT-like: a ModuleList of encoder layers with layernorm_before (or norm1) over CLS + patch tokens.
-    for path in names:
-        kids = children(path)
-        if type(mods[path]).__name__ == "ModuleList" and kids:
-            norms = []
-            for k in kids:
-                for sub in ("layernorm_before", "norm1"):
-                    if _called(table, f"{k}.{sub}") and len(table.calls[f"{k}.{sub}"].shape) == 3:
-                        norms.append(f"{k}.{sub}")
-                        break
-            if norms and len(norms) == len(kids):
-                table.family = kind
-                table.aliases = {"last": norms[-1], **{f"block{i}": p for i, p in enumerate(norms)}}
-                table.tokens = {p: "vit" for p in norms}
-                table.default = "last"
-                return
+    if _blocks(table, ("ModuleList",)):
+        table.family = kind
+
+
+def _children(table: LayerTable, path: str) -> list[str]:
+    prefix = path + "." if path else ""
+    return [n for n in table.modules if n.startswith(prefix) and n != path and "." not in n[len(prefix):]]
+
+
+def _blocks(table: LayerTable, containers: tuple[str, ...]) -> bool:
+    """ViT-like: a container of encoder blocks, each with a norm (layernorm_before, norm1, ln_1) over
+    (B, L, C) tokens before its attention: `last`* and `block0` .. `blockN` are those norms."""
+    for path, mod in table.modules.items():
+        kids = _children(table, path)
+        if type(mod).__name__ not in containers or not kids:
+            continue
+        norms = []
+        for k in kids:
+            for sub in ("layernorm_before", "norm1", "ln_1"):
+                if _called(table, f"{k}.{sub}") and len(table.calls[f"{k}.{sub}"].shape) == 3:
+                    norms.append(f"{k}.{sub}")
+                    break
+        if norms and len(norms) == len(kids):
+            table.aliases = {"last": norms[-1], **{f"block{i}": p for i, p in enumerate(norms)}}
+            table.tokens = {p: "vit" for p in norms}
+            table.default = "last"
+            return True
+    return False
+
+
+def _tokens(table: LayerTable) -> bool:
+    """A token model without a config (timm, torchvision ViTs): its blocks, and the patch size from the
+    first convolution whose kernel equals its stride (the patch embedding)."""
+    if not _blocks(table, ("ModuleList", "Sequential")):
+        return False
+    convs = sorted((c for p, c in table.calls.items() if type(table.modules[p]).__name__ == "Conv2d"),
+                   key=lambda c: c.start)
+    for c in convs[:1]:
+        conv = table.modules[c.path]
+        if tuple(conv.kernel_size) == tuple(conv.stride) and conv.stride[0] > 1:
+            table.patch = (int(conv.stride[0]), int(conv.stride[1]))
+    return True
 
 
 def _generic(table: LayerTable) -> None:
     """`last`: the last-finishing module with a spatial (B, C, h, w) output, called once."""
-    cands = [c for p, c in table.calls.items() if p and c.calls == 1 and c.shape is not None
-             and len(c.shape) == 4 and c.shape[-1] * c.shape[-2] > 1]
+    cands = _spatial(table)
     if not cands:
         cands = [c for p, c in table.calls.items() if p and c.calls == 1 and c.shape is not None
                  and len(c.shape) == 4]
     if cands:
         table.aliases = {"last": max(cands, key=lambda c: c.end).path}
         table.default = "last"
-    table.family = table.family if table.family != "generic" else "generic"
+
+
+def _spatial(table: LayerTable, exclude: tuple[str, ...] = ()) -> list[_Call]:
+    """Modules called once whose output is a feature map (B, C, h, w), h * w > 1: a (B, h, w, C) tensor
+    (a channels-last block inside a ConvNeXt) is not one, told by its sides' strides disagreeing."""
+    out = []
+    for p, c in table.calls.items():
+        if not p or p in exclude or c.calls != 1 or c.shape is None or len(c.shape) != 4:
+            continue
+        h, w = c.shape[-2:]
+        if h * w > 1 and _one_stride(table.input_hw, (h, w)):
+            out.append(c)
+    return out
+
+
+def _one_stride(input_hw: tuple[int, int], hw: tuple[int, int]) -> bool:
+    """Could one stride s give both sides (each within a pixel of input / s)?"""
+    lo = [n / (m + 1) for n, m in zip(input_hw, hw)]
+    hi = [n / max(m - 1, 0.5) for n, m in zip(input_hw, hw)]
+    return max(lo) <= min(hi)
+
+
+def _stages(table: LayerTable, model) -> None:
+    """Classifiers whose model lists its stages (timm's `feature_info`): `stage0` .. `stageN`."""
+    info = getattr(model, "feature_info", None)
+    mods = [getattr(i, "get", lambda k: None)("module") for i in info] if isinstance(info, (list, tuple)) else []
+    stages = [m for m in mods if isinstance(m, str) and m in table.calls and table.calls[m] in _spatial(table)]
+    if len(stages) > 1:
+        table.aliases.update({f"stage{i}": m for i, m in enumerate(stages)})
+
+
+def _segmenter(table: LayerTable, classes: int) -> None:
+    """Segmenters: `seg_head` (the last convolution called), `decoder_last`* (the module whose output it
+    reads: by identity, else the last to finish before it, not another head of `classes` channels),
+    `encoder_last` (the deepest feature map: the smallest, then the most channels, then the last to
+    finish; not the head or what holds it)."""
+    convs = [c for c in _spatial(table) if getattr(getattr(table.modules[c.path], "weight", None), "ndim", 0) == 4]
+    if not convs:
+        return
+    head = max(convs, key=lambda c: c.start)
+    holders = tuple(p for p in table.calls if p and _inside(head.path, p)) + (head.path,)
+    before = [c for c in _spatial(table, holders) if c.end < head.start]
+    others = [c for c in before if c.shape[1] != classes]
+    feeds = [c for c in others if c.path in head.input_from]
+    decoder = min(feeds, key=lambda c: c.start) if feeds else (max(others, key=lambda c: c.end) if others else None)
+    named = {}
+    if before:
+        deep = min(before, key=lambda c: (c.shape[-1] * c.shape[-2], -c.shape[1], -c.end))
+        named["encoder_last"] = deep.path
+    if decoder is not None:
+        named["decoder_last"] = decoder.path
+        table.default = "decoder_last"
+    named["seg_head"] = head.path
+    table.aliases = {**named, **table.aliases}
 
 
 # -- paths ----------------------------------------------------------------------

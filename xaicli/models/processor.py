@@ -22,6 +22,11 @@ and its extra copies cost as much as the resize on small models).
 The geometry of one image size (model input size, and the box of the image the model
 sees) is measured by running the processor's geometric step on coordinate ramps, so
 any processor class's resize logic is covered without a table of its fields.
+
+`PixelPipeline` holds what does not depend on whose pipeline it is (the geometry, the
+exact fast forms, the clamp); `ProcessorPipeline` plugs in a Hugging Face processor,
+`models/transforms.py` a torchvision-style transform (timm's data config, torchvision's
+weights transforms).
 """
 
 from __future__ import annotations
@@ -70,14 +75,134 @@ def load_processor(path: Path):
     return proc
 
 
-class ProcessorPipeline:
-    """`unit` (N, C, H, W) in [0, 1] → the model's input, through the processor; differentiable."""
+class PixelPipeline:
+    """`unit` (N, C, H, W) in [0, 1] → the model's input, through a library's own pipeline; differentiable.
+
+    A subclass says how its library resizes and crops (`_geometric_call`, on 8-bit values), what
+    follows (`_finish`, after the clamp), with which interpolation, and whether it resizes at all."""
+
+    def __init__(self):
+        self._geometry: dict[tuple[int, int], Geometry] = {}
+
+    # -- what a library plugs in ---------------------------------------------------
+    def _geometric_call(self, pixels):
+        """The library's own resize + crop of (N, C, H, W) values in 0..255, nothing else."""
+        raise NotImplementedError
+
+    def _finish(self, shaped):
+        """The library's steps after the crop (rescale, normalise) on clamped 0..255 values."""
+        raise NotImplementedError
+
+    def _mode(self):
+        """The torchvision InterpolationMode of the resize (for the exact fast forms)."""
+        raise NotImplementedError
+
+    def _resizes(self) -> bool:
+        return True
+
+    def set_normalisation(self, mean, std) -> None:
+        raise NotImplementedError
+
+    def describe(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def resample_name(self) -> str:
+        raise NotImplementedError
+
+    # -- the forward ------------------------------------------------------------
+    def __call__(self, unit):
+        return self._finish(self.geometric(unit).clamp(0.0, 255.0))
+
+    def geometric(self, unit):
+        """The image's 8-bit values (what a notebook passes), resized and cropped as the library does it
+        (any class's own resize logic); nothing else.
+
+        Where that step is a separable resize + crop (checked once per image size against the
+        library itself), it runs in one of two exact forms (`_Resize.settle` says which):
+        torch's resize at the library's resized size and then the crop, or two matrix products
+        with torchvision's resize weights over the band of rows and columns the crop reaches.
+        Under deterministic algorithms (attribute -b on CUDA) it is always the matrices: torch's
+        antialiased resize has no deterministic CUDA backward."""
+        import torch
+
+        plan = self._plan(tuple(unit.shape[-2:]), unit.device, unit.dtype)
+        if plan is not None:
+            return plan(unit, deterministic=torch.are_deterministic_algorithms_enabled()) * 255.0
+        return self._geometric_call(unit * 255.0)
+
+    # -- geometry ---------------------------------------------------------------
+    def geometry(self, image_hw: tuple[int, int]) -> Geometry:
+        hw = (int(image_hw[0]), int(image_hw[1]))
+        if hw not in self._geometry:
+            self._geometry[hw] = self._measure(hw)
+        return self._geometry[hw]
+
+    def _ramps(self, hw: tuple[int, int]):
+        """Channels: row centre, column centre, 1 (padding shows as 0). Float64: exact coordinates."""
+        import torch
+
+        h, w = hw
+        ys = (torch.arange(h, dtype=torch.float64) + 0.5).view(h, 1).expand(h, w)
+        xs = (torch.arange(w, dtype=torch.float64) + 0.5).view(1, w).expand(h, w)
+        return torch.stack([ys, xs, torch.ones(h, w, dtype=torch.float64)])[None]
+
+    def _measure(self, hw: tuple[int, int]) -> Geometry:
+        import torch
+
+        with torch.no_grad():
+            ramp = self._geometric_call(self._ramps(hw))[0].double()
+        mh, mw = int(ramp.shape[-2]), int(ramp.shape[-1])
+        top, bottom = _axis_box(ramp[0, :, mw // 2])
+        left, right = _axis_box(ramp[1, mh // 2, :])
+        box = (top, left, bottom, right)
+        # the fit's ripple is ~0.01 px; a real crop drops at least half a model pixel per side
+        if max(abs(top), abs(left), abs(bottom - hw[0]), abs(right - hw[1])) < 0.05:
+            box = None
+        return Geometry((mh, mw), box)
+
+    @functools.lru_cache(maxsize=8)
+    def _plan(self, hw: tuple[int, int], device, dtype):
+        """A `_Resize` for this image size when the library's geometric step is a plain separable resize
+        + crop (both its forms reproduce the library on a random test image), else None."""
+        import torch
+        from torchvision.transforms.v2 import functional as tvF
+
+        geo = self.geometry(hw)
+        if not self._resizes() and geo.box is None:
+            return None                                   # nothing to resize: the library's call is a no-op
+        mode = self._mode()
+        box = geo.box or (0.0, 0.0, float(hw[0]), float(hw[1]))
+        axes = []
+        for n_in, n_out, lo, hi in ((hw[0], geo.model_hw[0], box[0], box[2]), (hw[1], geo.model_hw[1], box[1], box[3])):
+            scale = (hi - lo) / n_out                       # image pixels per model pixel
+            resized, offset = round(n_in / scale), round(lo / scale)
+            if offset < 0 or offset + n_out > resized:
+                return None                                   # padding: not a plain resize + crop
+            eye = torch.eye(n_in, dtype=torch.float64).view(n_in, 1, n_in, 1).expand(-1, -1, -1, 2)
+            w = tvF.resize(eye, [resized, 2], interpolation=mode, antialias=True)[..., 0].reshape(n_in, resized).T
+            w = w[offset:offset + n_out]
+            used = torch.nonzero(w.abs().sum(0)).flatten()
+            axes.append(_Axis(resized, offset, n_out, w, int(used.min()), int(used.max()) + 1))
+        plan = _Resize(mode, *axes)
+        probe = torch.rand(1, 3, *hw, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+        with torch.no_grad():
+            ref = self._geometric_call(probe.float() * 255).double() / 255
+            for deterministic in (True, False):
+                got = plan(probe, deterministic=deterministic)
+                if got.shape != ref.shape or (got - ref).abs().max() > 1e-4:
+                    return None
+        plan.settle(device, dtype)
+        return plan
+
+
+class ProcessorPipeline(PixelPipeline):
+    """A Hugging Face image processor (transformers 5's torchvision backend) as a PixelPipeline."""
 
     def __init__(self, processor, factor: float = 1.0):
+        super().__init__()
         self.processor = processor
         self.factor = factor            # a [0, 1] pixel times this is what the processor normalises
         self.overrides: dict[str, Any] = {}
-        self._geometry: dict[tuple[int, int], Geometry] = {}
 
     def set_normalisation(self, mean, std) -> None:
         """--mean/--std (or xai.json), given for [0, 1] pixels, replace the processor's own."""
@@ -85,18 +210,16 @@ class ProcessorPipeline:
                           "image_std": [s * self.factor for s in std]}
         self._affine.cache_clear()
 
-    # -- the forward ------------------------------------------------------------
-    def __call__(self, unit):
+    def _finish(self, shaped):
         import torch
 
-        shaped = self.geometric(unit).clamp(0.0, 255.0)
         affine = self._affine(shaped.shape[1], shaped.device, shaped.dtype)
         if affine is not None:
             scale, shift = affine
             return shaped * scale + shift
         out = self.processor.preprocess(images=list(shaped), do_resize=False, do_center_crop=False,
                                         do_convert_rgb=False, return_tensors=None, **self.overrides)
-        return torch.stack(list(out["pixel_values"])).to(unit.dtype)
+        return torch.stack(list(out["pixel_values"])).to(shaped.dtype)
 
     @functools.lru_cache(maxsize=8)
     def _affine(self, channels: int, device, dtype):
@@ -130,101 +253,23 @@ class ProcessorPipeline:
             return None
         return scale.to(device, dtype), shift.to(device, dtype)
 
-    def geometric(self, unit):
-        """The image's 8-bit values (what a notebook passes), resized and cropped as the processor does it
-        (any class's own resize logic); nothing else.
-
-        Where that step is a separable resize + crop (checked once per image size against the
-        processor itself), it runs in one of two exact forms (`_Resize.settle` says which):
-        torch's resize at the processor's resized size and then the crop, or two matrix products
-        with torchvision's resize weights over the band of rows and columns the crop reaches.
-        Under deterministic algorithms (attribute -b on CUDA) it is always the matrices: torch's
-        antialiased resize has no deterministic CUDA backward."""
+    def _geometric_call(self, pixels):
         import torch
 
-        plan = self._plan(tuple(unit.shape[-2:]), unit.device, unit.dtype)
-        if plan is not None:
-            return plan(unit, deterministic=torch.are_deterministic_algorithms_enabled()) * 255.0
-        out = self.processor.preprocess(images=list(unit * 255.0), do_rescale=False, do_normalize=False,
-                                        do_pad=False, do_convert_rgb=False, return_tensors=None)
+        out = self.processor.preprocess(images=list(pixels), do_rescale=False, do_normalize=False, do_pad=False,
+                                        do_convert_rgb=False, return_tensors=None)
         return torch.stack(list(out["pixel_values"]))
 
-    # -- geometry ---------------------------------------------------------------
-    def geometry(self, image_hw: tuple[int, int]) -> Geometry:
-        hw = (int(image_hw[0]), int(image_hw[1]))
-        if hw not in self._geometry:
-            self._geometry[hw] = self._measure(hw)
-        return self._geometry[hw]
-
-    def _ramps(self, hw: tuple[int, int]):
-        """Channels: row centre, column centre, 1 (padding shows as 0). Float64: exact coordinates."""
-        import torch
-
-        h, w = hw
-        ys = (torch.arange(h, dtype=torch.float64) + 0.5).view(h, 1).expand(h, w)
-        xs = (torch.arange(w, dtype=torch.float64) + 0.5).view(1, w).expand(h, w)
-        return torch.stack([ys, xs, torch.ones(h, w, dtype=torch.float64)])[None]
-
-    def _measure(self, hw: tuple[int, int]) -> Geometry:
-        import torch
-
-        with torch.no_grad():
-            out = self.processor.preprocess(images=list(self._ramps(hw)), do_rescale=False, do_normalize=False,
-                                            do_pad=False, do_convert_rgb=False, return_tensors=None)
-        ramp = out["pixel_values"][0].double()
-        mh, mw = int(ramp.shape[-2]), int(ramp.shape[-1])
-        top, bottom = _axis_box(ramp[0, :, mw // 2])
-        left, right = _axis_box(ramp[1, mh // 2, :])
-        box = (top, left, bottom, right)
-        # the fit's ripple is ~0.01 px; a real crop drops at least half a model pixel per side
-        if max(abs(top), abs(left), abs(bottom - hw[0]), abs(right - hw[1])) < 0.05:
-            box = None
-        return Geometry((mh, mw), box)
-
-    def _geometric_by_processor(self, pixels):
-        import torch
-
-        with torch.no_grad():
-            out = self.processor.preprocess(images=list(pixels), do_rescale=False, do_normalize=False, do_pad=False,
-                                            do_convert_rgb=False, return_tensors=None)
-        return torch.stack(list(out["pixel_values"])).double()
-
-    @functools.lru_cache(maxsize=8)
-    def _plan(self, hw: tuple[int, int], device, dtype):
-        """A `_Resize` for this image size when the processor's geometric step is a plain separable resize
-        + crop (both its forms reproduce the processor on a random test image), else None."""
-        import torch
+    def _mode(self):
         from torchvision.transforms.v2 import functional as tvF
         from transformers.image_utils import pil_torch_interpolation_mapping
 
-        geo = self.geometry(hw)
-        if not getattr(self.processor, "do_resize", True) and geo.box is None:
-            return None                                   # nothing to resize: the processor call is a no-op
         resample = getattr(self.processor, "resample", None)
-        mode = pil_torch_interpolation_mapping.get(resample, tvF.InterpolationMode.BILINEAR) \
+        return pil_torch_interpolation_mapping.get(resample, tvF.InterpolationMode.BILINEAR) \
             if resample is not None else tvF.InterpolationMode.BILINEAR
-        box = geo.box or (0.0, 0.0, float(hw[0]), float(hw[1]))
-        axes = []
-        for n_in, n_out, lo, hi in ((hw[0], geo.model_hw[0], box[0], box[2]), (hw[1], geo.model_hw[1], box[1], box[3])):
-            scale = (hi - lo) / n_out                       # image pixels per model pixel
-            resized, offset = round(n_in / scale), round(lo / scale)
-            if offset < 0 or offset + n_out > resized:
-                return None                                   # padding: not a plain resize + crop
-            eye = torch.eye(n_in, dtype=torch.float64).view(n_in, 1, n_in, 1).expand(-1, -1, -1, 2)
-            w = tvF.resize(eye, [resized, 2], interpolation=mode, antialias=True)[..., 0].reshape(n_in, resized).T
-            w = w[offset:offset + n_out]
-            used = torch.nonzero(w.abs().sum(0)).flatten()
-            axes.append(_Axis(resized, offset, n_out, w, int(used.min()), int(used.max()) + 1))
-        plan = _Resize(mode, *axes)
-        probe = torch.rand(1, 3, *hw, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-        ref = self._geometric_by_processor(probe.float() * 255) / 255
-        with torch.no_grad():
-            for deterministic in (True, False):
-                got = plan(probe, deterministic=deterministic)
-                if got.shape != ref.shape or (got - ref).abs().max() > 1e-4:
-                    return None
-        plan.settle(device, dtype)
-        return plan
+
+    def _resizes(self) -> bool:
+        return bool(getattr(self.processor, "do_resize", True))
 
     # -- meta -------------------------------------------------------------------
     def describe(self) -> dict[str, Any]:

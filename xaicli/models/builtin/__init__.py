@@ -15,6 +15,12 @@ from xaicli.errors import XaiUsageError
 
 HERE = Path(__file__).parent
 NAMES = ("shapes-seg", "shapes-cls")
+# For the README's model table (models/formats/readme.py): what each is, and notes.
+DESCRIPTIONS = {
+    "shapes-seg": ("U-Net++ (smp, tu-resnet10t) segmenting bright blobs", "demo, 96×96 gray"),
+    "shapes-cls": ("ResNet (transformers) naming the object's colour: red / green / blue",
+                   "demo, 64×64 RGB; a ResNet because ConvNeXt's Grad-CAM has a sign problem (see `xai cam` layers)"),
+}
 
 
 def builtin_path(name: str) -> Path:

@@ -10,7 +10,7 @@ STAMP := $(VENV)/.xai-installed
 DEMO := demo-out
 export HF_HUB_OFFLINE := 1
 
-.PHONY: install demo test lint bench completions man readme fuzz reference-images train-builtin clean
+.PHONY: install demo test lint bench completions man readme docs fuzz reference-images train-builtin clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -70,11 +70,15 @@ completions: $(STAMP)
 man: $(STAMP)
 	$(PY) -m xaicli.cli.manpages man/
 
-# The README's generated tables: the model table from the format registry (xaicli/models/formats),
-# the record tables from xaicli/io/record.schema.json.
+# The README's generated tables: models from the format registry (xaicli/models/formats), methods
+# from the method registry (xaicli/explain/registry.py), records from xaicli/io/record.schema.json,
+# each between its markers.
 readme: $(STAMP)
 	$(PY) -m xaicli.models.formats.readme README.md
+	$(PY) -m xaicli.cli.readme README.md
 	$(PY) -m xaicli.io.schema_doc README.md
+
+docs: man completions readme
 
 reference-images: $(STAMP)
 	$(PY) tests/make_render_reference.py

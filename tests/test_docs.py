@@ -122,6 +122,19 @@ def test_readme_documents_every_command():
         assert re.search(rf"^#+ xai {command}\b", readme, re.M), f"README has no section for xai {command}"
 
 
+def test_readme_method_tables_are_current():
+    """The method tables between the <!-- methods:... --> markers are the registry's (`make readme`)."""
+    from xaicli.cli.readme import render
+    from xaicli.explain import registry
+
+    readme = (ROOT / "README.md").read_text()
+    assert render(readme) == readme, "README's method tables are stale: run `make readme`"
+    for family in registry.PACKAGES:
+        block = readme[readme.index(f"<!-- methods:{family} -->"):readme.index(f"<!-- /methods:{family} -->")]
+        for m in registry.methods(family).values():
+            assert f"| `{m.name}`" in block and f"`{m.reference_package}.{m.reference}`" in block, m.name
+
+
 def test_readme_operations_section():
     readme = (ROOT / "README.md").read_text()
     ops = readme[readme.index("## Operations"):]

@@ -1,4 +1,4 @@
-"""`xai cam`: the Grad-CAM family (grad-cam's methods) into records, on segmenters and classifiers."""
+"""`xai cam`: the Grad-CAM family (the registered CAM methods) into records, on segmenters and classifiers."""
 
 from __future__ import annotations
 
@@ -10,10 +10,9 @@ import typer
 from typing_extensions import Annotated
 
 from xaicli.cli import options as opt
+from xaicli.cli.methods import method_option, methods_help, with_method_options
 
-METHOD_CHOICES = ["gradcam", "hirescam", "gradcam++", "xgradcam", "layercam", "gradcam-elementwise", "eigencam",
-                  "eigengradcam", "segeigencam", "scorecam", "ablationcam", "shapleycam", "fem", "kpcacam",
-                  "finercam", "fullgrad", "refinecam", "randomcam", "all"]
+Method = method_option("cam", "CAM method")
 
 HELP = """Class activation maps (Grad-CAM and its family) for images or records.
 
@@ -23,11 +22,10 @@ and layer under cam/<method>/<layer>: float32 (targets, H, W) at the image's own
 raw (ReLU'd, resized bilinearly; not min-max scaled) where the method allows, with the
 layer, module, targets and whether it is normalised in the record's meta.
 
-Methods (grad-cam's, tested against it): gradcam (default), hirescam, gradcam++, xgradcam,
-layercam, gradcam-elementwise, eigencam, eigengradcam, segeigencam, scorecam,
-ablationcam, shapleycam, fem, kpcacam, finercam (classifiers), fullgrad (ignores
---layer), refinecam (one map over all --layer values), randomcam (a baseline); `all`
-runs every method that fits the model except randomcam. Repeatable.
+Methods (--method, repeatable; `all` runs every method that fits the model), each
+tested against the implementation the README names:
+
+""" + methods_help("cam") + """
 
 Layers: aliases found by probing the model (xai cam -m MODEL --list-layers shows them
 with their modules and shapes): smp encoder_early, encoder_mid, encoder_last,
@@ -43,13 +41,11 @@ one module (last and stage1) are computed once and stored under each name.
 """
 
 
+@with_method_options("cam", after="list_layers")
 def cam(
     inputs: opt.Inputs = None,
     model: opt.Model = None,
-    method: Annotated[Optional[List[str]], typer.Option(
-        "--method", "-M", help="CAM method (repeatable, or comma-separated): " + ", ".join(METHOD_CHOICES[:-1])
-        + "; all = every method that fits the model. Default gradcam.",
-        autocompletion=lambda: METHOD_CHOICES, show_default=False)] = None,
+    method: Method = None,
     layer: Annotated[Optional[List[str]], typer.Option(
         "--layer", "-l", help="Layer alias (see --list-layers) or module path; repeatable. Default: the "
                               "model family's (smp decoder_last, ConvNeXt/ViT/Swin last).", show_default=False)] = None,
@@ -59,18 +55,6 @@ def cam(
     target: opt.Targets = None,
     target_mask: opt.TargetMask = None,
     class_: opt.SegClasses = None,
-    aug_smooth: Annotated[bool, typer.Option(
-        "--aug-smooth", help="Average over horizontal flips x brightness 0.9/1/1.1 (grad-cam's test-time "
-                             "augmentation; 6x the cost). Maps are then min-max scaled before averaging.")] = False,
-    eigen_smooth: Annotated[bool, typer.Option(
-        "--eigen-smooth", help="Replace the channel sum by the first principal component of the weighted "
-                               "activations (thin SVD).")] = False,
-    scorecam_exact: Annotated[Optional[bool], typer.Option(
-        "--scorecam-exact/--scorecam-screen", help="ScoreCAM: score every channel in float32, as grad-cam does "
-                                 "(the default on a CPU), or first estimate every channel in bfloat16 at a quarter "
-                                 "size and score exactly only the channels that move the map (the default on CUDA, "
-                                 "where bfloat16 is fast; on a CPU it is several times slower). The screened map "
-                                 "correlates with grad-cam's at >= 0.998.", show_default=False)] = None,
     threshold: opt.Threshold = 0.5,
     batch_size: opt.BatchSize = None,
     arch: opt.Arch = None,
@@ -90,16 +74,19 @@ def cam(
     skip_existing: opt.SkipExisting = False,
     skip_unreadable: opt.SkipUnreadable = False,
     shard: opt.Shard = None,
+    **options,
 ) -> None:
+    from xaicli.cli.methods import method_values
     from xaicli.cli.pipeline import ModelSession, finish, iter_records, load_options, progress
     from xaicli.cli.state import settings
-    from xaicli.explain.cam import resolve_methods
+    from xaicli.explain import registry
     from xaicli.io.images import parse_window
     from xaicli.io.inputs import resolve
     from xaicli.io.background import background_writes, prefetch
     from xaicli.io.outputs import open_sink
 
-    resolve_methods(method)               # unknown or empty names fail before anything loads
+    registry.resolve("cam", method)       # unknown or empty names fail before anything loads
+    options = method_values("cam", options)
     check_layer_names(layer)
     session = ModelSession(model, load_options(arch, classes, labels, size, mean, std, trust_pickle, fit, arch_args), device)
     if list_layers:
@@ -119,11 +106,9 @@ def cam(
         for rec, image in progress(records, items.count, "cam"):
             adapter = session.get()
             if not state:
-                state.update(_setup(adapter, image, method, layer, aug_smooth, eigen_smooth, batch_size,
-                                    scorecam_exact, settings.progress))
+                state.update(_setup(adapter, image, method, layer, options, batch_size, settings.progress))
                 state["params"] = {"methods": state["methods"], "layers": state["layer_map"], "targets": target,
-                                   "target_mask": target_mask, "classes": class_, "aug_smooth": aug_smooth,
-                                   "eigen_smooth": eigen_smooth, "scorecam_exact": scorecam_exact,
+                                   "target_mask": target_mask, "classes": class_, **options,
                                    "batch_size": batch_size}
             t0 = time.perf_counter()
             explain_record(rec, image, adapter, state["engine"], target, masks, class_, threshold)
@@ -144,10 +129,11 @@ def check_layer_names(names: Optional[List[str]]) -> None:
                                 "(xai cam -m MODEL --list-layers shows them)")
 
 
-def _setup(adapter, image, method, layer, aug_smooth, eigen_smooth, batch_size, scorecam_exact, show_progress):
+def _setup(adapter, image, method, layer, options, batch_size, show_progress):
     """Methods, layers (probed at this image's input size) and the engine, checked before any output."""
     from xaicli.cli.state import log
-    from xaicli.explain.cam import CamEngine, distinct_modules, resolve_methods
+    from xaicli.explain import registry
+    from xaicli.explain.cam import CamEngine, distinct_modules
     from xaicli.models.layers import layer_table
 
     hw = adapter.input_size(tuple(image.shape[:2]))
@@ -159,11 +145,10 @@ def _setup(adapter, image, method, layer, aug_smooth, eigen_smooth, batch_size, 
         if len(names) > 1:
             log.info("--layer %s: one module (%s), computed once and stored under each name",
                      " and ".join(names), first.path)
-    methods = resolve_methods(method, adapter.task, len(modules))
-    engine = CamEngine(adapter, layers, methods, aug_smooth=aug_smooth, eigen_smooth=eigen_smooth,
-                       batch_size=batch_size, progress=show_progress, largest_bytes=table.largest_bytes,
-                       scorecam_exact=scorecam_exact)
-    return {"engine": engine, "methods": methods, "layer_map": {la.name: la.path for la in layers}}
+    methods = registry.resolve("cam", method, adapter.task, len(modules))
+    engine = CamEngine(adapter, layers, methods, batch_size=batch_size, progress=show_progress,
+                       largest_bytes=table.largest_bytes, **options)
+    return {"engine": engine, "methods": [m.name for m in methods], "layer_map": {la.name: la.path for la in layers}}
 
 
 def explain_record(rec, image, adapter, engine, target, masks, classes, threshold) -> None:

@@ -8,6 +8,7 @@ import typer
 from typing_extensions import Annotated
 
 from xaicli.cli.options import Arch, ArchArgs, Classes, Device, RecordInputs, TrustPickle
+from xaicli.explain.faithfulness import BASELINES as PERTURB_BASELINES
 from xaicli.io.masks import MaskSource
 
 FORMATS = ("jsonl", "csv", "json")
@@ -85,9 +86,9 @@ def stats(
     steps: Annotated[int, typer.Option("--steps", help="With -m: fractions on the deletion/insertion axis "
                                                        "(steps + 1 forwards per curve).")] = 20,
     perturb_baseline: Annotated[str, typer.Option("--perturb-baseline",
-                                                  help="With -m: what deleted pixels become: black, mean "
-                                                       "(per-channel image mean) or blur.",
-                                                  autocompletion=lambda: ["black", "mean", "blur"])] = "black",
+                                                  help="With -m: what deleted pixels become: " + "; ".join(
+                                                      f"{k} ({v})" for k, v in PERTURB_BASELINES.items()) + ".",
+                                                  autocompletion=lambda: list(PERTURB_BASELINES))] = "black",
     randomize: Annotated[bool, typer.Option("--randomize", help="With -m: cascading parameter randomisation "
                                                                 "from the top layer down; Spearman of each "
                                                                 "recomputed map with the original.")] = False,
@@ -120,8 +121,8 @@ def stats(
     if randomize and rand_steps < 2:   # one checkpoint would be the top layer alone: no rand_spearman_all
         raise XaiUsageError(f"--rand-steps {rand_steps}: the cascade needs at least 2 checkpoints, the top "
                             "layer alone and every layer; use 2 or more")
-    if perturb_baseline not in ("black", "mean", "blur"):
-        raise XaiUsageError(f"--perturb-baseline {perturb_baseline!r}: use black, mean or blur")
+    if perturb_baseline not in PERTURB_BASELINES:
+        raise XaiUsageError(f"--perturb-baseline {perturb_baseline!r}: use one of {', '.join(PERTURB_BASELINES)}")
     records = resolve(inputs or [], images=False, records=True)
     masks = _GroundTruth(mask) if mask else None
     evaluator = _ModelEvaluator(model, arch, classes, trust_pickle, device, batch_size, steps,

@@ -25,19 +25,28 @@ record id, so a rerun, or the same image in another order, gets the same noise.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from xaicli.errors import XaiError, XaiUsageError
 
-KINDS = ("black", "zero", "white", "mean", "blur", "noise", "uniform")
+if TYPE_CHECKING:
+    import numpy as np
+
+# numpy and hashlib are imported where they are used: the CLI reads KINDS for --help and completion.
+KINDS = {                # the named baselines, and what each is (--baseline's help)
+    "black": "zeros before normalisation, the default",
+    "zero": "zeros after normalisation",
+    "white": "ones",
+    "mean": "the image's per-channel mean colour",
+    "blur": "a Gaussian blur of the image",
+    "noise": "the image + seeded Gaussian noise",
+    "uniform": "seeded uniform pixels",
+}
 RANDOM_KINDS = ("noise", "uniform")
 FLOAT_SLACK = 1e-6       # float baselines may stray this far outside [0, 1] (rounding), no further
 
@@ -113,10 +122,14 @@ def _same(a: Baseline, b: Baseline) -> bool:
 
 
 def _path_hash(path: Path) -> str:
+    import hashlib
+
     return hashlib.sha1(os.path.abspath(path).encode()).hexdigest()[:8]
 
 
 def _read_file(path: Path) -> np.ndarray:
+    import numpy as np
+
     if path.suffix.lower() == ".npy":
         try:
             arr = np.load(path, allow_pickle=False)
@@ -137,6 +150,8 @@ def _read_file(path: Path) -> np.ndarray:
 
 def _check_values(path: Path, arr: np.ndarray) -> None:
     """uint8 / uint16 pixel values, or finite floats in [0, 1]: any other scale would be a guess."""
+    import numpy as np
+
     if arr.dtype.kind in "ui":
         if not _pixel_ints(arr.dtype):
             raise _unknown_scale(path, arr.dtype)
@@ -163,6 +178,8 @@ def _unknown_scale(path, dtype: np.dtype) -> XaiUsageError:
 
 def derive_seed(seed: int, key: str, kind: str) -> int:
     """A stable 63-bit seed per (seed, record, kind): reproducible, independent of input order."""
+    import hashlib     # here: importing it (OpenSSL) costs --help and completion, which read KINDS
+
     digest = hashlib.sha256(f"{seed}\0{key}\0{kind}".encode()).digest()
     return int.from_bytes(digest[:8], "little") >> 1
 
@@ -200,6 +217,7 @@ def make_baselines(baseline: Baseline, unit, *, mean: tuple[float, ...], samples
 
 
 def file_baseline(baseline: Baseline, unit, to_unit: Callable | None):
+    import numpy as np
     import torch
 
     arr = baseline.array

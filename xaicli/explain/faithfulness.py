@@ -13,15 +13,19 @@ good map gives a low deletion AUC and a high insertion AUC.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
 
-BASELINES = ("black", "mean", "blur")
+# What removed pixels become (`xai stats --perturb-baseline` reads this for its choices and help;
+# numpy is imported where it is used, so reading it loads none).
+BASELINES = {"black": "0", "mean": "the image's per-channel mean", "blur": "a strong Gaussian blur of the image"}
 
 
 def perturbation_baseline(unit, kind: str):
-    """What removed pixels become: black (0), the image's per-channel mean, or a strong blur of it."""
+    """What removed pixels become (BASELINES)."""
+    import numpy as np
     import torch
 
     if kind == "black":
@@ -49,6 +53,8 @@ def _score(adapter, x, target_index: int, region, image_hw):
 
 def auc(y: np.ndarray) -> float:
     """Trapezoid area under y sampled at equally spaced points of [0, 1]."""
+    import numpy as np
+
     y = np.asarray(y, dtype=np.float64)
     return float(((y[1:] + y[:-1]) / 2.0).sum() / (y.size - 1))
 
@@ -70,6 +76,7 @@ def deletion_insertion_many(adapter, image: np.ndarray, smaps: list[np.ndarray],
     and run once. `region` (H,W) is required for segmenters (the target's predicted
     mask); an empty region, or a non-finite map, gives null AUCs for that map.
     """
+    import numpy as np
     import torch
 
     none = {"deletion_auc": None, "insertion_auc": None, "deletion_curve": None, "insertion_curve": None}

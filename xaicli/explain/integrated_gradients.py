@@ -329,11 +329,11 @@ def _endpoint_scores(forward: Callable, jobs: Sequence[Job], weights: torch.Tens
     all_logits = torch.cat(logits)
     for j, which, key, _ in wanted:
         first, n = index[key]
-        s = _scores(all_logits[first:first + n], weights[j]).double().cpu().numpy().mean(0)
+        s = target_scores(all_logits[first:first + n], weights[j]).double().cpu().numpy().mean(0)
         (f_end if which == "end" else f_start)[j] = s
     return f_start, f_end
 
 
-def _scores(logits: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+def target_scores(logits: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """(n, T): S_t of each row, S_t = Σ W_t·logits."""
     return torch.einsum("nk,tk->nt", logits.flatten(1), weights.flatten(1).to(logits.dtype))

@@ -14,7 +14,10 @@ The left, right and middle sums and Gauss–Legendre match Captum's nodes and we
 
 from __future__ import annotations
 
-import numpy as np
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
 
 RULES = ("gausslegendre", "riemann-left", "riemann-right", "riemann-middle", "riemann-trapezoid")
 
@@ -37,6 +40,8 @@ def min_steps(name: str) -> int:
 
 def rule(name: str, n: int) -> tuple[np.ndarray, np.ndarray]:
     """(nodes, weights), float64 arrays of length n, nodes ascending in [0, 1]."""
+    import numpy as np   # here: the CLI reads RULES for --help, which loads no numpy
+
     name = canonical(name)
     if n < min_steps(name):
         raise ValueError(f"{name} needs at least {min_steps(name)} steps, got {n}")

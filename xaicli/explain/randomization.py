@@ -153,92 +153,30 @@ def _target(mt):
     return None                                   # a --target-mask region is not stored in the record
 
 
-GRADIENT_METHODS = ("integrated_gradients", "smoothgrad_ig", "saliency", "input_x_gradient", "smoothgrad")
-
-
 def recompute_function(mt) -> Callable[[Any], np.ndarray | None] | None:
-    """A function adapter → (H,W) spatial map that redoes this map's method; None if unsupported."""
-    info, method = mt.info, (mt.info.get("method") or "")
+    """A function adapter → (H,W) spatial map that redoes this map's method; None if unsupported.
+
+    The map's family engine (attribution or CAM) redoes it from its meta through the
+    method registry, so every registered method is covered."""
+    import importlib
+
+    from xaicli.explain import registry
+
+    info = mt.info
     target = _target(mt)
     if target is None:
         log.warning("%s %s: cannot rebuild target %s for --randomize; its rand_ keys are null",
                     mt.record.id, mt.key, mt.target)
         return None
-    if mt.key.startswith("attr/") and method in GRADIENT_METHODS:
-        if method in ("integrated_gradients", "smoothgrad_ig") and _baseline(info) is None:
-            log.warning("%s %s: baseline %r cannot be rebuilt for --randomize; its rand_ keys are null",
-                        mt.record.id, mt.key, info.get("baseline"))
-            return None
-        return lambda ad: _gradient_map(ad, mt, target)
-    if mt.key.startswith("cam/") and method:
-        return lambda ad: _cam_map(ad, mt, target)
-    log.warning("%s %s: --randomize cannot recompute method %r; its rand_ keys are null", mt.record.id, mt.key, method)
-    return None
-
-
-def _baseline(info: dict[str, Any]):
-    from xaicli.errors import XaiError
-    from xaicli.explain.baselines import parse_baseline
-
-    spec = info.get("baseline_path") if info.get("baseline") == "file" else (info.get("baseline") or "black")
-    try:
-        return parse_baseline(spec) if spec else None
-    except XaiError:
+    family = registry.family_of(mt.key)
+    method = registry.by_key(family, info.get("method") or "") if family else None
+    if method is None:
+        log.warning("%s %s: --randomize cannot recompute method %r; its rand_ keys are null", mt.record.id, mt.key,
+                    info.get("method"))
         return None
-
-
-def _gradient_map(ad, mt, target) -> np.ndarray:
-    """Redo an `xai attribute` map with the settings its meta records (fixed steps, no tolerance)."""
-    import torch
-
-    from xaicli.explain import gradients as gm
-    from xaicli.explain.baselines import make_baselines
-    from xaicli.explain.integrated_gradients import Job, attribute
-
-    info, method, key = mt.info, mt.info["method"], mt.record.id
-    unit = ad.image_to_unit(mt.record.image).contiguous()
-    hw = tuple(unit.shape[-2:])
-
-    def forward(x):
-        return ad.forward(ad.normalize(x))
-
-    out_hw = None
-    if ad.task == "segmentation":
-        with torch.no_grad():
-            out_hw = tuple(forward(unit).shape[-2:])
-    weights = target.weight(ad.num_classes, out_hw, hw, unit.device)[None]
-    seed, samples = int(info.get("seed") or 0), int(info.get("samples") or 10)
-    noise_std = float(info.get("noise_std") or 0.15)
-    if method in ("integrated_gradients", "smoothgrad_ig"):
-        base = make_baselines(_baseline(info), unit, mean=tuple(ad.preprocessing.mean),
-                              samples=int(info.get("baseline_samples") or 1), seed=seed, key=key,
-                              blur_sigma=info.get("blur_sigma"), noise_std=noise_std, to_unit=ad.image_to_unit)
-        job = (Job(method, base, unit.expand(base.shape[0], *unit.shape[1:])) if method == "integrated_gradients"
-               else gm.smoothgrad_ig_job(unit, base, samples, noise_std, seed=seed, key=key))
-    elif method == "saliency":
-        job = gm.saliency_job(unit)
-    elif method == "input_x_gradient":
-        job = gm.input_x_gradient_job(unit)
-    else:
-        job = gm.smoothgrad_job(unit, samples, noise_std, seed=seed, key=key)
-    res = attribute(forward, [job], weights, steps=int(info.get("steps") or 32),
-                    quadrature=info.get("quadrature") or "gausslegendre")[0]
-    return spatial(res.attributions[0].detach().float().cpu().numpy())
-
-
-def _cam_map(ad, mt, target) -> np.ndarray:
-    """Redo an `xai cam` map: same method, layer (by module path), smoothing options and target."""
-    from xaicli.explain.cam import CamEngine
-    from xaicli.models.layers import layer_table
-
-    info, image = mt.info, mt.record.image
-    table = layer_table(ad, ad.input_size(tuple(image.shape[:2])))
-    module = info.get("module")
-    if info.get("method") == "fullgrad" or not (module or info.get("layer")):
-        layers = table.resolve(None)
-    else:
-        layers = [table.one(p) for p in (module or info["layer"]).split("+")]
-    engine = CamEngine(ad, layers, [info["method"]], aug_smooth=bool(info.get("aug_smooth")),
-                       eigen_smooth=bool(info.get("eigen_smooth")))
-    maps = engine.explain(image, [target])
-    return np.asarray(maps[0].values[0], dtype=np.float64)
+    engine = importlib.import_module(registry.ENGINES[family])
+    problem = engine.redo_problem(method, info)
+    if problem:
+        log.warning("%s %s: %s for --randomize; its rand_ keys are null", mt.record.id, mt.key, problem)
+        return None
+    return lambda ad: spatial(engine.redo(ad, mt.record.image, target, method, info, mt.record.id))

@@ -1,0 +1,89 @@
+"""The README's method tables, from the registry: `python -m xaicli.cli.readme README.md` (`make readme`).
+
+Each table sits between `<!-- methods:FAMILY -->` and `<!-- /methods:FAMILY -->`; this
+rewrites what is between them, and tests/test_docs.py checks that the file is current.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+from xaicli.explain import registry
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def _name(m) -> str:
+    out = f"`{m.name}`"
+    if m.default:
+        out += " (default)"
+    if m.aliases:
+        out += "; also " + ", ".join(f"`{a}`" for a in m.aliases)
+    return out
+
+
+def _options(m) -> str:
+    return ", ".join(f"`{'/'.join(o.decls)}`" for o in m.options) or "-"
+
+
+def _uses(m) -> str:
+    """What the engine must provide, from the declaration's flags."""
+    if m.family == "attribution":
+        parts = ["one map per `--baseline`" if m.baseline else "baseline `none`"]
+        if m.integral:
+            parts.append("path integral (`--steps`, `--quadrature`, `--tolerance`)")
+        return "; ".join(parts)
+    parts = ["gradients" if m.gradients else "no gradients"]
+    if m.second_order:
+        parts.append("double backward")
+    if m.per_channel:
+        parts.append("one forward per channel")
+    if m.target_independent:
+        parts.append("same map for every target")
+    if m.whole_model:
+        parts.append("one map per image" + (f" from {', '.join(m.requires)}" if m.requires else ", ignores `--layer`"))
+    if m.min_layers > 1:
+        parts.append(f"needs {m.min_layers}+ layers")
+    if set(m.tasks) != set(registry.TASKS):
+        parts.append(" and ".join(m.tasks) + " only")
+    if not m.in_all:
+        parts.append("not in `all`")
+    return "; ".join(parts)
+
+
+def table(family: str) -> str:
+    rows = ["| method | computes | uses | options | checked against | how we compute it |",
+            "| --- | --- | --- | --- | --- | --- |"]
+    for m in registry.methods(family).values():
+        ref = f"`{m.reference_package}.{m.reference}`" + (f": {m.checked}" if m.checked else "")
+        rows.append("| " + " | ".join(_cell(c) for c in (_name(m), m.summary, _uses(m), _options(m), ref, m.notes))
+                    + " |")
+    return "\n".join(rows)
+
+
+def render(text: str) -> str:
+    """`text` with every method table between its markers regenerated."""
+    for family in registry.PACKAGES:
+        start, end = f"<!-- methods:{family} -->", f"<!-- /methods:{family} -->"
+        pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.S)
+        if not pattern.search(text):
+            raise ValueError(f"README has no {start} ... {end} block")
+        text = pattern.sub(lambda _: f"{start}\n{table(family)}\n{end}", text)
+    return text
+
+
+def main(argv: list[str] | None = None) -> None:
+    path = Path((argv or sys.argv[1:] or ["README.md"])[0])
+    text = path.read_text()
+    new = render(text)
+    if new != text:
+        path.write_text(new)
+    print(path)
+
+
+if __name__ == "__main__":
+    main()

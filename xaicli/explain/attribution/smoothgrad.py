@@ -1,0 +1,20 @@
+"""SmoothGrad (Smilkov et al. 2017): the mean signed gradient over noisy copies of x."""
+
+from __future__ import annotations
+
+from xaicli.explain.attribution import NOISE_STD, SAMPLES, SEED, AttributionMethod
+
+
+class SmoothGrad(AttributionMethod):
+    name = "smoothgrad"
+    summary = "mean signed gradient over --samples copies x + e, e ~ N(0, (--noise-std x (max x - min x))^2)"
+    reference, reference_package = "grad", "torch.autograd"
+    checked = "the mean of its gradients over the same noisy copies, to 1e-5 (relative)"
+    notes = "noise seeded by --seed and the record id"
+    options = (SAMPLES, NOISE_STD, SEED)
+    order = 40
+
+    def job(self, x, baseline, options, key):
+        from xaicli.explain.gradients import smoothgrad_job
+
+        return smoothgrad_job(x, options["samples"], options["noise_std"], seed=options["seed"], key=key)

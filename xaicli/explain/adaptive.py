@@ -190,3 +190,31 @@ def _settle(path: AdaptivePath, active: np.ndarray, gap: np.ndarray, tolerance: 
         active[:] = False
         return
     path.refine(min(room, max(START // 2, len(path.intervals) // 4)), active)
+
+
+def attribute_jobs(forward, jobs, weights, *, tolerance, accuracy, max_steps, batch_size, planner) -> list:
+    """integrated_gradients.attribute's adaptive mode: integral jobs through `attribute`, the others (one
+    point each) through the fixed engine."""
+    from xaicli.explain.chunking import BatchPlanner
+    from xaicli.explain.integrated_gradients import attribute as fixed
+
+    jobs = list(jobs)
+    if not jobs:
+        return []
+    sample = jobs[0].ends[:1]
+    planner = planner or BatchPlanner(sample.device, batch_size)
+    integral = [j for j, job in enumerate(jobs) if job.integral]
+    rest = [j for j, job in enumerate(jobs) if not job.integral]
+    out: list = [None] * len(jobs)
+    if integral:
+        stacked = torch.stack([(jobs[j].weights if jobs[j].weights is not None else weights).to(sample.device,
+                                                                                               sample.dtype)
+                               for j in integral])
+        done = attribute(forward, [jobs[j] for j in integral], stacked, tolerance=tolerance, accuracy=accuracy,
+                         max_steps=max_steps, planner=planner)
+        for j, res in zip(integral, done):
+            out[j] = res
+    if rest:
+        for j, res in zip(rest, fixed(forward, [jobs[j] for j in rest], weights, steps=1, planner=planner)):
+            out[j] = res
+    return out

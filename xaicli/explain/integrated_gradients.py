@@ -43,6 +43,7 @@ from xaicli.explain import quadrature as quad
 from xaicli.explain.chunking import BatchPlanner
 
 log = logging.getLogger("xai")
+MOMENTS = ("mean", "square", "variance")
 
 
 @dataclass
@@ -52,6 +53,9 @@ class Job:
     integral=True: IG along each path, times `scales` (default ends − starts).
     integral=False: the gradient at `ends` only, times `scales` (default 1).
     absolute: take |gradient| per sample before averaging (saliency, SmoothGrad).
+    moment (integral=False only): what is averaged over the paths: "mean" the values
+    themselves, "square" their squares, "variance" the mean square less the squared mean
+    (Captum's NoiseTunnel smoothgrad, smoothgrad_sq, vargrad), all from one pass.
     """
 
     name: str
@@ -61,6 +65,11 @@ class Job:
     scales: torch.Tensor | None = None    # (P, C, H, W) or None for the default
     absolute: bool = False
     weights: torch.Tensor | None = None   # (T, K[, h, w]) for this job only (e.g. another image's region)
+    moment: str = "mean"                  # "mean" | "square" | "variance" over the paths
+
+    def __post_init__(self) -> None:
+        if self.moment not in MOMENTS or (self.integral and self.moment != "mean"):
+            raise ValueError(f"job {self.name}: moment {self.moment!r} needs integral=False and one of {MOMENTS}")
 
     @property
     def paths(self) -> int:
@@ -112,8 +121,11 @@ def attribute(forward: Callable, jobs: Sequence[Job], weights: torch.Tensor | No
     """
     quadrature = quad.canonical(quadrature)
     if quadrature == quad.ADAPTIVE:
-        return _adaptive(forward, jobs, weights, tolerance=0.01 if tolerance is None else tolerance,
-                         accuracy=accuracy, max_steps=max_steps, batch_size=batch_size, planner=planner)
+        from xaicli.explain import adaptive
+
+        return adaptive.attribute_jobs(forward, jobs, weights, tolerance=0.01 if tolerance is None else tolerance,
+                                       accuracy=accuracy, max_steps=max_steps, batch_size=batch_size,
+                                       planner=planner)
     if steps < quad.min_steps(quadrature):
         raise ValueError(f"{quadrature} needs at least {quad.min_steps(quadrature)} steps")
     if tolerance is not None and steps > max_steps:     # the cap holds: no map is made with more steps
@@ -187,32 +199,6 @@ def attribute(forward: Callable, jobs: Sequence[Job], weights: torch.Tensor | No
     return results
 
 
-def _adaptive(forward, jobs, weights, *, tolerance, accuracy, max_steps, batch_size, planner) -> list[JobResult]:
-    """Integral jobs through adaptive.attribute, the others (one point each) through the fixed engine."""
-    from xaicli.explain import adaptive
-
-    jobs = list(jobs)
-    if not jobs:
-        return []
-    sample = jobs[0].ends[:1]
-    planner = planner or BatchPlanner(sample.device, batch_size)
-    integral = [j for j, job in enumerate(jobs) if job.integral]
-    rest = [j for j, job in enumerate(jobs) if not job.integral]
-    out: list[JobResult | None] = [None] * len(jobs)
-    if integral:
-        stacked = torch.stack([(jobs[j].weights if jobs[j].weights is not None else weights).to(sample.device,
-                                                                                               sample.dtype)
-                               for j in integral])
-        done = adaptive.attribute(forward, [jobs[j] for j in integral], stacked, tolerance=tolerance,
-                                  accuracy=accuracy, max_steps=max_steps, planner=planner)
-        for j, res in zip(integral, done):
-            out[j] = res
-    if rest:
-        for j, res in zip(rest, attribute(forward, [jobs[j] for j in rest], weights, steps=1, planner=planner)):
-            out[j] = res
-    return out
-
-
 def _floats(a) -> list[float | None]:
     return [float(v) if np.isfinite(v) else None for v in np.asarray(a, dtype=np.float64)]
 
@@ -227,6 +213,7 @@ class _Rows:
     ends: torch.Tensor
     scales: torch.Tensor | None
     absolute: torch.Tensor  # (R,) bool
+    square: torch.Tensor    # (R,) bool: the row's job needs squares (moment square or variance)
 
 
 def _rows(jobs: Sequence[Job], active: np.ndarray, nodes: Sequence[tuple[np.ndarray, np.ndarray]]) -> _Rows:
@@ -235,7 +222,7 @@ def _rows(jobs: Sequence[Job], active: np.ndarray, nodes: Sequence[tuple[np.ndar
     A Job object listed more than once (the adaptive mode's one entry per point) keeps one copy
     of its paths."""
     device = jobs[0].ends.device
-    job_i, path_i, alphas, coefs, absolute = [], [], [], [], []
+    job_i, path_i, alphas, coefs, absolute, square = [], [], [], [], [], []
     starts, ends, scales = [], [], []
     any_scale = any(j.integral or j.scales is not None for j in jobs)
     offsets: dict[int, int] = {}
@@ -259,20 +246,23 @@ def _rows(jobs: Sequence[Job], active: np.ndarray, nodes: Sequence[tuple[np.ndar
         alphas.append(np.tile(a, p))
         coefs.append(np.tile(w, p) / p)
         absolute.append(np.full(p * len(a), job.absolute))
+        square.append(np.full(p * len(a), job.moment != "mean"))
     cat = np.concatenate
     return _Rows(torch.as_tensor(cat(job_i), device=device), torch.as_tensor(cat(path_i), device=device),
                  torch.as_tensor(cat(alphas)), torch.as_tensor(cat(coefs)),
                  torch.cat(starts), torch.cat(ends), torch.cat(scales) if any_scale else None,
-                 torch.as_tensor(cat(absolute), device=device))
+                 torch.as_tensor(cat(absolute), device=device), torch.as_tensor(cat(square), device=device))
 
 
 def _accumulate(forward: Callable, jobs: Sequence[Job], weights: torch.Tensor, rows: _Rows, active: np.ndarray,
                 runner) -> torch.Tensor:
-    """Σ over rows of coef·scale⊙(|)∇S_t(|) per (job, target), chunked; returns (J, T, C, H, W)."""
+    """Σ over rows of coef·scale⊙(|)∇S_t(|) per (job, target), chunked; returns (J, T, C, H, W).
+    Jobs of moment square / variance also sum coef·(scale⊙∇S_t)² and get that (less the squared mean)."""
     sample = jobs[0].ends
     device, dtype = sample.device, sample.dtype
     n_j, n_t = active.shape
     total = torch.zeros(n_j, n_t, *sample.shape[1:], device=device, dtype=dtype)
+    total_sq = torch.zeros_like(total) if bool(rows.square.any()) else None
     act = torch.as_tensor(active, device=device, dtype=dtype)            # (J, T)
     alpha = rows.alpha.to(device, dtype)
     coef = rows.coef.to(device, dtype)
@@ -281,7 +271,7 @@ def _accumulate(forward: Callable, jobs: Sequence[Job], weights: torch.Tensor, r
     lead = [1] * (sample.ndim - 1)
 
     def work(lo: int, hi: int) -> None:
-        nonlocal total
+        nonlocal total, total_sq
         n = hi - lo
         p = rows.path[lo:hi]
         j = rows.job[lo:hi]
@@ -304,27 +294,44 @@ def _accumulate(forward: Callable, jobs: Sequence[Job], weights: torch.Tensor, r
         with torch.enable_grad():
             logits = forward(pts)
         local = torch.zeros_like(total)
-        absolute = rows.absolute[lo:hi]
+        local_sq = torch.zeros_like(total) if total_sq is not None else None
+        absolute, square = rows.absolute[lo:hi], rows.square[lo:hi]
         for k, t in enumerate(wanted):
             go = c[:, t].view(-1, *[1] * (weights.ndim - 2)) * weights[j, t]
             (g,) = torch.autograd.grad(logits, pts, grad_outputs=go.to(logits.dtype),
                                        retain_graph=k < len(wanted) - 1)
             if absolute.any():
                 g = torch.where(absolute.view(-1, *lead), g.abs(), g)
+            g2 = None
+            if square.any():   # g is coef·∇S per row: coef·∇S² is (coef·∇S)² / coef
+                cr = c[:, t].view(-1, *lead)
+                g2 = torch.where(square.view(-1, *lead) & (cr > 0), g * g / torch.where(cr > 0, cr, 1), 0)
             if one:
                 g = g.sum(0, keepdim=True)                                   # same path: scale once
+                g2 = g2.sum(0, keepdim=True) if g2 is not None else None
                 if rows.scales is not None:
                     g = g * rows.scales[p0:p0 + 1]
+                    g2 = g2 * rows.scales[p0:p0 + 1] ** 2 if g2 is not None else None
                 local[int(j[0]), t] += g[0]
+                if g2 is not None:
+                    local_sq[int(j[0]), t] += g2[0]
             else:
                 if rows.scales is not None:
                     g = g * rows.scales[p]
+                    g2 = g2 * rows.scales[p] ** 2 if g2 is not None else None
                 local[:, t].index_add_(0, j, g)
+                if g2 is not None:
+                    local_sq[:, t].index_add_(0, j, g2)
         del logits
         total += local
+        if local_sq is not None:
+            total_sq += local_sq
 
     lead_shape = tuple(sample.shape[1:])
     runner.run(len(rows.alpha), work)
+    for k, job in enumerate(jobs):
+        if total_sq is not None and job.moment != "mean":
+            total[k] = total_sq[k] - (total[k] ** 2 if job.moment == "variance" else 0)
     return total
 
 

@@ -343,7 +343,7 @@ def test_default_run_reports_the_cap_per_target(cli, demo_png):
     (["--tolerance", "inf"], ["--tolerance inf", "finite"]),
     (["--quadrature", "adaptive", "--steps", "8"], ["--steps 8 with --quadrature adaptive", "--max-steps"]),
     (["--max-steps", "10"], ["--max-steps 10", "17 points"]),
-    (["--accuracy", "nan"], ["--accuracy nan", "finite"]),
+    (["--accuracy", "nan"], ["--accuracy", "greater than or equal to 0"]),
     (["-B", "blur", "--blur-sigma", "inf"], ["--blur-sigma inf", "finite"]),      # was an internal OverflowError
     (["-B", "blur", "--blur-sigma", "nan"], ["--blur-sigma nan", "finite"]),
     (["-B", "blur", "--blur-sigma", "0"], ["--blur-sigma 0:", "unchanged"]),     # was an all-zero map, exit 0

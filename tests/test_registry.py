@@ -108,6 +108,28 @@ def test_cli_options_and_choices_come_from_the_registry(command, family):
         assert name in cmd.help and name in method.help
 
 
+def test_a_method_unfit_for_the_model_fails_when_named_and_is_left_out_of_all(sandbox, classifier, caplog):
+    from xaicli.errors import XaiError
+    from xaicli.explain.attribution import AttributionMethod
+
+    class Picky(AttributionMethod):
+        name = "test-picky"
+
+        def unfit(self, adapter):
+            return f"test-picky cannot explain a {adapter.task} model; use saliency"
+
+    ad, _ = classifier
+    names = lambda *a, **k: [m.name for m in registry.resolve("attribution", *a, **k)]   # noqa: E731
+    assert "test-picky" in names(["all"])                     # before the model is known: kept
+    with caplog.at_level("WARNING", logger="xai"):
+        fitting = names(["all"], "classification", adapter=ad)
+    assert "test-picky" not in fitting and "saliency" in fitting
+    assert "leaves out test-picky: test-picky cannot explain a classification model" in caplog.text
+    with pytest.raises(XaiError, match="cannot explain a classification model; use saliency") as err:
+        names(["saliency,test-picky"], "classification", adapter=ad)
+    assert err.value.exit_code == 1
+
+
 def test_an_option_declared_twice_is_refused(sandbox):
     from xaicli.explain.attribution import AttributionMethod
     from xaicli.explain.registry import Option

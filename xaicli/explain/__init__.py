@@ -38,7 +38,9 @@ How to add a method (one module, nothing else to edit)
    own backward rules) returns None there and implements `compute(step)` → (T, C, H, W),
    with `step.scores(batch)` a batched, chunked forward and `step.info` for its meta.
    Either way the engine stores the map under attr/<key>/<baseline or none> with its
-   meta (explain/attribute.py).
+   meta (explain/attribute.py). A method that cannot explain some models (a layer type
+   outside its rules) says why in `unfit(adapter)`: named, it fails with that line;
+   `--method all` leaves it out with a warning.
    A CAM method subclasses `cams.CamMethod` and overrides one step of the pipeline
    (explain/cam.py): `channel_weights(step)` → (T, C), or `cam_image(step)` → (T, h, w)
    before ReLU, optionally `scorers(...)` (other scores to differentiate) or, with

@@ -15,11 +15,12 @@ shell completion build the `--method` choices and options from the registry.
 from __future__ import annotations
 
 import importlib
+import logging
 import pkgutil
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Sequence
 
-from xaicli.errors import XaiUsageError
+from xaicli.errors import XaiError, XaiUsageError
 
 PACKAGES = {"attribution": "xaicli.explain.attribution", "cam": "xaicli.explain.cams"}
 ENGINES = {"attribution": "xaicli.explain.attribute", "cam": "xaicli.explain.cam"}   # each has explain/redo
@@ -88,6 +89,12 @@ class Method:
     def fits(self, task: str | None) -> bool:
         return task is None or task in self.tasks
 
+    def unfit(self, adapter) -> str | None:
+        """Why this method cannot explain `adapter`'s model, in words naming the part and the fix
+        (None: it can). Checked once the model is loaded: a method named with --method fails with
+        this line, `--method all` leaves the method out with it as a warning."""
+        return None
+
     def option_meta(self, options: dict[str, Any]) -> dict[str, Any]:
         """Its own options as stored in a map's meta."""
         return {o.name: options[o.name] for o in self.options}
@@ -155,10 +162,13 @@ def lookup(family: str, name: str) -> Method | None:
     return None
 
 
-def resolve(family: str, names: Sequence[str] | None, task: str | None = None, layers: int = 1) -> list[Method]:
+def resolve(family: str, names: Sequence[str] | None, task: str | None = None, layers: int = 1,
+            adapter=None) -> list[Method]:
     """The methods `--method` values ask for, each once, in order; comma-separated values
-    and `all` (every method of `in_all` that fits the task and the number of distinct
-    layers) accepted. Unknown or empty names and a method for another task are usage errors."""
+    and `all` (every method of `in_all` that fits the task, the number of distinct layers
+    and, given the loaded model's `adapter`, the model itself) accepted. Unknown or empty
+    names and a method for another task are usage errors; a named method that cannot
+    explain `adapter`'s model is a runtime error (its `unfit` line)."""
     known = methods(family)
     listed = ", ".join(known)
     default = [m.name for m in known.values() if m.default]
@@ -170,7 +180,8 @@ def resolve(family: str, names: Sequence[str] | None, task: str | None = None, l
                 raise XaiUsageError(f"--method {raw!r} has an empty method name; use one of {listed} or all, "
                                     "comma-separated without empty entries")
             if key == "all":
-                picked = [m for m in known.values() if m.in_all and m.fits(task) and layers >= min_layers(m)]
+                picked = [m for m in known.values() if m.in_all and m.fits(task) and layers >= min_layers(m)
+                          and not _left_out(m, adapter)]
             else:
                 m = lookup(family, key)
                 if m is None:
@@ -178,9 +189,20 @@ def resolve(family: str, names: Sequence[str] | None, task: str | None = None, l
                 if not m.fits(task):
                     raise XaiUsageError(f"--method {m.name} applies to {' and '.join(m.tasks)} models only, "
                                         f"not to this {task} model")
+                problem = m.unfit(adapter) if adapter is not None else None
+                if problem:
+                    raise XaiError(problem)
                 picked = [m]
             out.extend(p for p in picked if p not in out)
     return out
+
+
+def _left_out(method: Method, adapter) -> bool:
+    """`--method all`: a method that cannot explain the model is left out, with its reason."""
+    problem = method.unfit(adapter) if adapter is not None else None
+    if problem:
+        logging.getLogger("xai").warning("--method all leaves out %s: %s", method.name, problem)
+    return bool(problem)
 
 
 def min_layers(method: Method) -> int:

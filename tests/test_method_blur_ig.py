@@ -10,7 +10,7 @@ import pytest
 import torch
 from scipy import ndimage
 
-from test_method_lrp import adapter, small_cnn, unetpp, unit
+from test_method_lrp import adapter, small_cnn, unetpp_region_case, unit
 from xaicli.explain import registry
 from xaicli.explain.attribute import explain
 from xaicli.explain.attribution import settle
@@ -72,13 +72,8 @@ def test_equals_pair_on_a_small_cnn_for_each_target():
 
 
 def test_equals_pair_on_smp_unetplusplus_with_a_region_target():
-    ad = adapter(unetpp(), "segmentation", ["fg"])
-    image = np.random.default_rng(1).integers(0, 256, (64, 64, 3), dtype=np.uint8)
-    region = np.zeros((64, 64), bool)
-    region[10:40, 20:50] = True
-    target = Target("mask", 0, "fg", mask=region)
+    _, ad, image, target, weight = unetpp_region_case()
     m = blur_ig(ad, image, [target], blur_max_sigma=12.0, blur_steps=10)
-    weight = target.weight(1, (64, 64), (64, 64), torch.device("cpu"))[None]
     ref = pair_blur_ig(ad, image, weight, max_sigma=12.0, steps=10, batch_size=10)
     np.testing.assert_allclose(m.values[0], ref, rtol=0, atol=1e-4 * np.abs(ref).max())
 

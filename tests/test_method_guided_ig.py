@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from test_method_blur_ig import pair_call
-from test_method_lrp import adapter, small_cnn, unetpp, unit
+from test_method_lrp import adapter, small_cnn, unetpp_region_case, unit
 from xaicli.explain import registry
 from xaicli.explain.attribute import explain
 from xaicli.explain.attribution import settle
@@ -72,13 +72,8 @@ def test_equals_pair_on_a_small_cnn_for_each_target(pair, max_dist, baseline):
 
 
 def test_equals_pair_on_smp_unetplusplus_with_a_region_target(pair):
-    ad = adapter(unetpp(), "segmentation", ["fg"])
-    image = np.random.default_rng(1).integers(0, 256, (64, 64, 3), dtype=np.uint8)
-    region = np.zeros((64, 64), bool)
-    region[10:40, 20:50] = True
-    target = Target("mask", 0, "fg", mask=region)
+    _, ad, image, target, weight = unetpp_region_case()
     m = guided_ig(ad, image, [target], guided_steps=6, guided_max_dist=0.1)
-    weight = target.weight(1, (64, 64), (64, 64), torch.device("cpu"))[None]
     x = unit(image)
     ref = pair(ad, x, torch.zeros_like(x), weight, x_steps=6, fraction=0.25, max_dist=0.1)
     np.testing.assert_allclose(m.values[0], ref, rtol=0, atol=1e-4 * np.abs(ref).max())

@@ -49,6 +49,17 @@ def unetpp():
                             decoder_channels=(16, 8, 8), classes=1)
 
 
+def unetpp_region_case():
+    """(net, adapter, 64x64 image, region Target, its logit weights (1, 1, 64, 64)): the segmentation case."""
+    net = unetpp()
+    ad = adapter(net, "segmentation", ["fg"])
+    image = np.random.default_rng(1).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    region = np.zeros((64, 64), bool)
+    region[10:40, 20:50] = True
+    target = Target("mask", 0, "fg", mask=region)
+    return net, ad, image, target, target.weight(1, (64, 64), (64, 64), torch.device("cpu"))[None]
+
+
 def lrp_maps(ad, image, targets, composite):
     options = settle({**registry.option_defaults("attribution"), "composite": composite})
     (m,) = explain(ad, image, targets, [registry.lookup("attribution", "lrp")], [], options, key="r")
@@ -95,14 +106,8 @@ def test_equals_zennit_on_a_small_cnn(composite):
 
 @pytest.mark.parametrize("composite", ["epsilon-plus-flat", "epsilon-gamma-box"])
 def test_equals_zennit_on_smp_unetplusplus_with_a_region_target(composite):
-    net = unetpp()
-    ad = adapter(net, "segmentation", ["fg"])
-    image = np.random.default_rng(1).integers(0, 256, (64, 64, 3), dtype=np.uint8)
-    region = np.zeros((64, 64), bool)
-    region[10:40, 20:50] = True
-    target = Target("mask", 0, "fg", mask=region)
+    net, ad, image, target, weight = unetpp_region_case()
     m = lrp_maps(ad, image, [target], composite)
-    weight = target.weight(1, (64, 64), (64, 64), torch.device("cpu"))[None]
     ref, score = zennit_direct(net, unit(image), ad.preprocessing.mean, ad.preprocessing.std, composite, weight)
     np.testing.assert_allclose(m.values[0], ref.numpy(), rtol=0, atol=1e-5 * float(ref.abs().max()))
     assert m.info["f_x"][0] == pytest.approx(score, rel=1e-5)

@@ -171,15 +171,66 @@ def test_cli_map_and_stats_randomize_row(cli, tmp_path):
     m = ["-m", "builtin:shapes-cls", "--device", "cpu"]
     r = cli(["attribute", *m, "-M", "lrp", "--composite", "epsilon-gamma-box", tmp_path / "img.png"])
     assert r.exit_code == 0, r.stderr
-    # HF's ResNet sums its skips in forward code, outside zennit's rules: the gap is stored and said
-    assert "lrp relevance misses the target score" in r.stderr
+    assert "lrp relevance misses" not in r.stderr        # HF's ResNet skips canonized: conserved
     from test_attribute_cli import records
 
     (rec,) = records(r.stdout)
     info = rec.meta["maps"]["attr/lrp/none"]
-    assert info["composite"] == "epsilon-gamma-box" and info["delta"][0] is not None
+    assert info["composite"] == "epsilon-gamma-box" and info["relative_delta"][0] < 0.5
     assert rec.arrays["attr/lrp/none"].shape == (1, 3, *image.shape[:2])
     r = cli(["stats", *m, "--randomize", "--rand-steps", "2", "-f", "csv"], input=r.stdout)
     assert r.exit_code == 0, r.stderr
     (row,) = list(csv.DictReader(io.StringIO(r.output)))
     assert row["method"] == "lrp" and row["rand_spearman_all"] != "" and row["relative_delta"] != ""
+
+
+def test_hugging_face_resnet_skips_are_summed_by_zennits_rule():
+    """The built-in classifier (transformers' ResNet) sums its skips in forward code: canonized, the logits are
+    unchanged, relevance is conserved but for biases (without: 5-10x the score), and the model is restored after."""
+    from zennit.attribution import Gradient
+    from zennit.composites import EpsilonPlusFlat
+    from zennit.torchvision import ResNetCanonizer
+
+    from xaicli.explain.attribution.lrp import hf_resnet_canonizers
+    from xaicli.models.builtin.shapes import make_sample
+    from xaicli.models.loader import load_model
+
+    ad = load_model("builtin:shapes-cls", device="cpu")
+    image, _, _ = make_sample(1, "classification")
+    z = ad.prepare(image)
+    with torch.no_grad():
+        before = ad.net(z)
+    gaps = []
+    for canonizers in ([ResNetCanonizer()], [ResNetCanonizer(), *hf_resnet_canonizers()]):
+        with Gradient(model=ad.net, composite=EpsilonPlusFlat(canonizers=canonizers)) as attributor:
+            out, rel = attributor(z, lambda o: torch.eye(3)[[1]] * o)
+        torch.testing.assert_close(out.detach(), before, rtol=1e-4, atol=1e-4)   # BatchNorm merged: rounding only
+        gaps.append(abs(float(rel.sum()) / float(before[0, 1]) - 1))
+    assert gaps[0] > 1 and gaps[1] < 0.5, gaps
+    m = lrp_maps(ad, image, [Target("class", 1, "b")], "epsilon-plus-flat")
+    assert m.info["relative_delta"][0] == pytest.approx(gaps[1], rel=1e-3)
+    with torch.no_grad():
+        torch.testing.assert_close(ad.net(z), before, rtol=0, atol=0)
+    assert not any(hasattr(mod, "canonizer_sum") for mod in ad.module.modules())
+
+
+class _SkipSummedInCode(nn.Module):
+    """x + conv(x) written as code, the way zennit's rules cannot see: relevance is counted on both branches."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv, self.relu = nn.Conv2d(3, 3, 3, padding=1), nn.ReLU()
+        self.pool, self.fc = nn.AdaptiveAvgPool2d(1), nn.Linear(3, 2)
+
+    def forward(self, x):
+        return self.fc(self.pool(self.relu(self.conv(x)) + x).flatten(1))
+
+
+def test_a_relevance_total_far_from_the_score_is_stored_and_said(caplog):
+    ad = adapter(_SkipSummedInCode(), "classification", ["a", "b"])
+    image = np.random.default_rng(4).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    with caplog.at_level("WARNING", logger="xai"):
+        m = lrp_maps(ad, image, [Target("class", 0, "a")], "epsilon-plus-flat")
+    assert m.info["relative_delta"][0] > 0.5
+    assert "r: lrp relevance misses the target score by" in caplog.text and "skip connections" in caplog.text

@@ -22,6 +22,9 @@ this module decides around that call:
 - Canonizers: zennit's ResNetCanonizer, which merges every BatchNorm into the layer
   before it and routes torchvision ResNet blocks' skip sums through zennit's Sum
   (smp's ResNet encoders are such blocks); on other models only the merge applies.
+  Hugging Face's ResNet layers (the built-in classifier) sum their skips in forward
+  code, where the gradient would hand the whole relevance to both branches (measured:
+  Σ relevance 5-10x the score): the same treatment, with zennit's AttributeCanonizer.
 - A model with a module that holds parameters but gets no rule from the composite
   (LayerNorm, a ViT's embeddings, ConvNeXt's layer scale) is refused, naming the module.
 """
@@ -57,7 +60,7 @@ class LRP(AttributionMethod):
     checked = "with the same composite, canonizer and output relevance: equal to 1e-5 (small CNN, smp U-Net++)"
     notes = ("input layer: the normalised model input (box bounds: the unit range normalised); output relevance "
              "W_t * logits; relevance to image pixels by the preprocessing's weights; Σ relevance vs S_t stored "
-             "as delta; ResNetCanonizer (BatchNorm merge)")
+             "as delta; ResNetCanonizer (BatchNorm merge, skip sums), also for HF ResNet layers")
     options = (COMPOSITE,)
     order = 70
 
@@ -91,19 +94,45 @@ class LRP(AttributionMethod):
         return relevance
 
     def meta(self, options):
-        return {**self.option_meta(options), "canonizers": ["ResNetCanonizer"],
+        return {**self.option_meta(options), "canonizers": ["ResNetCanonizer", "HF ResNet layers' skip Sum"],
                 "output_relevance": "target weights x logits", "input_layer": "normalised model input"}
 
 
 def make_composite(module, low, high, composite: str):
-    """zennit's composite `composite` with the ResNetCanonizer (box bounds `low`, `high` where it takes them)."""
+    """zennit's composite `composite` with the canonizers (box bounds `low`, `high` where it takes them)."""
     from zennit import composites
     from zennit.torchvision import ResNetCanonizer
 
     cls = getattr(composites, COMPOSITES[composite])
+    canonizers = [ResNetCanonizer(), *hf_resnet_canonizers()]
     if composite == "epsilon-gamma-box":
-        return cls(low=low, high=high, canonizers=[ResNetCanonizer()])
-    return cls(canonizers=[ResNetCanonizer()])
+        return cls(low=low, high=high, canonizers=canonizers)
+    return cls(canonizers=canonizers)
+
+
+def hf_resnet_canonizers() -> list:
+    """zennit's torchvision ResNet block treatment for transformers' ResNet layers (skip sum → zennit's Sum),
+    when transformers' ResNet is loaded at all (else no model can hold its layers: nothing to import)."""
+    import sys
+
+    hf = sys.modules.get("transformers.models.resnet.modeling_resnet")
+    if hf is None:
+        return []
+    import torch
+    from zennit.canonizers import AttributeCanonizer
+    from zennit.layer import Sum
+
+    def forward(self, hidden_state):          # transformers' forward, the sum through zennit's Sum
+        residual = self.shortcut(hidden_state)
+        hidden_state = self.layer(hidden_state)
+        return self.activation(self.canonizer_sum(torch.stack([residual, hidden_state], dim=-1)))
+
+    def attributes(name, module):
+        if isinstance(module, (hf.ResNetBasicLayer, hf.ResNetBottleNeckLayer)):
+            return {"forward": forward.__get__(module), "canonizer_sum": Sum()}
+        return None
+
+    return [AttributeCanonizer(attributes)]
 
 
 def _unhandled(module, composite) -> tuple[str, str] | None:

@@ -116,7 +116,7 @@ def test_a_method_unfit_for_the_model_fails_when_named_and_is_left_out_of_all(sa
         name = "test-picky"
 
         def unfit(self, adapter):
-            return f"test-picky cannot explain a {adapter.task} model; use saliency"
+            return f"it cannot explain a {adapter.task} model; use saliency"
 
     ad, _ = classifier
     names = lambda *a, **k: [m.name for m in registry.resolve("attribution", *a, **k)]   # noqa: E731
@@ -124,8 +124,9 @@ def test_a_method_unfit_for_the_model_fails_when_named_and_is_left_out_of_all(sa
     with caplog.at_level("WARNING", logger="xai"):
         fitting = names(["all"], "classification", adapter=ad)
     assert "test-picky" not in fitting and "saliency" in fitting
-    assert "leaves out test-picky: test-picky cannot explain a classification model" in caplog.text
-    with pytest.raises(XaiError, match="cannot explain a classification model; use saliency") as err:
+    assert "--method all leaves out test-picky: it cannot explain a classification model" in caplog.text
+    with pytest.raises(XaiError, match="^--method test-picky: it cannot explain a classification model; use "
+                                       "saliency$") as err:
         names(["saliency,test-picky"], "classification", adapter=ad)
     assert err.value.exit_code == 1
 

@@ -91,7 +91,7 @@ class Method:
 
     def unfit(self, adapter) -> str | None:
         """Why this method cannot explain `adapter`'s model, in words naming the part and the fix
-        (None: it can). Checked once the model is loaded: a method named with --method fails with
+        (None: it can; the caller puts "--method <name>: " before it). Checked once the model is loaded: a method named with --method fails with
         this line, `--method all` leaves the method out with it as a warning."""
         return None
 
@@ -191,7 +191,7 @@ def resolve(family: str, names: Sequence[str] | None, task: str | None = None, l
                                         f"not to this {task} model")
                 problem = m.unfit(adapter) if adapter is not None else None
                 if problem:
-                    raise XaiError(problem)
+                    raise XaiError(f"--method {m.name}: {problem}")
                 picked = [m]
             out.extend(p for p in picked if p not in out)
     return out

@@ -69,7 +69,7 @@ class LRP(AttributionMethod):
         if bare is None:
             return None
         name, kind = bare
-        return (f"--method lrp: zennit has no rule for module {name!r} ({kind}) of this model, and relevance would "
+        return (f"zennit has no rule for module {name!r} ({kind}) of this model, and relevance would "
                 "pass through its parameters unaccounted; LRP covers convolutional networks (convolutions, linear "
                 "layers, batch norms, pooling, activations): use integrated-gradients or another gradient method")
 
@@ -78,7 +78,7 @@ class LRP(AttributionMethod):
 
         problem = self.unfit(step.adapter)
         if problem:
-            raise XaiError(problem)
+            raise XaiError(f"--method {self.name}: {problem}")
         relevance, scores = relevance_at_image(step.adapter, step.x, step.weights, step.options["composite"],
                                                step.planner)
         step.evaluated += int(step.weights.shape[0])

@@ -13,5 +13,5 @@ class Deconvolution(GuidedBackprop):
     aliases = ("deconvnet",)
     summary = "the gradient with each ReLU passing back the positive part of the gradient, whatever its input"
     reference = "Deconvolution"
-    order = 41
+    order = 33
     rule = "deconvolution"

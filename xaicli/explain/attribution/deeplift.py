@@ -60,7 +60,7 @@ class DeepLift(AttributionMethod):
              "max-pool, on every call (reused modules, functional ReLU); delta stored like IG's; a model with another "
              "nonlinear op is refused naming its module (left out of --method all)")
     baseline = True
-    order = 50
+    order = 56
 
     def unfit(self, adapter, image):
         return outside_rules(adapter, image, self.name)
@@ -122,7 +122,8 @@ def refusal(adapter, found: list[tuple[str | None, str]], method: str) -> str:
     where = ("the model's preprocessing" if path is None else
              f"module {path or '(the model)'} ({type(modules[path]).__name__})" if path in modules else f"module {path}")
     return (f"{where} calls {op}, outside DeepLift's rules (Rescale on relu, elu, leaky_relu, sigmoid, tanh, "
-            f"softplus; max-pool), so {method}'s map would not sum to S(x) - S(x'); use integrated-gradients")
+            f"softplus; max-pool), so {method}'s map would not sum to S(x) - S(x'); use integrated-gradients or "
+            "gradient-shap")
 
 
 _FOUND: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()      # model -> [(module, op)] outside the rules

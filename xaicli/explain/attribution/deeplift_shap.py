@@ -25,4 +25,4 @@ class DeepLiftShap(DeepLift):
                "non-overlapping pools); Σ map = S(x) - mean S(x'_k) to 1e-4")
     notes = ("pairs (x, x'_k) batched and chunked; one draw: deeplift; DeepLift's rules, refusals and delta (see "
              "deeplift)")
-    order = 51
+    order = 57

@@ -13,7 +13,7 @@ class GuidedBackprop(AttributionMethod):
     checked = "equal to 1e-5 (small CNN with reused inplace nn.ReLU, smp U-Net++ resnet18)"
     notes = ("every ReLU: nn.ReLU modules (inplace, reused) and relu calls, which Captum leaves plain; one gradient "
              "per target in the shared passes; a model without ReLU is refused (left out of --method all)")
-    order = 40
+    order = 32
     rule = "guided"            # the ReLU rule in explain/backward_rules.py (deconvolution: another)
 
     def unfit(self, adapter, image):

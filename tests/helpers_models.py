@@ -270,3 +270,12 @@ def save_unetpp_resnet18(folder: Path, seed: int = 0) -> Path:
     smp.UnetPlusPlus(encoder_name="resnet18", encoder_weights=None, encoder_depth=3, decoder_channels=(32, 16, 8),
                      classes=1).eval().save_pretrained(str(folder))
     return Path(folder)
+
+
+def saved_with_image(root: Path, save, patch: bool = True, seed: int = 2):
+    """(spec, png path, image, root) for CLI tests: the model `save(folder)` writes and a 64x64 RGB image
+    beside it (with a bright patch where `patch`)."""
+    image = np.random.default_rng(seed).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    if patch:
+        image[16:40, 20:44] = 230
+    return str(save(root / "model")), str(write_png(root / "img.png", image)), image, root

@@ -19,7 +19,8 @@ import pytest
 import torch
 
 from conftest import error_line
-from helpers_models import ReluNet, ScoreModule, adapter_of, save_unetpp_resnet18, stream_records, write_png
+from helpers_models import (ReluNet, ScoreModule, adapter_of, save_unetpp_resnet18, saved_with_image, stream_records,
+                            write_png)
 
 from xaicli.explain import registry
 
@@ -129,10 +130,7 @@ def test_functional_relus_get_the_rule_too():
 def unetpp(tmp_path_factory):
     from test_integrated_gradients import save_tiny_unetpp
 
-    root = tmp_path_factory.mktemp("dl")
-    image = np.random.default_rng(2).integers(0, 256, (64, 64, 3), dtype=np.uint8)
-    image[16:40, 20:44] = 230
-    return str(save_tiny_unetpp(root / "unetpp")), str(write_png(root / "img.png", image)), image, root
+    return saved_with_image(tmp_path_factory.mktemp("dl"), save_tiny_unetpp, patch=True)
 
 
 def test_equal_to_captum_on_unetpp_with_non_overlapping_pools():

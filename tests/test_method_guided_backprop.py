@@ -15,7 +15,8 @@ import pytest
 import torch
 
 from conftest import error_line
-from helpers_models import ReluNet, ScoreModule, adapter_of, save_unetpp_resnet18, stream_records, write_png
+from helpers_models import (ReluNet, ScoreModule, adapter_of, save_unetpp_resnet18, saved_with_image, stream_records,
+                            write_png)
 from test_integrated_gradients import save_tiny_convnext
 
 from xaicli.explain import registry
@@ -92,9 +93,7 @@ def test_functional_relus_are_ruled_like_modules(case):
 
 @pytest.fixture(scope="module")
 def unetpp(tmp_path_factory):
-    root = tmp_path_factory.mktemp("gbp")
-    image = np.random.default_rng(2).integers(0, 256, (64, 64, 3), dtype=np.uint8)
-    return str(save_unetpp_resnet18(root / "unetpp")), str(write_png(root / "img.png", image)), image, root
+    return saved_with_image(tmp_path_factory.mktemp("gbp"), save_unetpp_resnet18, patch=False)
 
 
 def test_cli_on_unetpp_equals_captum_and_stats_randomize_covers_it(cli, unetpp, case):

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from conftest import error_line
-from helpers_models import ReluNet, adapter_of, save_unetpp_resnet18, stream_records, write_png
+from helpers_models import ReluNet, adapter_of, save_unetpp_resnet18, saved_with_image, stream_records, write_png
 from test_integrated_gradients import save_tiny_convnext
 
 from xaicli.explain import registry
@@ -106,10 +106,7 @@ def test_aug_smooth_averages_the_signed_maps_over_the_augmentations():
 
 @pytest.fixture(scope="module")
 def unetpp(tmp_path_factory):
-    root = tmp_path_factory.mktemp("ggc")
-    image = np.random.default_rng(2).integers(0, 256, (64, 64, 3), dtype=np.uint8)
-    image[16:40, 20:44] = 230
-    return str(save_unetpp_resnet18(root / "unetpp")), str(write_png(root / "img.png", image)), image, root
+    return saved_with_image(tmp_path_factory.mktemp("ggc"), save_unetpp_resnet18, patch=True)
 
 
 def test_cli_on_unetpp_equals_captum_and_stats_and_render_take_it(cli, unetpp):

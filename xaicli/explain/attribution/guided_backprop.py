@@ -1,4 +1,13 @@
-"""Guided backpropagation (Springenberg et al. 2015): the gradient with every ReLU passing back only positive gradients."""
+"""Guided backpropagation (Springenberg et al. 2015): the gradient with every ReLU passing back only positive gradients.
+
+What the rule covers (explain/backward_rules.py): every call of relu while the map is
+computed, so nn.ReLU modules (inplace or not, one module called several times, as in
+torchvision's ResNet blocks) and functional ReLUs (x.relu(), F.relu, torch.relu_), which
+Captum's GuidedBackprop leaves with their plain gradient (it hooks nn.ReLU modules only).
+Other activations (ReLU6, GELU, SiLU ...) keep their gradient, as in Captum. A model with
+no ReLU at all would get its plain gradient, so it is refused (`unfit`), as is a
+TorchScript model, whose compiled ops no rule reaches.
+"""
 
 from __future__ import annotations
 

@@ -147,9 +147,11 @@ def test_models_outside_zennits_rules_are_refused_by_name(tmp_path, cli):
     assert line.startswith("xai: error: --method lrp: zennit has no rule for module 'vit.embeddings' "
                            "(ViTEmbeddings)") and "use integrated-gradients" in line
     ad = load_model(str(vit), device="cpu")
-    names = [m.name for m in registry.resolve("attribution", ["all"], ad.task, adapter=ad)]
-    assert "lrp" not in names and "saliency" in names
-    assert registry.lookup("attribution", "lrp").unfit(adapter(small_cnn(), "classification", list("abc"))) is None
+    every = registry.resolve("attribution", ["all"], ad.task)
+    names = [m.name for m in registry.applicable("attribution", every, ["all"], ad, rgb_image(32, 32))]
+    assert "lrp" in [m.name for m in every] and "lrp" not in names and "saliency" in names
+    assert registry.lookup("attribution", "lrp").unfit(adapter(small_cnn(), "classification", list("abc")),
+                                                       None) is None
 
 
 def test_unknown_composite_is_a_usage_error(cli, tmp_path):

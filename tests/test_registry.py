@@ -115,19 +115,20 @@ def test_a_method_unfit_for_the_model_fails_when_named_and_is_left_out_of_all(sa
     class Picky(AttributionMethod):
         name = "test-picky"
 
-        def unfit(self, adapter):
+        def unfit(self, adapter, image):
             return f"it cannot explain a {adapter.task} model; use saliency"
 
-    ad, _ = classifier
-    names = lambda *a, **k: [m.name for m in registry.resolve("attribution", *a, **k)]   # noqa: E731
-    assert "test-picky" in names(["all"])                     # before the model is known: kept
-    with caplog.at_level("WARNING", logger="xai"):
-        fitting = names(["all"], "classification", adapter=ad)
+    ad, image = classifier
+    fit = lambda names: [m.name for m in registry.applicable(   # noqa: E731
+        "attribution", registry.resolve("attribution", names, ad.task), names, ad, image)]
+    assert "test-picky" in [m.name for m in registry.resolve("attribution", ["all"])]   # the model unknown: kept
+    with caplog.at_level("INFO", logger="xai"):
+        fitting = fit(["all"])
     assert "test-picky" not in fitting and "saliency" in fitting
-    assert "--method all leaves out test-picky: it cannot explain a classification model" in caplog.text
+    assert "test-picky left out: it cannot explain a classification model" in caplog.text
     with pytest.raises(XaiError, match="^--method test-picky: it cannot explain a classification model; use "
                                        "saliency$") as err:
-        names(["saliency,test-picky"], "classification", adapter=ad)
+        fit(["saliency,test-picky"])
     assert err.value.exit_code == 1
 
 

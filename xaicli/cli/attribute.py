@@ -103,8 +103,7 @@ def attribute(
                 from xaicli.explain.chunking import BatchPlanner
 
                 planner = BatchPlanner(adapter.device, batch_size)
-                # now that the model is known: a named method that cannot explain it fails, `all` leaves it out
-                settings["methods"] = registry.resolve("attribution", method, adapter.task, adapter=adapter)
+                settings["methods"] = registry.applicable("attribution", methods, method, adapter, image)
                 params["methods"] = [m.key for m in settings["methods"]]
             t0 = time.perf_counter()
             explain_record(rec, image, adapter, planner, **settings)

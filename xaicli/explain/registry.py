@@ -89,10 +89,9 @@ class Method:
     def fits(self, task: str | None) -> bool:
         return task is None or task in self.tasks
 
-    def unfit(self, adapter) -> str | None:
-        """Why this method cannot explain `adapter`'s model, in words naming the part and the fix
-        (None: it can; the caller puts "--method <name>: " before it). Checked once the model is loaded: a method named with --method fails with
-        this line, `--method all` leaves the method out with it as a warning."""
+    def unfit(self, adapter, image) -> str | None:
+        """Why this method cannot explain `adapter`'s model (None: it can), e.g. no ReLU for guided
+        backprop's rule to change. `image` is the run's first image (a probe forward may need it)."""
         return None
 
     def option_meta(self, options: dict[str, Any]) -> dict[str, Any]:
@@ -162,13 +161,10 @@ def lookup(family: str, name: str) -> Method | None:
     return None
 
 
-def resolve(family: str, names: Sequence[str] | None, task: str | None = None, layers: int = 1,
-            adapter=None) -> list[Method]:
+def resolve(family: str, names: Sequence[str] | None, task: str | None = None, layers: int = 1) -> list[Method]:
     """The methods `--method` values ask for, each once, in order; comma-separated values
-    and `all` (every method of `in_all` that fits the task, the number of distinct layers
-    and, given the loaded model's `adapter`, the model itself) accepted. Unknown or empty
-    names and a method for another task are usage errors; a named method that cannot
-    explain `adapter`'s model is a runtime error (its `unfit` line)."""
+    and `all` (every method of `in_all` that fits the task and the number of distinct
+    layers) accepted. Unknown or empty names and a method for another task are usage errors."""
     known = methods(family)
     listed = ", ".join(known)
     default = [m.name for m in known.values() if m.default]
@@ -180,8 +176,7 @@ def resolve(family: str, names: Sequence[str] | None, task: str | None = None, l
                 raise XaiUsageError(f"--method {raw!r} has an empty method name; use one of {listed} or all, "
                                     "comma-separated without empty entries")
             if key == "all":
-                picked = [m for m in known.values() if m.in_all and m.fits(task) and layers >= min_layers(m)
-                          and not _left_out(m, adapter)]
+                picked = [m for m in known.values() if m.in_all and m.fits(task) and layers >= min_layers(m)]
             else:
                 m = lookup(family, key)
                 if m is None:
@@ -189,28 +184,37 @@ def resolve(family: str, names: Sequence[str] | None, task: str | None = None, l
                 if not m.fits(task):
                     raise XaiUsageError(f"--method {m.name} applies to {' and '.join(m.tasks)} models only, "
                                         f"not to this {task} model")
-                problem = m.unfit(adapter) if adapter is not None else None
-                if problem:
-                    raise XaiError(f"--method {m.name}: {problem}")
                 picked = [m]
             out.extend(p for p in picked if p not in out)
     return out
 
 
-def _left_out(method: Method, adapter) -> bool:
-    """`--method all`: a method that cannot explain the model is left out, with its reason."""
-    problem = method.unfit(adapter) if adapter is not None else None
-    if problem:
-        logging.getLogger("xai").warning("--method all leaves out %s: %s", method.name, problem)
-    return bool(problem)
+def applicable(family: str, picked: Sequence[Method], names: Sequence[str] | None, adapter, image) -> list[Method]:
+    """The methods of `picked` that can explain the model: one named in `names` that cannot is an
+    error naming why; one that `all` brought is left out (the model is not of its kind), and said so."""
+    named = {m.name for raw in names or [] for part in str(raw).split(",")
+             if part.strip().lower() != "all" and (m := lookup(family, part)) is not None}
+    out = []
+    for m in picked:
+        why = m.unfit(adapter, image)
+        if why is None:
+            out.append(m)
+        elif m.name in named:
+            raise XaiError(f"--method {m.name}: {why}")
+        else:
+            logging.getLogger("xai").info("--method all: %s left out: %s", m.name, why)
+    return out
 
 
 def min_layers(method: Method) -> int:
     return int(getattr(method, "min_layers", 1))
 
 
-def family_of(map_key: str) -> str | None:
-    return next((f for f, p in PREFIXES.items() if map_key.startswith(p)), None)
+def family_of(map_key: str, info: dict | None = None) -> str | None:
+    """The family whose engine made a map: its meta's `family` (a CAM method's per-channel map is
+    stored under attr/), else its key's prefix."""
+    named = (info or {}).get("family")
+    return named if named in PACKAGES else next((f for f, p in PREFIXES.items() if map_key.startswith(p)), None)
 
 
 def by_key(family: str, key: str) -> Method | None:

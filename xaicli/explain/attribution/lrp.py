@@ -64,7 +64,7 @@ class LRP(AttributionMethod):
     options = (COMPOSITE,)
     order = 70
 
-    def unfit(self, adapter):
+    def unfit(self, adapter, image=None):
         bare = _unhandled(adapter.module, make_composite(adapter.module, None, None, "epsilon-plus-flat"))
         if bare is None:
             return None
@@ -76,7 +76,7 @@ class LRP(AttributionMethod):
     def compute(self, step):
         from xaicli.errors import XaiError
 
-        problem = self.unfit(step.adapter)
+        problem = self.unfit(step.adapter, None)
         if problem:
             raise XaiError(f"--method {self.name}: {problem}")
         relevance, scores = relevance_at_image(step.adapter, step.x, step.weights, step.options["composite"],

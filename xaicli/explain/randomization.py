@@ -168,7 +168,7 @@ def recompute_function(mt) -> Callable[[Any], np.ndarray | None] | None:
         log.warning("%s %s: cannot rebuild target %s for --randomize; its rand_ keys are null",
                     mt.record.id, mt.key, mt.target)
         return None
-    family = registry.family_of(mt.key)
+    family = registry.family_of(mt.key, info)
     method = registry.by_key(family, info.get("method") or "") if family else None
     if method is None:
         log.warning("%s %s: --randomize cannot recompute method %r; its rand_ keys are null", mt.record.id, mt.key,

@@ -43,7 +43,7 @@ How to add a method (one module, nothing else to edit)
    (explain/cam.py): `channel_weights(step)` → (T, C), or `cam_image(step)` → (T, h, w)
    before ReLU, optionally `scorers(...)` (other scores to differentiate) or, with
    `whole_model = True`, `combine(step)`; flags say what the pipeline must provide
-   (`gradients`, `second_order`, `per_channel`, `target_independent`, `normalised`,
+   (`gradients`, `second_order`, `per_channel`, `target_independent`, `normalised`, `token_layers`,
    `requires`, `min_layers`). See the docstring of xaicli/explain/cams/__init__.py.
 
 3. Its options are command-line options of `xai attribute` / `xai cam` at once

@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-    from test_method_reciprocam import pointing_engine
+    from test_cam_demo import peak_hits
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--count", type=int, default=100)
@@ -42,7 +42,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.only and key != args.only:
             continue
         t0 = time.perf_counter()
-        hits = pointing_engine(spec, task, layer, range(args.start, args.start + args.count), args.kernel)
+        hits = peak_hits(spec, task, layer, "recipro-cam", range(args.start, args.start + args.count),
+                         recipro_kernel=args.kernel)
         share = float(np.mean(hits))
         missed += share < GOAL
         print(f"{spec} layer {layer or 'default'} kernel {args.kernel}: peak in the evidence {sum(hits)}/{len(hits)} "

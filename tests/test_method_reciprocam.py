@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from conftest import error_line
 from helpers_models import tiny_classifier, write_png
+from test_cam_demo import peak_hits
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 EPS = float(np.finfo(np.float32).eps)
@@ -109,43 +110,16 @@ def test_vit_masks_the_patch_grid_and_keeps_the_cls_token(tmp_path):
     np.testing.assert_allclose(m.values[0], up[0, 0].numpy(), rtol=0, atol=1e-3 * by_hand.max())
 
 
-def pointing_engine(spec: str, task: str, layer: str | None, seeds, kernel: str = "gaussian") -> list[bool]:
-    """Per seed: does the recipro-cam peak of the default target lie in the demo image's evidence?"""
-    from xaicli.explain.cam import CamEngine
-    from xaicli.explain.targets import resolve_classification, resolve_segmentation
-    from xaicli.models.builtin.shapes import make_sample
-    from xaicli.models.layers import layer_table
-    from xaicli.models.loader import load_model
-
-    ad = load_model(spec, device="cpu")
-    table = layer_table(ad, ad.input_size(make_sample(seeds[0], task)[0].shape[:2]))
-    engine = CamEngine(ad, table.resolve([layer] if layer else None), ["recipro-cam"], recipro_kernel=kernel)
-    hits = []
-    for seed in seeds:
-        img, evidence, _ = make_sample(seed, task)
-
-        def targets(logits):
-            if task == "segmentation":
-                lg = ad.to_image_size(logits, img.shape[:2])[0]
-                return resolve_segmentation(None, ad.labels, (torch.sigmoid(lg[0]) > 0.5).numpy().astype(np.uint8))
-            return resolve_classification(None, ad.labels, torch.softmax(logits[0], 0).numpy())
-
-        m = engine.explain(img, targets)[0].values[0]
-        y, x = np.unravel_index(np.argmax(m), m.shape)
-        hits.append(bool(m.max() > 0 and evidence[y, x]))
-    return hits
-
-
 def test_pointing_game_on_the_builtin_classifier():
     """20 fresh demo images, default layer and target: the peak lies in the object (bench/check_reciprocam.py: 100)."""
-    hits = pointing_engine("builtin:shapes-cls", "classification", None, range(5000, 5020))
+    hits = peak_hits("builtin:shapes-cls", "classification", None, "recipro-cam", range(5000, 5020))
     assert np.mean(hits) >= 0.95, f"{sum(hits)}/{len(hits)}"
 
 
 def test_pointing_game_on_the_builtin_segmenter():
     """One forward per position: encoder_mid (24x24, stride 4) costs 577 segmenter passes an image, so one here
     and 100 in bench/check_reciprocam.py. (encoder_last, stride 8, is too coarse for blobs of radius 5.)"""
-    hits = pointing_engine("builtin:shapes-seg", "segmentation", "encoder_mid", range(5000, 5001))
+    hits = peak_hits("builtin:shapes-seg", "segmentation", "encoder_mid", "recipro-cam", range(5000, 5001))
     assert all(hits), hits
 
 

@@ -44,8 +44,9 @@ class ReciproCAM(CamMethod):
     checked = ("identical maps (`point`: ReciproCAM on a CNN, `gaussian`: ViTReciproCAM on a ViT, both shifted by "
                "the empty-layer score; bench/check_reciprocam_openvino.py); closed form CAM/(h·w) on a pooled "
                "linear head; pointing game >= 95% on the built-in models")
-    notes = ("ours: one forward per position of the layer, batched by memory, every target per pass; logit "
-             "scores (openvino-xai's), not the paper's softmax, so segmentation targets work")
+    notes = ("ours: one forward per position of the layer (h·w: 64 on builtin:shapes-cls `last`, 9216 on "
+             "builtin:shapes-seg `decoder_last`), batched by memory, every target per pass; logit scores "
+             "(openvino-xai's), not the paper's softmax, so segmentation targets work")
     options = (KERNEL,)
     gradients = False
     order = 120

@@ -134,8 +134,10 @@ CLS = "builtin:shapes-cls"
 def _stream_ids(data: bytes) -> list[str]:
     import tarfile
 
+    from conftest import npz_members
+
     with tarfile.open(fileobj=io.BytesIO(data)) as t:
-        return [m.name for m in t.getmembers()]
+        return [m.name for m in npz_members(t)]
 
 
 def test_resolve_skips_the_file_stdout_writes(tmp_path, monkeypatch, caplog):

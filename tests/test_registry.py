@@ -132,6 +132,21 @@ def test_a_method_unfit_for_the_model_fails_when_named_and_is_left_out_of_all(sa
     assert err.value.exit_code == 1
 
 
+def test_a_vit_only_method_is_left_out_of_all_elsewhere_and_refused_by_name(sandbox):
+    from xaicli.errors import XaiUsageError
+    from xaicli.explain.cams import CamMethod
+
+    class TokensOnly(CamMethod):
+        name = "test-tokens-only"
+        token_layers = True
+
+    names = lambda tokens: [m.name for m in registry.resolve("cam", ["all"], "classification", 1, tokens)]  # noqa: E731
+    assert "test-tokens-only" in names(True) and "test-tokens-only" not in names(False)
+    assert "test-tokens-only" in names(None)                     # the library, not told the layers: all
+    with pytest.raises(XaiUsageError, match="ViT layers only"):
+        registry.resolve("cam", ["test-tokens-only"], "classification", 1, False)
+
+
 def test_an_option_declared_twice_is_refused(sandbox):
     from xaicli.explain.attribution import AttributionMethod
     from xaicli.explain.registry import Option

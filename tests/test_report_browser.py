@@ -176,8 +176,9 @@ def test_screenshot_matches_the_stored_reference(browser, demo, tmp_path):
 
 
 def test_rows_of_bad_records_and_thousands_of_rows(browser, tmp_path):
-    """A record without maps, one with a map render refuses, one with nothing to draw; then
-    1,000 rows, drawn lazily: only those in sight are in the document."""
+    """A record without maps, one with maps, one with nothing to draw; then 1,000 rows, drawn
+    lazily: only those in sight are in the document. (A map of a wrong shape never gets this
+    far: records are validated as they are read, test_report.py.)"""
     from xaicli.io.record import Record
     from xaicli.report import build_report
     from xaicli.report.figures import RecordFigures, Ref
@@ -185,14 +186,12 @@ def test_rows_of_bad_records_and_thousands_of_rows(browser, tmp_path):
     from xaicli.report.table import Table
 
     cam = {"kind": "cam", "method": "gradcam", "layer": "l", "targets": [{"kind": "mask", "label": "blob", "index": 0}]}
-    bad = make_record("bad", maps={"cam/gradcam/l": (np.random.default_rng(0).random((1, 16, 16), np.float32), cam),
-                                   "cam/gradcam/broken": (np.ones(5, np.float32), {**cam, "layer": "broken"})})
+    bad = make_record("bad", maps={"cam/gradcam/l": (np.random.default_rng(0).random((1, 16, 16), np.float32), cam)})
     out = tmp_path / "bad"
     page_path = build_report([make_record("nomaps"), bad, Record.new("empty")], out)
     page = open_page(browser, page_path)
     assert page.eval(ROWS) == ["nomaps", "bad", "empty"]
     texts = page.eval("Array.from(document.querySelectorAll('tr.row')).map(r => r.textContent)")
-    assert "cannot draw: map cam/gradcam/broken has shape (5,)" in texts[1]
     assert "cannot draw: nothing to draw" in texts[2]
     assert page.eval("document.querySelectorAll('tr.row[data-id=nomaps] img').length") == 1
     assert page.eval("document.querySelectorAll('tr.row[data-id=bad] img').length") == 2      # image, good map

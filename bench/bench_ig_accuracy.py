@@ -43,7 +43,8 @@ def records(folder: Path, key: str) -> dict[str, tuple[np.ndarray, dict]]:
 def attribute(model: str, images: Path, baseline: str, extra: list[str], out: Path):
     from xaicli.cli.app import run as xai
 
-    code = xai(["-q", "attribute", "-m", model, str(images), "-B", baseline, "--target", "top1", *extra,
+    target = "predicted" if model == "builtin:shapes-seg" else "top1"
+    code = xai(["-q", "attribute", "-m", model, str(images), "-B", baseline, "--target", target, *extra,
                 "-o", f"{out}/"])
     if code != 0:
         raise SystemExit(f"xai attribute -m {model} -B {baseline} {' '.join(extra)} failed with exit {code}")

@@ -94,6 +94,24 @@ def test_summary_rows_aggregate_each_map_and_target(cli, stream):
     assert agg["mean"]["roc_auc"] == per[0]["roc_auc"]                   # the NaN record's null is left out
 
 
+def test_metrics_selects_groups_and_names_in_registry_order(cli, stream):
+    from xaicli.metrics import registry
+    from xaicli.metrics.report import ID_COLUMNS
+
+    default = lines(cli(["stats"], input=stream))
+    r = cli(["stats", "--metrics", "localisation"], input=stream)
+    assert r.exit_code == 0, r.stderr
+    rows = lines(r)
+    local = [k for m in registry.metrics().values() if m.group == "localisation" for k in m.keys]
+    assert set(rows[0]) == set(ID_COLUMNS) | set(local)
+    assert all(row[k] == d[k] for row, d in zip(rows, default) for k in row)
+    # names, keys of a metric and groups mix; repeated and comma-separated; any order in, registry order out
+    rows = lines(cli(["stats", "--metrics", "gt_roc_auc", "--metrics", "complexity,sparseness"], input=stream))
+    assert [k for k in rows[0] if k not in ID_COLUMNS] == ["sparseness", "complexity", "roc_auc", "gt_roc_auc"]
+    every_free = lines(cli(["stats", "--metrics", "statistics,complexity,localisation,axiomatic"], input=stream))
+    assert every_free == default                  # the default is every model-free metric
+
+
 def test_json_format_is_one_array(cli, stream):
     r = cli(["stats", "-f", "json", "--map", "cam/*"], input=stream)
     doc = json.loads(r.output)
@@ -173,6 +191,10 @@ def test_output_file(cli, stream, tmp_path):
     (["--mask", "/nonexistent/m.png"], 1, "no such file"),
     (["/nonexistent/r.npz"], 1, "no such file"),
     (["--map", "attr/nothing*"], 2, "no map matches"),
+    (["--metrics", "localisation,bogus"], 2, "unknown metric; use groups statistics, complexity, localisation"),
+    (["--metrics", ""], 2, "unknown metric"),
+    (["--metrics", "faithfulness"], 2, "pass -m MODEL"),
+    (["--metrics", "randomisation", "-m", "builtin:shapes-seg", "--rand-steps", "1"], 2, "at least 2 checkpoints"),
 ])
 def test_user_errors_are_one_line(cli, stream, args, code, words):
     r = cli(["stats", *args], input=stream)

@@ -108,3 +108,114 @@ def test_confidence_is_null_and_warned_once_for_nan_and_constant_maps(cls_model,
     got, ctx, _ = run_metric("confidence", cls_model, image, index, None, [nan, nan, np.ones(image.shape[:2])])
     assert all(r["confidence_drop"] is None and r["confidence_increase"] is None for r in got)
     assert len(ctx.warned) == 2           # one per reason, not one per map
+
+
+# -- ROAD -----------------------------------------------------------------------------------------
+
+def test_linear_imputation_keeps_a_linear_ramp_and_equals_gradcams_system():
+    from pytorch_grad_cam.metrics.road import NoisyLinearImputer
+    from scipy.sparse import csc_matrix
+    from scipy.sparse.linalg import spsolve
+
+    from xaicli.explain.evaluation.road import linear_imputation
+
+    yy, xx = np.mgrid[:12, :10].astype(np.float64)
+    ramp = np.stack([2 * yy - xx, 0.5 * xx + 3])
+    hole = np.zeros((12, 10), bool)
+    hole[3:8, 2:7] = True                                  # inside: every neighbour weight is there
+    assert np.allclose(linear_imputation(ramp, hole), ramp[:, hole], atol=1e-10)
+    rng = np.random.default_rng(0)
+    img = rng.random((3, 12, 10))
+    missing = rng.random((12, 10)) < 0.6                   # touching the borders too
+    a, b = NoisyLinearImputer.setup_sparse_system((~missing).astype(np.float32), img, NoisyLinearImputer().weighting)
+    assert np.allclose(linear_imputation(img, missing), spsolve(csc_matrix(a), b).T, atol=1e-12)
+
+
+@pytest.mark.parametrize("which", ["cls", "seg"])
+def test_road_equals_gradcams_with_the_same_noise(which, cls_model, seg_model):
+    from pytorch_grad_cam.metrics.road import ROADLeastRelevantFirst, ROADMostRelevantFirst
+
+    model = cls_model if which == "cls" else seg_model
+    image, index, region = case(model, 3)
+    maps = smooth_maps(image.shape[:2], 2, 3)
+    maps[1] = np.round(maps[1] * 4) / 4                    # ties at the thresholds, as a coarse CAM has
+    percentiles = (20, 50, 90)
+    got, ctx, group = run_metric("road", model, image, index, region, maps, road_percentiles=percentiles)
+    x = model.prepare(image)
+    for mt, row in zip(group, got):
+        cam = mt.smap.astype(np.float32)[None]
+        ref = {}
+        for order, cls in (("morf", ROADMostRelevantFirst), ("lerf", ROADLeastRelevantFirst)):
+            diffs = []
+            for p in percentiles:
+                torch.manual_seed(ctx.seed(mt, f"road/{order}/{p:g}"))
+                diffs.append(cls(p)(x, cam, [gradcam_target(index, region)], model.forward)[0])
+            ref[order] = float(np.mean(np.float32(diffs)))
+        scale = 1.0 if region is None else max(1.0, abs(ref["morf"]))
+        assert row["road_morf"] == pytest.approx(ref["morf"], abs=1e-4 * scale)
+        assert row["road_lerf"] == pytest.approx(ref["lerf"], abs=1e-4 * scale)
+        assert row["road_combined"] == pytest.approx((ref["lerf"] - ref["morf"]) / 2, abs=1e-4 * scale)
+        assert row["road_morf"] != row["road_lerf"]
+
+
+def test_road_percentiles_option_is_checked():
+    from xaicli.errors import XaiUsageError
+    from xaicli.explain.evaluation.road import parse_percentiles
+
+    assert parse_percentiles(None) == tuple(range(10, 100, 10))
+    assert parse_percentiles("25,75") == (25.0, 75.0)
+    for bad in ("", "0,50", "50,50", "ten", "100"):
+        with pytest.raises(XaiUsageError, match="--road-percentiles"):
+            parse_percentiles(bad)
+
+
+# -- through `xai stats` ---------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def seg_stream(tmp_path_factory):
+    """Two shapes-seg records (predicted by `xai predict`), each with a CAM, a NaN map and a constant map."""
+    import io
+
+    import imageio.v3 as iio
+
+    from conftest import invoke
+    from xaicli.io.stream import TarWriter, read_tar
+    from xaicli.models.builtin.shapes import make_sample
+
+    folder = tmp_path_factory.mktemp("seg")
+    for i in range(2):
+        iio.imwrite(folder / f"img{i}.png", make_sample(9100 + i, "segmentation")[0])
+    r = invoke(["predict", "-m", "builtin:shapes-seg", "--device", "cpu", folder])
+    assert r.exit_code == 0, r.stderr
+    buf = io.BytesIO()
+    w = TarWriter(buf)
+    for i, rec in enumerate(read_tar(io.BytesIO(r.stdout), "predict")):
+        target = {"targets": [{"kind": "mask", "label": "blob", "index": 0}]}
+        cam = smooth_maps(rec.image.shape[:2], 1, i)[0][None].astype(np.float32)
+        nan = cam.copy()
+        nan[0, 0, 0] = np.nan
+        for name, values in (("good", cam), ("nan", nan), ("flat", np.ones_like(cam))):
+            rec.add_map(f"cam/{name}/x", values, {"kind": "cam", "method": name, "layer": "x", **target})
+        w.add_record(rec)
+    w.close()
+    return buf.getvalue()
+
+
+def test_stats_model_metrics_null_with_one_warning_per_run(cli, seg_stream):
+    import json
+
+    r = cli(["stats", "-m", "builtin:shapes-seg", "--device", "cpu", "--metrics", "confidence,road",
+             "--road-percentiles", "50", "-b", "8"], input=seg_stream)
+    assert r.exit_code == 0, r.stderr
+    rows = [json.loads(line) for line in r.output.splitlines()]
+    assert len(rows) == 6 and "deletion_auc" not in rows[0] and "mean" not in rows[0]
+    for row in rows:
+        keys = ("confidence_drop", "confidence_increase", "road_morf", "road_lerf", "road_combined")
+        if row["method"] == "good":
+            assert all(isinstance(row[k], (int, float)) for k in keys), row
+        else:
+            assert all(row[k] is None for k in keys), row
+    warnings = [ln for ln in r.stderr.splitlines() if "--metrics" in ln]
+    # one per metric and reason for the whole run (2 records x 2 bad maps would be 8 per-record lines)
+    assert len(warnings) == 4, r.stderr
+    assert sum("NaN" in ln for ln in warnings) == 2 and sum("constant" in ln for ln in warnings) == 2

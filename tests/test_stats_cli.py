@@ -194,6 +194,7 @@ def test_output_file(cli, stream, tmp_path):
     (["--metrics", "localisation,bogus"], 2, "unknown metric; use groups statistics, complexity, localisation"),
     (["--metrics", ""], 2, "unknown metric"),
     (["--metrics", "faithfulness"], 2, "pass -m MODEL"),
+    (["--road-percentiles", "0,50"], 2, "--road-percentiles"),
     (["--metrics", "randomisation", "-m", "builtin:shapes-seg", "--rand-steps", "1"], 2, "at least 2 checkpoints"),
 ])
 def test_user_errors_are_one_line(cli, stream, args, code, words):

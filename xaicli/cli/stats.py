@@ -100,6 +100,10 @@ def stats(
                                                      "the record id, map and target.")] = 0,
     metrics: Annotated[Optional[List[str]], typer.Option("--metrics", help=METRICS_HELP, show_default=False,
                                                          autocompletion=metric_registry.choices)] = None,
+    road_percentiles: Annotated[Optional[str], typer.Option("--road-percentiles", help="With --metrics road: "
+                                                            "percentiles p, comma-separated; at p, (100-p)% of "
+                                                            "the pixels are imputed.  [default: 10,20,...,90]",
+                                                            show_default=False)] = None,
 ) -> None:
     import sys
 
@@ -123,6 +127,9 @@ def stats(
         raise XaiUsageError("--steps, --rand-steps and --batch-size must be at least 1")
     if perturb_baseline not in PERTURB_BASELINES:
         raise XaiUsageError(f"--perturb-baseline {perturb_baseline!r}: use one of {', '.join(PERTURB_BASELINES)}")
+    from xaicli.explain.evaluation.road import parse_percentiles
+
+    percentiles = parse_percentiles(road_percentiles)
     chosen = metric_registry.resolve(metrics, model=model is not None, randomize=randomize)
     keep = set(report.ID_COLUMNS).union(*(m.keys for m in chosen if not m.model))
     model_metrics = [m for m in chosen if m.model]
@@ -132,7 +139,7 @@ def stats(
     records = resolve(inputs or [], images=False, records=True)
     masks = _GroundTruth(mask) if mask else None
     options = {"batch_size": batch_size, "steps": steps, "perturb_baseline": perturb_baseline,
-               "rand_steps": rand_steps, "seed": seed}
+               "rand_steps": rand_steps, "seed": seed, "road_percentiles": percentiles}
     evaluator = _ModelEvaluator(model, arch, classes, trust_pickle, device, model_metrics, options,
                                 arch_args) if model and model_metrics else None
     stream = fmt == "jsonl" and output is None

@@ -75,12 +75,15 @@ class Context:
                 out.extend(_score(self.adapter, batch[i:i + size], index, reg, hw).double().cpu().tolist())
         return np.asarray(out, dtype=np.float64)
 
-    def problem(self, mt, metric: str) -> str | None:
-        """Why a perturbation metric is null for this map target (None: it applies); warned once."""
+    def problem(self, mt, metric: str, constant: bool = True) -> str | None:
+        """Why a perturbation metric is null for this map target (None: it applies); warned once.
+        `constant`: a constant map (no ranking) is a reason too."""
         if not mt.finite:
             why = "maps holding NaN or inf give null"
         elif mt.smap.ndim != 2:
             why = "maps without pixels (tabular) give null"
+        elif constant and not mt.smap.max() > mt.smap.min():
+            why = "constant maps (no ranking) give null"
         elif self.segmentation and (mt.pred_mask is None or not np.any(mt.pred_mask)):
             why = "segmenter targets with an empty predicted region give null"
         else:

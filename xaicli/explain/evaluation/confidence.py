@@ -35,11 +35,7 @@ def run(ctx, group: list) -> list[dict]:
     live = []
     for i, mt in enumerate(group):
         if ctx.problem(mt, "confidence") is None:
-            m = minmax(mt.smap)
-            if m is None:
-                ctx.warn_once("confidence", "constant maps (no ranking to normalise) give null")
-            else:
-                live.append((i, m))
+            live.append((i, minmax(mt.smap)))
     if not live:
         return out
     batch = torch.cat([ctx.unit] + [masked(ctx, m) for _, m in live])

@@ -219,3 +219,74 @@ def test_stats_model_metrics_null_with_one_warning_per_run(cli, seg_stream):
     # one per metric and reason for the whole run (2 records x 2 bad maps would be 8 per-record lines)
     assert len(warnings) == 4, r.stderr
     assert sum("NaN" in ln for ln in warnings) == 2 and sum("constant" in ln for ln in warnings) == 2
+
+
+# -- Quantus 0.6: faithfulness correlation, monotonicity, IROF ------------------------------------
+
+class ScoreNet(torch.nn.Module):
+    """What Quantus calls: unit image in, our score out as a 'class' column (the segmenter's
+    region logit sum as one class; the classifier's logits, Quantus applying the softmax)."""
+
+    def __init__(self, model, region):
+        super().__init__()
+        self.model, self.region = model, region
+
+    def forward(self, u):
+        logits = self.model.forward(self.model.normalize(u))
+        if self.region is None:
+            return logits
+        return (logits[:, :1] * torch.from_numpy(self.region.astype(np.float32))).sum(dim=(-2, -1))
+
+
+def quantus_score(metric, model, image, index, region, smap, seed, **kw):
+
+    np.random.seed(seed % 2 ** 32)
+    x = model.image_to_unit(image).numpy()
+    a = smap.astype(np.float32)[None, None]
+    y = np.array([index if region is None else 0])
+    return metric(model=ScoreNet(model, region).eval(), x_batch=x, y_batch=y, a_batch=a, device="cpu",
+                  softmax=region is None, **kw)
+
+
+@pytest.mark.parametrize("which", ["cls", "seg"])
+def test_faithfulness_correlation_and_monotonicity_equal_quantus(which, cls_model, seg_model):
+    import quantus
+
+    model = cls_model if which == "cls" else seg_model
+    image, index, region = case(model, 4)
+    maps = smooth_maps(image.shape[:2], 2, 4)
+    opts = {"samples": 6, "subset_size": 2048}
+    fc, ctx, group = run_metric("faithfulness_correlation", model, image, index, region, maps, **opts)
+    step = 4096 if which == "cls" else 3072      # Quantus wants it to divide H·W
+    mono, _, _ = run_metric("monotonicity", model, image, index, region, maps, samples=3, subset_size=step)
+    for mt, f, m in zip(group, fc, mono):
+        ref = quantus_score(quantus.FaithfulnessCorrelation(nr_runs=6, subset_size=2048, perturb_baseline=0.0,
+                                                            disable_warnings=True, return_aggregate=False),
+                            model, image, index, region, mt.smap, ctx.seed(mt, "faithfulness_correlation"))[0]
+        assert f["faithfulness_correlation"] == pytest.approx(ref, abs=1e-4)
+        ref = quantus_score(quantus.MonotonicityCorrelation(nr_samples=3, features_in_step=step,
+                                                            disable_warnings=True),
+                            model, image, index, region, mt.smap, ctx.seed(mt, "monotonicity"))[0]
+        assert m["monotonicity"] == pytest.approx(ref, abs=1e-4)
+
+
+@pytest.mark.parametrize("which", ["cls", "seg"])
+def test_irof_equals_quantus(which, cls_model, seg_model, monkeypatch):
+    import quantus
+    from quantus.functions.perturb_func import baseline_replacement_by_mask
+
+    # Quantus 0.6 on numpy 2.4: np.trapz is gone (np.trapezoid is the same rule), and IROF's
+    # (N,1,H,W) superpixel mask fails baseline_replacement_by_mask's shape check on 3 channels
+    monkeypatch.setattr(np, "trapz", np.trapezoid, raising=False)
+
+    def by_mask(arr, mask, **kw):
+        return baseline_replacement_by_mask(arr, np.broadcast_to(mask, arr.shape), **kw)
+
+    model = cls_model if which == "cls" else seg_model
+    image, index, region = case(model, 5)
+    maps = smooth_maps(image.shape[:2], 2, 5)
+    got, ctx, group = run_metric("irof", model, image, index, region, maps)
+    for mt, row in zip(group, got):
+        ref = quantus_score(quantus.IROF(perturb_func=by_mask, disable_warnings=True, return_aggregate=False),
+                            model, image, index, region, mt.smap, 0)[0]
+        assert row["irof"] == pytest.approx(ref, abs=1e-4 * max(1.0, abs(ref)))

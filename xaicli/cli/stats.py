@@ -104,6 +104,13 @@ def stats(
                                                             "percentiles p, comma-separated; at p, (100-p)% of "
                                                             "the pixels are imputed.  [default: 10,20,...,90]",
                                                             show_default=False)] = None,
+    samples: Annotated[Optional[int], typer.Option("--samples", min=1, help="Random draws per map: "
+                                                   "faithfulness_correlation's subsets (default 100), "
+                                                   "monotonicity's values per step (10).",
+                                                   show_default=False)] = None,
+    subset_size: Annotated[int, typer.Option("--subset-size", min=1, help="Input features (channel values) "
+                                             "perturbed together: faithfulness_correlation's random subset, "
+                                             "monotonicity's step.")] = 224,
 ) -> None:
     import sys
 
@@ -139,7 +146,8 @@ def stats(
     records = resolve(inputs or [], images=False, records=True)
     masks = _GroundTruth(mask) if mask else None
     options = {"batch_size": batch_size, "steps": steps, "perturb_baseline": perturb_baseline,
-               "rand_steps": rand_steps, "seed": seed, "road_percentiles": percentiles}
+               "rand_steps": rand_steps, "seed": seed, "road_percentiles": percentiles,
+               "samples": samples, "subset_size": subset_size}
     evaluator = _ModelEvaluator(model, arch, classes, trust_pickle, device, model_metrics, options,
                                 arch_args) if model and model_metrics else None
     stream = fmt == "jsonl" and output is None

@@ -75,6 +75,21 @@ class Context:
                 out.extend(_score(self.adapter, batch[i:i + size], index, reg, hw).double().cpu().tolist())
         return np.asarray(out, dtype=np.float64)
 
+    def score_each(self, make, n: int, index: int, region) -> np.ndarray:
+        """(n,) scores of the images make(0) ... make(n − 1), each (C, H, W), built one batch at a time
+        so memory stays at one batch whatever n is."""
+        import torch
+
+        size = int(self.options.get("batch_size", 16))
+        parts = [self.scores(torch.stack([make(i) for i in range(lo, min(n, lo + size))]), index, region)
+                 for lo in range(0, n, size)]
+        return np.concatenate(parts) if parts else np.empty(0)
+
+    def legacy_rng(self, mt, metric: str) -> np.random.RandomState:
+        """numpy's legacy generator, seeded per map target: the stream Quantus draws from after
+        `np.random.seed`, so a test can give Quantus the same draws."""
+        return np.random.RandomState(self.seed(mt, metric) % 2 ** 32)
+
     def problem(self, mt, metric: str, constant: bool = True) -> str | None:
         """Why a perturbation metric is null for this map target (None: it applies); warned once.
         `constant`: a constant map (no ranking) is a reason too."""

@@ -56,13 +56,14 @@ def case(model, seed):
     return image, 0, (logits[0, 0] > 0).numpy()
 
 
-def run_metric(name, model, image, index, region, maps, **options):
-    """Our metric through the registry, as `xai stats` runs it: one group of maps sharing the target."""
+def run_metric(name, model, image, index, region, maps, recorded=None, **options):
+    """Our metric through the registry, as `xai stats` runs it: one group of maps sharing the target
+    (`recorded`: the (key, meta) the maps were made with, for metrics that recompute them)."""
     rec = Record.new("r")
     rec.meta["task"] = model.task
     rec.arrays["image"] = image
     kind = "class" if region is None else "mask"
-    group = [MapTarget(rec, f"cam/m{i}/x", {"kind": "cam"}, 0, {"kind": kind, "index": index}, m,
+    group = [MapTarget(rec, *(recorded or (f"cam/m{i}/x", {"kind": "cam"})), 0, {"kind": kind, "index": index}, m,
                        np.asarray(m, np.float64), region) for i, m in enumerate(maps)]
     opts = {"batch_size": 8, "steps": 4, "perturb_baseline": "black", "seed": 0, **options}
     ctx = Context(model, image, rec.id, opts)
@@ -232,16 +233,19 @@ class ScoreNet(torch.nn.Module):
         self.model, self.region = model, region
 
     def forward(self, u):
-        logits = self.model.forward(self.model.normalize(u))
+        logits = self.model.forward(self.model.normalize(self.model.match_channels(u)))
         if self.region is None:
             return logits
         return (logits[:, :1] * torch.from_numpy(self.region.astype(np.float32))).sum(dim=(-2, -1))
 
 
-def quantus_score(metric, model, image, index, region, smap, seed, **kw):
-
+def quantus_score(metric, model, image, index, region, smap, seed, own_channels=False, **kw):
+    """Quantus's value on the unit image: as the model takes it, or (`own_channels`) in the
+    image's own channels (a gray image stays one channel)."""
     np.random.seed(seed % 2 ** 32)
     x = model.image_to_unit(image).numpy()
+    if own_channels:
+        x = (image[None] if image.ndim == 2 else np.moveaxis(image, -1, 0))[None].astype(np.float32) / 255.0
     a = smap.astype(np.float32)[None, None]
     y = np.array([index if region is None else 0])
     return metric(model=ScoreNet(model, region).eval(), x_batch=x, y_batch=y, a_batch=a, device="cpu",
@@ -290,3 +294,103 @@ def test_irof_equals_quantus(which, cls_model, seg_model, monkeypatch):
         ref = quantus_score(quantus.IROF(perturb_func=by_mask, disable_warnings=True, return_aggregate=False),
                             model, image, index, region, mt.smap, 0)[0]
         assert row["irof"] == pytest.approx(ref, abs=1e-4 * max(1.0, abs(ref)))
+
+
+# -- Quantus 0.6: robustness and random logit (maps recomputed through their method) --------------
+
+GRADCAM = {"cls": ("cam/gradcam/last", {"kind": "cam", "method": "gradcam", "layer": "last"}),
+           "seg": ("cam/gradcam/decoder_last", {"kind": "cam", "method": "gradcam", "layer": "decoder_last"})}
+
+
+def quantus_explainer(group, adapter):
+    """Quantus's explain_func: our recomputation of the map on Quantus's (perturbed) unit input."""
+    from xaicli.explain.randomization import recompute_function
+    from xaicli.explain.targets import Target
+
+    explain = recompute_function(group[0])
+
+    def explain_func(model, inputs, targets, **kw):
+        chw = np.asarray(inputs[0], np.float64) * 255.0
+        img = (chw[0] if chw.shape[0] == 1 else np.moveaxis(chw, 0, -1)).astype(np.float32)
+        k = int(np.asarray(targets).ravel()[0])
+        target = None if group[0].pred_mask is not None else Target("class", k, adapter.labels[k])
+        out = explain(adapter, image=img) if target is None else explain(adapter, image=img, target=target)
+        return out.astype(np.float64)[None, None]
+
+    return explain, explain_func
+
+
+@pytest.mark.parametrize("which", ["cls", "seg"])
+def test_max_sensitivity_and_local_lipschitz_equal_quantus(which, cls_model, seg_model):
+    import quantus
+
+    model = cls_model if which == "cls" else seg_model
+    image, index, region = case(model, 6)
+    kw = {"samples": 3, "noise": 0.05}
+    sens, ctx, group = run_metric("max_sensitivity", model, image, index, region, [np.zeros(image.shape[:2])],
+                                  recorded=GRADCAM[which], **kw)
+    lip, _, _ = run_metric("local_lipschitz", model, image, index, region, [np.zeros(image.shape[:2])],
+                           recorded=GRADCAM[which], **kw)
+    explain, explain_func = quantus_explainer(group, model)
+    a = explain(model)
+    common = dict(nr_samples=3, disable_warnings=True, return_aggregate=False)
+    ref = quantus_score(quantus.MaxSensitivity(lower_bound=0.05, **common), model, image, index, region, a,
+                        ctx.seed(group[0], "max_sensitivity"), own_channels=True, explain_func=explain_func)[0]
+    assert sens[0]["max_sensitivity"] == pytest.approx(ref, abs=1e-4) and ref > 1e-3
+    ref = quantus_score(quantus.LocalLipschitzEstimate(perturb_std=0.05, **common), model, image, index, region,
+                        a, ctx.seed(group[0], "local_lipschitz"), own_channels=True, explain_func=explain_func)[0]
+    assert lip[0]["local_lipschitz"] == pytest.approx(ref, rel=1e-4) and ref > 1e-3
+
+
+IG = ("attr/integrated_gradients/black", {"kind": "attribution", "method": "integrated_gradients",
+                                          "baseline": "black", "layer": None, "steps": 8,
+                                          "quadrature": "gausslegendre"})
+
+
+def test_random_logit_equals_quantus_and_is_null_on_a_segmenter(cls_model, seg_model):
+    import quantus
+
+    image, index, _ = case(cls_model, 7)
+    got, ctx, group = run_metric("random_logit", cls_model, image, index, None, [np.zeros(image.shape[:2])],
+                                 recorded=IG)
+    explain, explain_func = quantus_explainer(group, cls_model)
+    seed = ctx.seed(group[0], "random_logit") % 2 ** 32
+    ref = quantus_score(quantus.RandomLogit(num_classes=cls_model.num_classes, seed=seed, disable_warnings=True),
+                        cls_model, image, index, None, explain(cls_model), 0, explain_func=explain_func)[0]
+    assert got[0]["random_logit"] == pytest.approx(ref, abs=1e-4)
+    image, index, region = case(seg_model, 7)
+    got, ctx, _ = run_metric("random_logit", seg_model, image, index, region, [np.zeros(image.shape[:2])] * 2,
+                             recorded=GRADCAM["seg"])
+    assert [g["random_logit"] for g in got] == [None, None] and len(ctx.warned) == 1
+
+
+def test_completeness_is_the_gap_to_the_score_difference_the_model_gives(cli, cls_model, tmp_path):
+    import io
+    import json
+
+    import imageio.v3 as iio
+
+    from xaicli.io.stream import read_tar
+    from xaicli.models.builtin.shapes import make_sample
+
+    image, _, _ = make_sample(8, "classification")
+    iio.imwrite(tmp_path / "img.png", image)
+    r = cli(["attribute", "-m", "builtin:shapes-cls", "--device", "cpu", "-n", "4", "--baseline", "black",
+             tmp_path / "img.png"])
+    assert r.exit_code == 0, r.stderr
+    [rec] = read_tar(io.BytesIO(r.stdout), "attribute")
+    s = cli(["stats", "--metrics", "completeness,delta", "--map", "attr/*"], input=r.stdout)
+    [row] = [json.loads(line) for line in s.output.splitlines()]
+    k = row["target_index"]
+    with torch.no_grad():
+        unit = cls_model.image_to_unit(rec.image)
+        logits = cls_model.forward(cls_model.normalize(torch.cat([unit, torch.zeros_like(unit)])))
+    gap = float(logits[0, k] - logits[1, k])
+    total = float(rec.arrays["attr/integrated_gradients/black"][0].astype(np.float64).sum())
+    assert row["completeness"] == pytest.approx(abs(total - gap) / abs(gap), rel=1e-3, abs=1e-6)
+    assert row["completeness"] == pytest.approx(abs(row["relative_delta"]), rel=1e-3, abs=1e-6)
+    assert row["completeness"] > 0            # 4 steps leave a gap: the key measures it, not a constant
+    cam = cli(["stats", "--metrics", "completeness"],
+              input=cli(["cam", "-m", "builtin:shapes-cls", "--device", "cpu", "-M", "gradcam",
+                         tmp_path / "img.png"]).stdout)
+    assert [json.loads(line)["completeness"] for line in cam.output.splitlines()] == [None]

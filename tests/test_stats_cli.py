@@ -108,7 +108,7 @@ def test_metrics_selects_groups_and_names_in_registry_order(cli, stream):
     # names, keys of a metric and groups mix; repeated and comma-separated; any order in, registry order out
     rows = lines(cli(["stats", "--metrics", "gt_roc_auc", "--metrics", "complexity,sparseness"], input=stream))
     assert [k for k in rows[0] if k not in ID_COLUMNS] == ["sparseness", "complexity", "roc_auc", "gt_roc_auc"]
-    every_free = lines(cli(["stats", "--metrics", "statistics,complexity,localisation,axiomatic"], input=stream))
+    every_free = lines(cli(["stats", "--metrics", "statistics,complexity,localisation,delta"], input=stream))
     assert every_free == default                  # the default is every model-free metric
 
 

@@ -106,11 +106,15 @@ def stats(
                                                             show_default=False)] = None,
     samples: Annotated[Optional[int], typer.Option("--samples", min=1, help="Random draws per map: "
                                                    "faithfulness_correlation's subsets (default 100), "
-                                                   "monotonicity's values per step (10).",
+                                                   "monotonicity's values per step (10), max_sensitivity's "
+                                                   "and local_lipschitz's noise draws (10).",
                                                    show_default=False)] = None,
     subset_size: Annotated[int, typer.Option("--subset-size", min=1, help="Input features (channel values) "
                                              "perturbed together: faithfulness_correlation's random subset, "
                                              "monotonicity's step.")] = 224,
+    noise: Annotated[float, typer.Option("--noise", min=0.0, help="Input noise of max_sensitivity (uniform, "
+                                         "this half-width) and local_lipschitz (Gaussian, this sigma), in "
+                                         "pixel values scaled to [0, 1].")] = 0.05,
 ) -> None:
     import sys
 
@@ -147,7 +151,7 @@ def stats(
     masks = _GroundTruth(mask) if mask else None
     options = {"batch_size": batch_size, "steps": steps, "perturb_baseline": perturb_baseline,
                "rand_steps": rand_steps, "seed": seed, "road_percentiles": percentiles,
-               "samples": samples, "subset_size": subset_size}
+               "samples": samples, "subset_size": subset_size, "noise": noise}
     evaluator = _ModelEvaluator(model, arch, classes, trust_pickle, device, model_metrics, options,
                                 arch_args) if model and model_metrics else None
     stream = fmt == "jsonl" and output is None

@@ -20,13 +20,13 @@ import numpy as np
 
 from xaicli.errors import XaiError
 from xaicli.io.record import GT_MASK, MASK, Record, per_target
-from xaicli.metrics import focus, localisation, statistics
+from xaicli.metrics import axiomatic, focus, localisation, statistics
 
 ID_COLUMNS = ["id", "source", "task", "map", "kind", "method", "layer", "baseline",
               "target", "target_index", "target_kind"]
 STAT_COLUMNS = ["nonfinite", "mean", "std", "min", "max", "mean_abs", "sum", "pos_mass", "neg_mass",
                 "sum_r", "sum_g", "sum_b", "mean_r", "mean_g", "mean_b", "sparseness", "complexity",
-                "delta", "relative_delta"]
+                "delta", "relative_delta", "completeness"]
 REGION_METRICS = ["area_fraction", "focus_ratio", "focus_fraction", "pointing_game", "mass_accuracy",
                   "rank_accuracy", "topk_intersection", "roc_auc"]
 GT_COLUMNS = [f"gt_{c}" for c in REGION_METRICS] + ["dice", "iou"]
@@ -136,6 +136,7 @@ def map_row(mt: MapTarget, gt: np.ndarray | None = None, top_k: float = 0.05) ->
     row["complexity"] = statistics.entropy(mt.smap) if mt.finite else None
     row["delta"] = per_target(info, "delta", mt.t)
     row["relative_delta"] = per_target(info, "relative_delta", mt.t)
+    row["completeness"] = axiomatic.completeness(mt.values, info, mt.t)
     row.update(_region_metrics(mt, mt.pred_mask, top_k))
     row.update(_region_metrics(mt, gt, top_k, prefix="gt_"))
     both = mt.pred_mask is not None and gt is not None

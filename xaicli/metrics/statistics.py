@@ -84,6 +84,3 @@ declare(Metric("sparseness", "complexity", ("sparseness",),
 declare(Metric("complexity", "complexity", ("complexity",),
                "entropy (nats) of |a|/Σ|a|: ln n when even", null="Σ|a| = 0, or non-finite map",
                better=DOWN, order=1))
-declare(Metric("delta", "axiomatic", ("delta", "relative_delta"),
-               "IG convergence delta Σa − (S(x) − S(x')) from the record's meta, and it ÷ |S(x) − S(x')|",
-               null="not recorded (CAMs, methods without a path integral)", order=0))

@@ -117,3 +117,9 @@ def minmax(smap: np.ndarray) -> np.ndarray | None:
     if not hi > lo:
         return None
     return (smap - lo) / (hi - lo)
+
+
+def by_max(a: np.ndarray) -> np.ndarray:
+    """Quantus's normalise_by_max: a / max|a| (an all-zero map stays as it is)."""
+    m = float(np.abs(a).max())
+    return a / m if m > 0 else a

@@ -112,6 +112,23 @@ def test_metrics_selects_groups_and_names_in_registry_order(cli, stream):
     assert every_free == default                  # the default is every model-free metric
 
 
+def test_markdown_is_one_row_per_map_with_mean_and_std(cli, stream):
+    r = cli(["stats", "-f", "markdown", "--metrics", "localisation,complexity"], input=stream)
+    assert r.exit_code == 0, r.stderr
+    rows = lines(cli(["stats", "--metrics", "localisation,complexity"], input=stream))
+    table = [[c.strip() for c in ln.strip("|").split("|")] for ln in r.output.splitlines()]
+    head, body = table[0], table[2:]
+    assert head[:3] == ["method", "map", "n"] and "roc_auc ↑" in head and "complexity ↓" in head
+    assert "mean" not in " ".join(head) and "area_fraction" in head          # no value statistics unless asked
+    assert [b[1] for b in body] == [f"`{IG}`", f"`{CAM}`"]
+    for b in body:
+        mine = [x for x in rows if f"`{x['map']}`" == b[1]]
+        assert b[2] == str(len(mine))
+        values = [x["roc_auc"] for x in mine if x["roc_auc"] is not None]
+        want = f"{np.mean(values):.3g}" + (f" ± {np.std(values, ddof=1):.2g}" if len(values) > 1 else "")
+        assert b[head.index("roc_auc ↑")] == want
+
+
 def test_json_format_is_one_array(cli, stream):
     r = cli(["stats", "-f", "json", "--map", "cam/*"], input=stream)
     doc = json.loads(r.output)

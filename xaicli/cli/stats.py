@@ -12,7 +12,7 @@ from xaicli.explain.faithfulness import BASELINES as PERTURB_BASELINES
 from xaicli.io.masks import MaskSource
 from xaicli.metrics import registry as metric_registry
 
-FORMATS = ("jsonl", "csv", "json")
+FORMATS = ("jsonl", "csv", "json", "markdown")
 METRICS_HELP = ("Compute only these: groups (" + ", ".join(metric_registry.GROUPS) + ") or metric names ("
                 + ", ".join(metric_registry.metrics()) + "), comma-separated or repeated. Default: every "
                 "model-free metric, deletion_insertion with -m, randomisation with --randomize; a metric that "
@@ -53,7 +53,9 @@ inf (nonfinite counts them; value statistics use the finite values).
 
 def stats(
     inputs: RecordInputs = None,
-    fmt: Annotated[str, typer.Option("--format", "-f", help="jsonl (default), csv, or json (one array).",
+    fmt: Annotated[str, typer.Option("--format", "-f", help="jsonl (default), csv, json (one array), or markdown: the "
+                                                      "summary as one table, a row per map, mean ± std per "
+                                                      "metric, ↑/↓ = better.",
                                      autocompletion=lambda: list(FORMATS))] = "jsonl",
     summary: Annotated[bool, typer.Option("--summary", help="Add aggregate rows: mean, std (n-1), median, min, "
                                                             "max of every metric per map x target over all "
@@ -180,15 +182,18 @@ def stats(
     if seen and not matched:
         raise XaiUsageError(f"no map matches --map {' '.join(maps or [])}; list the maps with "
                             "'xai stats FILE | jq -r .map | sort -u'")
-    extra = report.summarise([r for r in rows if r.get("stat") is None]) if summary else []
+    extra = report.summarise([r for r in rows if r.get("stat") is None]) if summary and fmt != "markdown" else []
     if stream:
         for row in extra:
             out.write(report.json_line(row) + "\n")
         out.flush()
         return
-    rows += extra
-    text = {"jsonl": lambda: "".join(report.json_line(r) + "\n" for r in rows),
-            "csv": lambda: report.csv_text(rows), "json": lambda: report.json_document(rows)}[fmt]()
+    if fmt == "markdown":
+        text = report.markdown_table(rows, _table_keys(chosen, metrics), metric_registry.better)
+    else:
+        rows += extra
+        text = {"jsonl": lambda: "".join(report.json_line(r) + "\n" for r in rows),
+                "csv": lambda: report.csv_text(rows), "json": lambda: report.json_document(rows)}[fmt]()
     if output is None or output == "-":
         out.write(text)
         out.flush()
@@ -210,6 +215,11 @@ def _key_lines() -> str:
 
 
 stats.__doc__ = HELP.replace("{keys}", _key_lines())
+
+
+def _table_keys(chosen: list, asked) -> list[str]:
+    """The markdown table's columns: the chosen metrics' keys, value statistics only when asked for."""
+    return [k for m in chosen if asked or m.group != "statistics" for k in m.keys]
 
 
 def _write_file(path: str, text: str) -> None:

@@ -221,3 +221,33 @@ def csv_text(rows: list[dict[str, Any]]) -> str:
 
 def json_document(rows: list[dict[str, Any]]) -> str:
     return json.dumps([{k: strict(v) for k, v in r.items()} for r in rows], allow_nan=False, indent=1) + "\n"
+
+
+# -- the paper-style table ---------------------------------------------------------------
+
+def markdown_table(rows: list[dict[str, Any]], keys: list[str], direction) -> str:
+    """One row per map (method × baseline or layer), one column per metric key that has a
+    number: mean ± std (n−1) over every record and target of the map, the better direction
+    (`direction(key)`: ↑, ↓ or "") in the header. Ready to paste under an evaluation section."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault(r["map"], []).append(r)
+    cols = [k for k in keys if any(_number(r.get(k)) for r in rows)]
+    head = ["method", "map", "n"] + [f"{k} {direction(k)}".rstrip() for k in cols]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join([" --- "] * 3 + [" ---: "] * len(cols)) + "|"]
+    for key, members in groups.items():
+        cells = [str(members[0].get("method") or "-"), f"`{key}`", str(len(members))]
+        for k in cols:
+            v = np.array([m[k] for m in members if _number(m.get(k))], dtype=np.float64)
+            if v.size == 0:
+                cells.append("–")
+            elif v.size == 1:
+                cells.append(f"{v[0]:.3g}")
+            else:
+                cells.append(f"{v.mean():.3g} ± {v.std(ddof=1):.2g}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)

@@ -27,8 +27,11 @@ def _features(ctx, mt) -> np.ndarray:
     return np.broadcast_to(mt.smap.astype(np.float32), (c, *mt.smap.shape)).reshape(-1)
 
 
-def _live(ctx, group, metric):
-    return [(i, mt) for i, mt in enumerate(group) if ctx.problem(mt, metric) is None]
+def _setup(ctx, group: list, metric: str):
+    """Null rows, the map targets the metric applies to, their target, and the flat unit image."""
+    out = [{metric: None} for _ in group]
+    live = [(i, mt) for i, mt in enumerate(group) if ctx.problem(mt, metric) is None]
+    return out, live, index_of(group[0]), group[0].pred_mask, ctx.unit[0].reshape(-1)
 
 
 def faithfulness_correlation(ctx, group: list) -> list[dict]:
@@ -38,13 +41,10 @@ def faithfulness_correlation(ctx, group: list) -> list[dict]:
 
     from xaicli.explain.faithfulness import perturbation_baseline
 
-    out = [{"faithfulness_correlation": None} for _ in group]
-    live = _live(ctx, group, "faithfulness_correlation")
+    out, live, index, region, flat = _setup(ctx, group, "faithfulness_correlation")
     if not live:
         return out
-    index, region = index_of(group[0]), group[0].pred_mask
     unit = ctx.unit[0]
-    flat = unit.reshape(-1)
     base = perturbation_baseline(ctx.unit, ctx.options["perturb_baseline"])[0].reshape(-1)
     n = flat.numel()
     k = min(int(ctx.options.get("subset_size") or SUBSET), n)
@@ -72,13 +72,10 @@ def monotonicity(ctx, group: list) -> list[dict]:
     times; Spearman of the step's Σ|map| and the mean squared score change ÷ S(x)²."""
     import torch
 
-    out = [{"monotonicity": None} for _ in group]
-    live = _live(ctx, group, "monotonicity")
+    out, live, index, region, flat = _setup(ctx, group, "monotonicity")
     if not live:
         return out
-    index, region = index_of(group[0]), group[0].pred_mask
     unit = ctx.unit[0]
-    flat = unit.reshape(-1)
     n = flat.numel()
     step = min(int(ctx.options.get("subset_size") or SUBSET), n)
     samples = int(ctx.options.get("samples") or MONOTONICITY_SAMPLES)
@@ -111,11 +108,9 @@ def irof(ctx, group: list) -> list[dict]:
     import torch
     from skimage.segmentation import slic
 
-    out = [{"irof": None} for _ in group]
-    live = _live(ctx, group, "irof")
+    out, live, index, region, _ = _setup(ctx, group, "irof")
     if not live:
         return out
-    index, region = index_of(group[0]), group[0].pred_mask
     x0 = ctx.unit[0].detach().cpu().numpy()
     segments = slic(np.moveaxis(x0, 0, -1).astype("double"), start_label=0)
     labels = np.unique(segments)

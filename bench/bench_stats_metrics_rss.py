@@ -1,0 +1,90 @@
+"""Peak memory of `xai stats -m MODEL --metrics faithfulness` over 20 vs 200 records: every
+model metric streams (one record's perturbed images at a time, one batch of them on the
+model), so the ratio of the peaks should stay near 1 (goal <= 1.1).
+
+    python bench/bench_stats_metrics_rss.py [--small 20] [--large 200] [--metrics faithfulness]
+                                            [--extra '--samples 10 --subset-size 2048 --road-percentiles 20,50,80']
+
+The records (Grad-CAM maps of the built-in classifier) are made once; each stats run is
+its own process and its peak resident set size comes from wait4(2) (ru_maxrss).
+`--extra` lowers the work per record (not the memory pattern) to keep the run short.
+Timings and sizes are printed, never asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+GOAL = 1.1
+
+
+def xai() -> list[str]:
+    script = Path(sys.executable).with_name("xai")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "xaicli"]
+
+
+def make_records(folder: Path, count: int, model: str, env: dict) -> Path:
+    subprocess.run([sys.executable, "-m", "xaicli.models.builtin.shapes", str(folder), "--count", str(count),
+                    "--task", "classification"], check=True, stdout=subprocess.DEVNULL)
+    shutil.rmtree(folder / "masks", ignore_errors=True)
+    out = folder / "all.tar"
+    subprocess.run([*xai(), "-q", "cam", "-m", model, "-M", "gradcam", str(folder), "-o", str(out)], check=True,
+                   env=env)
+    return out
+
+
+def first(tar: Path, count: int, dest: Path) -> Path:
+    """A tar stream of the first `count` records."""
+    with tarfile.open(tar) as src, tarfile.open(dest, "w") as dst:
+        for i, member in enumerate(src):
+            if i >= count:
+                break
+            dst.addfile(member, src.extractfile(member))
+    return dest
+
+
+def run_stats(records: Path, args, env: dict) -> dict:
+    t0 = time.perf_counter()
+    cmd = [*xai(), "-q", "stats", str(records), "-m", args.model, "--device", "cpu", "--metrics", args.metrics,
+           *shlex.split(args.extra)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, env=env)
+    lines = sum(1 for _ in proc.stdout)
+    _, status, usage = os.wait4(proc.pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"{shlex.join(cmd)} failed")
+    return {"seconds": time.perf_counter() - t0, "lines": lines, "rss": usage.ru_maxrss / 1024}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--small", type=int, default=20)
+    ap.add_argument("--large", type=int, default=200)
+    ap.add_argument("--metrics", default="faithfulness")
+    ap.add_argument("--extra", default="--samples 10 --subset-size 2048 --road-percentiles 20,50,80")
+    ap.add_argument("-m", "--model", default="builtin:shapes-cls")
+    args = ap.parse_args(argv)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    with tempfile.TemporaryDirectory(prefix="xai-bench-") as tmp:
+        every = make_records(Path(tmp) / "images", args.large, args.model, env)
+        small = first(every, args.small, Path(tmp) / "small.tar")
+        results = {n: run_stats(path, args, env) for n, path in ((args.small, small), (args.large, every))}
+    print(f"xai stats RECORDS -m {args.model} --metrics {args.metrics} {args.extra}   (peak RSS)")
+    print(f"{'records':>8} {'seconds':>8} {'rows':>6} {'peak MiB':>9}")
+    for n, r in results.items():
+        print(f"{n:>8} {r['seconds']:>8.1f} {r['lines']:>6} {r['rss']:>9.1f}")
+    ratio = results[args.large]["rss"] / results[args.small]["rss"]
+    print(f"peak RSS ratio {args.large}/{args.small}: {ratio:.3f} (goal <= {GOAL}: {'met' if ratio <= GOAL else 'NOT met'})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

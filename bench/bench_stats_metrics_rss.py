@@ -3,7 +3,7 @@ model metric streams (one record's perturbed images at a time, one batch of them
 model), so the ratio of the peaks should stay near 1 (goal <= 1.1).
 
     python bench/bench_stats_metrics_rss.py [--small 20] [--large 200] [--metrics faithfulness]
-                                            [--extra '--samples 10 --subset-size 2048 --road-percentiles 20,50,80']
+                                            [--extra '--samples 4 --subset-size 4096 --road-percentiles 50 --steps 4']
 
 The records (Grad-CAM maps of the built-in classifier) are made once; each stats run is
 its own process and its peak resident set size comes from wait4(2) (ru_maxrss).
@@ -19,7 +19,6 @@ import shlex
 import shutil
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 from pathlib import Path
@@ -32,24 +31,17 @@ def xai() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "xaicli"]
 
 
-def make_records(folder: Path, count: int, model: str, env: dict) -> Path:
+def make_images(folder: Path, count: int) -> None:
     subprocess.run([sys.executable, "-m", "xaicli.models.builtin.shapes", str(folder), "--count", str(count),
                     "--task", "classification"], check=True, stdout=subprocess.DEVNULL)
     shutil.rmtree(folder / "masks", ignore_errors=True)
-    out = folder / "all.tar"
+
+
+def make_records(folder: Path, model: str, env: dict) -> Path:
+    out = folder.with_suffix(".tar")
     subprocess.run([*xai(), "-q", "cam", "-m", model, "-M", "gradcam", str(folder), "-o", str(out)], check=True,
                    env=env)
     return out
-
-
-def first(tar: Path, count: int, dest: Path) -> Path:
-    """A tar stream of the first `count` records."""
-    with tarfile.open(tar) as src, tarfile.open(dest, "w") as dst:
-        for i, member in enumerate(src):
-            if i >= count:
-                break
-            dst.addfile(member, src.extractfile(member))
-    return dest
 
 
 def run_stats(records: Path, args, env: dict) -> dict:
@@ -69,14 +61,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--small", type=int, default=20)
     ap.add_argument("--large", type=int, default=200)
     ap.add_argument("--metrics", default="faithfulness")
-    ap.add_argument("--extra", default="--samples 10 --subset-size 2048 --road-percentiles 20,50,80")
+    ap.add_argument("--extra", default="--samples 4 --subset-size 4096 --road-percentiles 50 --steps 4")
     ap.add_argument("-m", "--model", default="builtin:shapes-cls")
     args = ap.parse_args(argv)
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     with tempfile.TemporaryDirectory(prefix="xai-bench-") as tmp:
-        every = make_records(Path(tmp) / "images", args.large, args.model, env)
-        small = first(every, args.small, Path(tmp) / "small.tar")
-        results = {n: run_stats(path, args, env) for n, path in ((args.small, small), (args.large, every))}
+        small, large = Path(tmp) / "small", Path(tmp) / "large"
+        make_images(large, args.large)
+        small.mkdir()
+        for p in sorted(large.glob("*.png"))[: args.small]:
+            os.link(p, small / p.name)
+        results = {n: run_stats(make_records(folder, args.model, env), args, env)
+                   for n, folder in ((args.small, small), (args.large, large))}
     print(f"xai stats RECORDS -m {args.model} --metrics {args.metrics} {args.extra}   (peak RSS)")
     print(f"{'records':>8} {'seconds':>8} {'rows':>6} {'peak MiB':>9}")
     for n, r in results.items():

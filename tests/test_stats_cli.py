@@ -260,3 +260,16 @@ def test_empty_predicted_mask_gives_nulls_not_a_crash(cli):
                 "topk_intersection", "roc_auc"):
         assert row[key] is None, key
     assert row["mean"] == pytest.approx(float(cam.astype(np.float64).mean()))
+
+
+def test_default_metrics_are_todays_and_randomize_adds_the_cascade_only():
+    from xaicli.metrics import registry
+
+    def names(**kw):
+        return [m.name for m in registry.resolve(None, **kw)]
+
+    free = [m.name for m in registry.metrics().values() if not m.model and m.name != "completeness"]
+    assert names(model=False) == free
+    assert set(names(model=True)) == set(free) | {"deletion_insertion"}
+    assert set(names(model=True, randomize=True)) == set(free) | {"deletion_insertion", "randomisation"}
+    assert [m.name for m in registry.resolve(["randomisation"], model=True)] == ["randomisation", "random_logit"]

@@ -123,6 +123,7 @@ def stats(
     from xaicli.cli.pipeline import progress
     from xaicli.cli.state import log
     from xaicli.errors import XaiUsageError
+    from xaicli.explain.evaluation.road import parse_percentiles
     from xaicli.io.inputs import resolve
     from xaicli.metrics import report
 
@@ -140,13 +141,12 @@ def stats(
         raise XaiUsageError("--steps, --rand-steps and --batch-size must be at least 1")
     if perturb_baseline not in PERTURB_BASELINES:
         raise XaiUsageError(f"--perturb-baseline {perturb_baseline!r}: use one of {', '.join(PERTURB_BASELINES)}")
-    from xaicli.explain.evaluation.road import parse_percentiles
 
     percentiles = parse_percentiles(road_percentiles)
     chosen = metric_registry.resolve(metrics, model=model is not None, randomize=randomize)
     keep = set(report.ID_COLUMNS).union(*(m.keys for m in chosen if not m.model))
     model_metrics = [m for m in chosen if m.model]
-    if any(m.group == "randomisation" for m in model_metrics) and rand_steps < 2:   # no rand_spearman_all
+    if any(m.name == "randomisation" for m in model_metrics) and rand_steps < 2:   # no rand_spearman_all
         raise XaiUsageError(f"--rand-steps {rand_steps}: the cascade needs at least 2 checkpoints, the top "
                             "layer alone and every layer; use 2 or more")
     records = resolve(inputs or [], images=False, records=True)

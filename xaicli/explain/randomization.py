@@ -127,10 +127,11 @@ class Randomizer:
                 out["rand_flag"] = None if values[-1] is None else int(abs(values[-1]) >= FLAG_AT)
         return out
 
-    def evaluate(self, mt) -> dict[str, Any]:
-        """Scores for one map target of a record, recomputing it the way the record says it was made."""
+    def evaluate(self, mt, warn: Callable[[str], None] | None = None) -> dict[str, Any]:
+        """Scores for one map target of a record, recomputing it the way the record says it was made
+        (why it cannot be goes to `warn`, see recompute_function)."""
         image = mt.record.image
-        explain = recompute_function(mt)
+        explain = recompute_function(mt, warn)
         if explain is None:
             return {"rand_spearman_top": None, "rand_spearman_all": None, "rand_flag": None}
         return self.scores(image, explain)

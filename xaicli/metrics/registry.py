@@ -98,8 +98,8 @@ def choices() -> list[str]:
 def resolve(spec: Sequence[str] | None, *, model: bool, randomize: bool = False) -> list[Metric]:
     """The metrics `--metrics` asks for (comma-separated groups or names, repeatable), each once.
 
-    Without --metrics: every default metric, the model ones only with -m, and the
-    randomisation group with --randomize. A metric that runs the model without -m, an
+    Without --metrics: every default metric, the model ones only with -m; --randomize adds
+    the randomisation cascade. A metric that runs the model without -m, an
     empty or unknown name are usage errors naming the valid ones."""
     known = metrics()
     chosen: list[Metric] = []
@@ -119,8 +119,8 @@ def resolve(spec: Sequence[str] | None, *, model: bool, randomize: bool = False)
                                         f"{', '.join(GROUPS)} or names {', '.join(known)}, comma-separated")
                 picked = by_key
             chosen.extend(m for m in picked if m not in chosen)
-    if randomize:
-        chosen.extend(m for m in known.values() if m.group == "randomisation" and m not in chosen)
+    if randomize and known["randomisation"] not in chosen:
+        chosen.append(known["randomisation"])
     if not model:
         need = [m.name for m in chosen if m.model]
         if need:

@@ -51,4 +51,4 @@ declare(Metric("confidence", "faithfulness", KEYS,
                "normalisation mean): `confidence_drop` = max(0, S(x) − S(x')), `confidence_increase` = 1 if "
                "S(x') > S(x) else 0 (averaged by `--summary`: the increase rate)",
                null="constant or non-finite map, empty predicted region (segmenter)", better=(DOWN, UP),
-               reference=REFERENCE + ": equal to 1e-6", run=run, order=10))
+               reference=REFERENCE + ": equal to 1e-6", default=False, run=run, order=10))

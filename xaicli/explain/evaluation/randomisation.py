@@ -12,7 +12,8 @@ def run(ctx, group: list) -> list[dict]:
     if randomizer is None:
         o = ctx.options
         randomizer = ctx.state["randomizer"] = Randomizer(ctx.adapter, steps=o["rand_steps"], seed=o["seed"])
-    return [randomizer.evaluate(mt) for mt in group]
+    return [randomizer.evaluate(mt, lambda why: ctx.warn_once("randomisation", why + "; its rand_ keys are null"))
+            for mt in group]
 
 
 declare(Metric("randomisation", "randomisation", ("rand_spearman_top", "rand_spearman_all", "rand_flag"),

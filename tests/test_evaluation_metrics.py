@@ -230,10 +230,17 @@ class ScoreNet(torch.nn.Module):
 
     def __init__(self, model, region):
         super().__init__()
+        self.net = model.net                  # a submodule: Quantus's randomisation reaches the weights
         self.model, self.region = model, region
 
+    def adapter(self):
+        import dataclasses
+
+        return dataclasses.replace(self.model, net=self.net)
+
     def forward(self, u):
-        logits = self.model.forward(self.model.normalize(self.model.match_channels(u)))
+        model = self.adapter()
+        logits = model.forward(model.normalize(model.match_channels(u)))
         if self.region is None:
             return logits
         return (logits[:, :1] * torch.from_numpy(self.region.astype(np.float32))).sum(dim=(-2, -1))
@@ -314,7 +321,8 @@ def quantus_explainer(group, adapter):
         img = (chw[0] if chw.shape[0] == 1 else np.moveaxis(chw, 0, -1)).astype(np.float32)
         k = int(np.asarray(targets).ravel()[0])
         target = None if group[0].pred_mask is not None else Target("class", k, adapter.labels[k])
-        out = explain(adapter, image=img) if target is None else explain(adapter, image=img, target=target)
+        used = model.adapter() if isinstance(model, ScoreNet) else adapter      # Quantus's randomised copy
+        out = explain(used, image=img) if target is None else explain(used, image=img, target=target)
         return out.astype(np.float64)[None, None]
 
     return explain, explain_func
@@ -394,3 +402,15 @@ def test_completeness_is_the_gap_to_the_score_difference_the_model_gives(cli, cl
               input=cli(["cam", "-m", "builtin:shapes-cls", "--device", "cpu", "-M", "gradcam",
                          tmp_path / "img.png"]).stdout)
     assert [json.loads(line)["completeness"] for line in cam.output.splitlines()] == [None]
+
+
+def test_efficient_mprt_equals_quantus(cls_model):
+    import quantus
+
+    image, index, _ = case(cls_model, 9)
+    got, ctx, group = run_metric("efficient_mprt", cls_model, image, index, None, [np.zeros(image.shape[:2])],
+                                 recorded=IG, seed=3)
+    explain, explain_func = quantus_explainer(group, cls_model)
+    ref = quantus_score(quantus.EfficientMPRT(seed=3, complexity_func_kwargs={"n_bins": 100}, disable_warnings=True),
+                        cls_model, image, index, None, explain(cls_model), 0, explain_func=explain_func)[0]
+    assert got[0]["efficient_mprt"] == pytest.approx(ref, abs=1e-4) and abs(ref) > 1e-3

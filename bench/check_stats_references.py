@@ -1,7 +1,7 @@
 """How closely each model metric of `xai stats` equals its reference, over more images and
 larger settings than the tests use: grad-cam's confidence and ROAD metrics, Quantus 0.6's
 faithfulness correlation, monotonicity, IROF, max sensitivity, local Lipschitz and random
-logit, on the built-in classifier (a Hugging Face ResNet) and segmenter (smp).
+logit, smooth and efficient MPRT, on the built-in classifier (a Hugging Face ResNet) and segmenter (smp).
 
     python bench/check_stats_references.py [--images 5]
 
@@ -35,6 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     from test_evaluation_metrics import (GRADCAM, IG, case, gradcam_target, quantus_explainer, quantus_score,
                                          run_metric, smooth_maps)
 
+    from xaicli.explain.evaluation.mprt import smooth
+    from xaicli.explain.randomization import recompute_function
     from xaicli.models.loader import load_model
 
     torch.set_num_threads(1)
@@ -93,6 +95,24 @@ def main(argv: list[str] | None = None) -> int:
                                     model, image, index, region, explain(model), ctx.seed(group[0], name),
                                     own_channels=True, explain_func=explain_func)
                 note(name, which, got[0][name], ref[0])
+            rgb = image if image.ndim == 3 else np.repeat(image[..., None], 3, axis=-1)
+            sal = ("attr/saliency/none", {"kind": "attribution", "method": "saliency", "baseline": None})
+            got, ctx, group = run_metric("smooth_mprt", model, rgb, index, region, [np.zeros(image.shape[:2])],
+                                         recorded=sal, samples=5, seed=5)
+            seed_ = ctx.seed(group[0], "smooth_mprt") % 2 ** 32
+            intact = smooth(ctx, recompute_function(group[0]), model, np.random.RandomState(seed_))
+            ref = quantus_score(quantus.SmoothMPRT(seed=5, nr_samples=5, return_last_correlation=True,
+                                                   skip_layers=True, disable_warnings=True),
+                                model, rgb, index, region, intact, seed_, own_channels=True,
+                                explain_func=quantus.explain, explain_func_kwargs={"method": "Saliency"})
+            note("smooth_mprt", which, got[0]["smooth_mprt"], ref[0])
+            got, ctx, group = run_metric("efficient_mprt", model, image, index, region, [np.zeros(image.shape[:2])],
+                                         recorded=IG, seed=5)
+            explain, explain_func = quantus_explainer(group, model)
+            ref = quantus_score(quantus.EfficientMPRT(seed=5, complexity_func_kwargs={"n_bins": 100},
+                                                      disable_warnings=True),
+                                model, image, index, region, explain(model), 0, explain_func=explain_func)
+            note("efficient_mprt", which, got[0]["efficient_mprt"], ref[0])
             if which == "cls":
                 got, ctx, group = run_metric("random_logit", model, image, index, None, [np.zeros(image.shape[:2])],
                                              recorded=IG)

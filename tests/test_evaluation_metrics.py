@@ -281,7 +281,7 @@ def test_faithfulness_correlation_and_monotonicity_equal_quantus(which, cls_mode
         assert m["monotonicity"] == pytest.approx(ref, abs=1e-4)
 
 
-@pytest.mark.parametrize("which", ["cls", "seg"])
+@pytest.mark.parametrize("which", ["cls"])           # the segmenter too in bench/check_stats_references.py
 def test_irof_equals_quantus(which, cls_model, seg_model, monkeypatch):
     import quantus
     from quantus.functions.perturb_func import baseline_replacement_by_mask
@@ -414,3 +414,28 @@ def test_efficient_mprt_equals_quantus(cls_model):
     ref = quantus_score(quantus.EfficientMPRT(seed=3, complexity_func_kwargs={"n_bins": 100}, disable_warnings=True),
                         cls_model, image, index, None, explain(cls_model), 0, explain_func=explain_func)[0]
     assert got[0]["efficient_mprt"] == pytest.approx(ref, abs=1e-4) and abs(ref) > 1e-3
+
+
+@pytest.mark.parametrize("which", ["cls"])           # the segmenter too in bench/check_stats_references.py
+def test_smooth_mprt_equals_quantus(which, cls_model, seg_model):
+    """Quantus's SmoothMPRT explains with its own `quantus.explain` (Captum): our saliency equals Captum's."""
+    import quantus
+
+    model = cls_model if which == "cls" else seg_model
+    image, index, region = case(model, 10)
+    if image.ndim == 2:     # as RGB: Quantus's saliency of a gray input is |Σ_c dS/dx_c|, not Σ_c |dS/dx_c|
+        image = np.repeat(image[..., None], 3, axis=-1)
+    recorded = ("attr/saliency/none", {"kind": "attribution", "method": "saliency", "baseline": None})
+    got, ctx, group = run_metric("smooth_mprt", model, image, index, region, [np.zeros(image.shape[:2])],
+                                 recorded=recorded, samples=3, seed=5)
+    from xaicli.explain.evaluation.mprt import smooth
+    from xaicli.explain.randomization import recompute_function
+
+    explain = recompute_function(group[0])
+    seed = ctx.seed(group[0], "smooth_mprt") % 2 ** 32
+    intact = smooth(ctx, explain, model, np.random.RandomState(seed))
+    metric = quantus.SmoothMPRT(seed=5, nr_samples=3, return_last_correlation=True, skip_layers=True,
+                                disable_warnings=True)
+    ref = quantus_score(metric, model, image, index, region, intact, seed, own_channels=True,
+                        explain_func=quantus.explain, explain_func_kwargs={"method": "Saliency"})[0]
+    assert got[0]["smooth_mprt"] == pytest.approx(ref, abs=1e-4) and abs(ref) < 0.99

@@ -130,6 +130,11 @@ def test_linear_imputation_keeps_a_linear_ramp_and_equals_gradcams_system():
     missing = rng.random((12, 10)) < 0.6                   # touching the borders too
     a, b = NoisyLinearImputer.setup_sparse_system((~missing).astype(np.float32), img, NoisyLinearImputer().weighting)
     assert np.allclose(linear_imputation(img, missing), spsolve(csc_matrix(a), b).T, atol=1e-12)
+    # Quantus's ROAD imputes with its own copy of the same system: a second check
+    from quantus.functions.perturb_func import noisy_linear_imputation
+
+    quantus = noisy_linear_imputation(img, np.flatnonzero(missing), noise=0.0).reshape(3, -1)
+    assert np.allclose(linear_imputation(img, missing), quantus[:, missing.ravel()], atol=1e-12)
 
 
 @pytest.mark.parametrize("which", ["cls", "seg"])

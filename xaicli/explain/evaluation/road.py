@@ -136,4 +136,5 @@ declare(Metric("road", "faithfulness", KEYS,
                "imputation (σ = 0.01 standardised, seeded); `road_combined` = (lerf − morf)/2",
                null="constant or non-finite map, empty predicted region (segmenter)", better=(DOWN, UP, UP),
                reference="pytorch_grad_cam.metrics.road.ROADMostRelevantFirst / ROADLeastRelevantFirst / "
-                         "ROADCombined: equal to 1e-4 (same noise)", default=False, run=run, order=20))
+                         "ROADCombined: equal to 1e-4 (same noise); the imputation also equals quantus's "
+                         "noisy_linear_imputation", default=False, run=run, order=20))

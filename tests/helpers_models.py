@@ -213,3 +213,69 @@ def stream_records(stdout: bytes) -> list[dict]:
             arrays["meta"] = json.loads(str(arrays["meta"][()]))
             out.append(arrays)
     return out
+
+
+# -- references for the methods with their own backward rules ---------------------
+
+class ReluNet(nn.Module):
+    """conv → ReLU → max-pool → conv → ReLU → mean → linear, ReLUs inplace. shared=True calls one
+    nn.ReLU module twice (as torchvision's ResNet blocks do): Captum's DeepLift refuses that, its
+    guided backprop takes it; shared=False is the same function with two modules."""
+
+    def __init__(self, classes: int = 3, shared: bool = True):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 6, 3, padding=1)
+        self.act = nn.ReLU(inplace=True)
+        self.pool = nn.MaxPool2d(2)
+        self.conv2 = nn.Conv2d(6, 8, 3, padding=1)
+        self.act2 = self.act if shared else nn.ReLU(inplace=True)
+        self.fc = nn.Linear(8, classes)
+
+    def forward(self, x):
+        x = self.act2(self.conv2(self.pool(self.act(self.conv1(x)))))
+        return self.fc(x.mean((2, 3)))
+
+
+def adapter_of(model: nn.Module, task: str = "classification", labels=("a", "b", "c"), size=None):
+    """A ModelAdapter around a model built in the test (frozen, CPU), ImageNet-free preprocessing."""
+    from xaicli.models.adapter import LogitsModule, ModelAdapter
+    from xaicli.models.preprocess import Preprocessing
+
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return ModelAdapter(LogitsModule(model.eval()), task, list(labels), Preprocessing(size=size), torch.device("cpu"))
+
+
+class ScoreModule(nn.Module):
+    """u ↦ Σ W·logits(normalize(u)) per row: an adapter's target score on unit images as one
+    nn.Module, since Captum's guided backprop, deconvolution and DeepLift hook the modules of
+    the model they are given."""
+
+    def __init__(self, adapter, weight):
+        super().__init__()
+        self.net = adapter.net
+        self.adapter = adapter
+        self.register_buffer("weight", torch.as_tensor(weight, dtype=torch.float32))
+
+    def forward(self, u):
+        return (self.adapter.forward(self.adapter.normalize(u)) * self.weight).flatten(1).sum(1)
+
+
+def save_unetpp_resnet18(folder: Path, seed: int = 0) -> Path:
+    """smp U-Net++ with torchvision's resnet18 encoder (inplace nn.ReLU modules, each block's called
+    twice), 3 stages, 1 class, save_pretrained."""
+    import segmentation_models_pytorch as smp
+
+    torch.manual_seed(seed)
+    smp.UnetPlusPlus(encoder_name="resnet18", encoder_weights=None, encoder_depth=3, decoder_channels=(32, 16, 8),
+                     classes=1).eval().save_pretrained(str(folder))
+    return Path(folder)
+
+
+def saved_with_image(root: Path, save, patch: bool = True, seed: int = 2):
+    """(spec, png path, image, root) for CLI tests: the model `save(folder)` writes and a 64x64 RGB image
+    beside it (with a bright patch where `patch`)."""
+    image = np.random.default_rng(seed).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    if patch:
+        image[16:40, 20:44] = 230
+    return str(save(root / "model")), str(write_png(root / "img.png", image)), image, root

@@ -371,7 +371,7 @@ def test_every_method_runs_on_vit_and_swin(vit):
     """`--method all` on token models, ShapleyCAM's double backward through attention included."""
     from transformers import SwinConfig, SwinForImageClassification
 
-    from xaicli.explain.cam import resolve_methods
+    from xaicli.explain import registry
     from xaicli.models.adapter import LogitsModule, ModelAdapter
     from xaicli.models.preprocess import Preprocessing
 
@@ -384,7 +384,8 @@ def test_every_method_runs_on_vit_and_swin(vit):
                            torch.device("cpu"))
     for ad, image, layers in ((vit[0], vit[1], ["last", "block0"]), (swin_ad, vit[1], ["last", "stage0"])):
         targets, _ = cls_targets(ad, image)
-        methods = resolve_methods(["all"], "classification", len(layers))
+        every = registry.resolve("cam", ["all"], "classification", len(layers))
+        methods = registry.applicable("cam", every, ["all"], ad, image)      # what fits the model, as the CLI runs
         mine, _ = ours(ad, methods, layers, image, targets)
         assert len(mine) == (len(methods) - 2) * 2 + 2           # fullgrad and refinecam: one map each
         for key, m in mine.items():

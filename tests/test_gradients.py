@@ -9,6 +9,8 @@ import torch
 from xaicli.explain import gradients as gm
 from xaicli.explain.integrated_gradients import attribute
 
+pytestmark = pytest.mark.usefixtures("one_thread")   # tiny nets: two threads spin-wait (15x slower here)
+
 
 @pytest.fixture(scope="module")
 def convnet():
@@ -119,3 +121,40 @@ def test_methods_share_one_call_and_match_separate_calls(convnet):
         alone = attribute(net, [job], weights)[0]
         torch.testing.assert_close(res.attributions, alone.attributions, atol=1e-6, rtol=1e-5)
         assert res.delta == [None, None, None]
+
+
+def test_moments_square_and_variance_are_those_of_the_per_copy_gradients(convnet):
+    """Job.moment: the mean square and the variance (mean square less squared mean) of the gradients
+    (times the scales) over the paths, from the same pass as the mean; sharing a call changes nothing."""
+    from xaicli.explain.integrated_gradients import Job
+
+    net, x = convnet
+    noisy = gm.noisy_copies(x, 5, 0.3, seed=4, key="m")
+    scales = torch.rand(noisy.shape, generator=torch.Generator().manual_seed(2))
+    weights = torch.eye(4)[[1, 3]]
+    jobs = [Job(f"{moment}{s is not None}", noisy, noisy, integral=False, moment=moment, scales=s)
+            for moment in ("mean", "square", "variance") for s in (None, scales)]
+    together = attribute(net, jobs, weights, batch_size=3)           # chunks cut across the copies
+    for i, t in enumerate((1, 3)):
+        g = torch.stack([autograd_grad(net, noisy[s:s + 1], t)[0] for s in range(5)])
+        for job, res in zip(jobs, together):
+            v = g * job.scales if job.scales is not None else g
+            want = {"mean": v.mean(0), "square": (v * v).mean(0), "variance": v.var(0, unbiased=False)}[job.moment]
+            torch.testing.assert_close(res.attributions[i], want, atol=1e-6 * float(want.abs().max()), rtol=1e-4)
+    by_one = attribute(net, jobs, weights, batch_size=1)              # every chunk on one path
+    for job, res, single in zip(jobs, together, by_one):
+        alone = attribute(net, [job], weights)[0]
+        torch.testing.assert_close(res.attributions, alone.attributions, atol=1e-7, rtol=1e-5)
+        torch.testing.assert_close(res.attributions, single.attributions, atol=1e-7, rtol=1e-5)
+    one = attribute(net, [Job("one", x, x, integral=False, moment="variance")], weights)[0]
+    assert float(one.attributions.abs().max()) == 0.0                 # one path: no spread
+
+
+def test_moments_need_single_points():
+    from xaicli.explain.integrated_gradients import Job
+
+    x = torch.zeros(1, 3, 4, 4)
+    with pytest.raises(ValueError, match="integral=False"):
+        Job("v", x, x, moment="variance")
+    with pytest.raises(ValueError, match="one of"):
+        Job("v", x, x, integral=False, moment="median")

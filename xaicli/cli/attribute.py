@@ -103,6 +103,8 @@ def attribute(
                 from xaicli.explain.chunking import BatchPlanner
 
                 planner = BatchPlanner(adapter.device, batch_size)
+                settings["methods"] = registry.applicable("attribution", methods, method, adapter, image)
+                params["methods"] = [m.key for m in settings["methods"]]
             t0 = time.perf_counter()
             explain_record(rec, image, adapter, planner, **settings)
             out.write(finish(rec, "attribute", params, time.perf_counter() - t0, adapter.device, not no_image))

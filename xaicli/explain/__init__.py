@@ -38,13 +38,17 @@ How to add a method (one module, nothing else to edit)
    own backward rules) returns None there and implements `compute(step)` → (T, C, H, W),
    with `step.scores(batch)` a batched, chunked forward and `step.info` for its meta.
    Either way the engine stores the map under attr/<key>/<baseline or none> with its
-   meta (explain/attribute.py).
+   meta (explain/attribute.py). A method with its own backward rules (guided backprop,
+   DeepLift) swaps them in for its pass with explain/backward_rules.py.
    A CAM method subclasses `cams.CamMethod` and overrides one step of the pipeline
    (explain/cam.py): `channel_weights(step)` → (T, C), or `cam_image(step)` → (T, h, w)
    before ReLU, optionally `scorers(...)` (other scores to differentiate) or, with
-   `whole_model = True`, `combine(step)`; flags say what the pipeline must provide
-   (`gradients`, `second_order`, `per_channel`, `target_independent`, `normalised`,
-   `requires`, `min_layers`). See the docstring of xaicli/explain/cams/__init__.py.
+   `whole_model = True`, `combine(step)`, or with `input_channels = True` `input_map(step)`
+   → (T, C, H, W), a signed map per input channel (Guided Grad-CAM); flags say what the
+   pipeline must provide (`gradients`, `second_order`, `per_channel`, `target_independent`,
+   `normalised`, `requires`, `min_layers`). See the docstring of xaicli/explain/cams/__init__.py.
+   A method that cannot explain some models (no ReLU for guided backprop's rule) says why
+   in `unfit(adapter, image)`: named, it fails with that line; `--method all` leaves it out.
 
 3. Its options are command-line options of `xai attribute` / `xai cam` at once
    (cli/methods.py builds them into the command's signature), reach the method as

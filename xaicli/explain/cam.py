@@ -205,9 +205,10 @@ class CamEngine:
         decls = {m.name: m for m in self.decls}
         out = []
         for (method, lname), m in maps.items():
-            full = ad.to_image_size(m[None].float(), image_hw)[0]
-            out.append(CamMap(f"cam/{method}/{lname}", full.cpu().numpy().astype(np.float32, copy=False),
-                              self._info(decls[method], lname)))
+            channels = decls[method].input_channels          # (T, C, h, w): resized per channel
+            full = ad.to_image_size(m.float(), image_hw) if channels else ad.to_image_size(m[None].float(), image_hw)[0]
+            out.append(CamMap(f"{'attr' if channels else 'cam'}/{method}/{lname}",
+                              full.cpu().numpy().astype(np.float32, copy=False), self._info(decls[method], lname)))
         return out
 
     def grad_cam(self, cls: str):
@@ -222,8 +223,9 @@ class CamEngine:
     # -- info -------------------------------------------------------------------
     def _info(self, m, lname: str) -> dict[str, Any]:
         module = self._modules.get((m.name, lname), next((la.path for la in self.layers if la.name == lname), None))
-        info = {"kind": "cam", "method": m.name, "layer": lname, "module": module,
-                "targets": [t.to_meta() for t in self.targets], "normalised": bool(self.aug_smooth or m.normalised),
+        info = {"kind": "attribution" if m.input_channels else "cam", "method": m.name, "layer": lname,
+                "module": module, "targets": [t.to_meta() for t in self.targets],
+                "normalised": bool((self.aug_smooth and not m.input_channels) or m.normalised),
                 "aug_smooth": self.aug_smooth, "eigen_smooth": self.eigen_smooth,
                 "reference": f"{m.reference_package}.{m.reference}", **m.option_meta(self.options)}
         if "scores" in self.last_stats:
@@ -233,6 +235,8 @@ class CamEngine:
             info.update(extra)
         if m.target_independent:
             info["target_independent"] = True
+        if m.input_channels:            # stored under attr/: the meta says which engine redoes it, and no baseline
+            info.update(family="cam", baseline=None)
         return info
 
     # -- aug smooth -------------------------------------------------------------
@@ -258,8 +262,10 @@ class CamEngine:
             deaug = tr.deaugment_mask if seg else None
             maps = self._at_model_size(xa, lambda lg: scorers_for(lg, deaug))
             for key, m in maps.items():
-                m = minmax(m)
-                m = tr.deaugment_mask(m[:, None])[:, 0]
+                if m.ndim == 4:       # a signed per-channel map: averaged as it is
+                    m = tr.deaugment_mask(m)
+                else:
+                    m = tr.deaugment_mask(minmax(m)[:, None])[:, 0]
                 acc[key] = acc[key] + m if key in acc else m
             n += 1
         self.last_stats["scores"] = scores
@@ -317,6 +323,9 @@ class CamEngine:
                 g = alt[m.name][i] if m.name in alt else grads[i] if grads is not None else None
                 step = LayerStep(self, m.name, layer, x, a, g, hvps[i] if hvps else None, tensors[i],
                                  own.get(m.name, scorers))
+                if m.input_channels:
+                    out[(m.name, layer.name)] = torch.as_tensor(m.input_map(step))
+                    continue
                 cam = np.maximum(m.cam_image(step), 0)
                 out[(m.name, layer.name)] = resize(cam, model_hw)
         del tensors, acts

@@ -10,6 +10,8 @@ SmoothGrad for several targets sharing the forward passes.
 - smoothgrad: the mean of the signed gradient ∂S/∂x over noisy copies x + ε,
   ε ~ N(0, (noise_std·(max x − min x))²) (Smilkov et al.: the noise level is relative to
   the input's value range). Raw and signed like every map here; take |·| to display.
+- smoothgrad-sq and vargrad: the mean square and the variance of the same signed gradients
+  over the same copies (Captum's NoiseTunnel smoothgrad_sq and vargrad over raw gradients).
 - smoothgrad-ig: the mean of IG over noisy copies of x, each against the baseline
   (Captum's NoiseTunnel over IntegratedGradients, nt_type="smoothgrad"); with K random
   baselines, each copy against each of them.
@@ -44,9 +46,12 @@ def input_x_gradient_job(x: torch.Tensor) -> Job:
 
 
 def smoothgrad_job(x: torch.Tensor, samples: int = 10, noise_std: float = 0.15, *, seed: int = 0,
-                   key: str = "") -> Job:
+                   key: str = "", moment: str = "mean") -> Job:
+    """The noise tunnel over the plain gradient: its mean (SmoothGrad), mean square or variance
+    (SmoothGrad², VarGrad) over the same seeded copies."""
     noisy = noisy_copies(x, samples, noise_std, seed=seed, key=key)
-    return Job("smoothgrad", noisy, noisy, integral=False)
+    return Job("smoothgrad" if moment == "mean" else f"smoothgrad_{moment}", noisy, noisy, integral=False,
+               moment=moment)
 
 
 def smoothgrad_ig_job(x: torch.Tensor, baselines: torch.Tensor, samples: int = 10, noise_std: float = 0.15, *,

@@ -41,6 +41,7 @@ from xaicli.explain import quadrature as quad
 from xaicli.explain.chunking import BatchPlanner
 
 log = logging.getLogger("xai")
+MOMENTS = ("mean", "square", "variance")
 
 
 @dataclass
@@ -50,6 +51,9 @@ class Job:
     integral=True: IG along each path, times `scales` (default ends − starts).
     integral=False: the gradient at `ends` only, times `scales` (default 1).
     absolute: take |gradient| per sample before averaging (saliency, SmoothGrad).
+    moment (integral=False only): what is averaged over the paths: "mean" the values
+    themselves, "square" their squares, "variance" the mean square less the squared mean
+    (Captum's NoiseTunnel smoothgrad, smoothgrad_sq, vargrad), all from one pass.
     """
 
     name: str
@@ -59,6 +63,11 @@ class Job:
     scales: torch.Tensor | None = None    # (P, C, H, W) or None for the default
     absolute: bool = False
     weights: torch.Tensor | None = None   # (T, K[, h, w]) for this job only (e.g. another image's region)
+    moment: str = "mean"                  # "mean" | "square" | "variance" over the paths
+
+    def __post_init__(self) -> None:
+        if self.moment not in MOMENTS or (self.integral and self.moment != "mean"):
+            raise ValueError(f"job {self.name}: moment {self.moment!r} needs integral=False and one of {MOMENTS}")
 
     @property
     def paths(self) -> int:
@@ -194,12 +203,13 @@ class _Rows:
     ends: torch.Tensor
     scales: torch.Tensor | None
     absolute: torch.Tensor  # (R,) bool
+    square: torch.Tensor    # (R,) bool: the row's job needs squares (moment square or variance)
 
 
 def _rows(jobs: Sequence[Job], active: np.ndarray, job_steps: np.ndarray, quadrature: str) -> _Rows:
     """Every (job, path, node) row still needed, ordered by job and path."""
     device = jobs[0].ends.device
-    job_i, path_i, alphas, coefs, absolute = [], [], [], [], []
+    job_i, path_i, alphas, coefs, absolute, square = [], [], [], [], [], []
     starts, ends, scales = [], [], []
     any_scale = any(j.scale() is not None for j in jobs)
     offset = 0
@@ -216,6 +226,7 @@ def _rows(jobs: Sequence[Job], active: np.ndarray, job_steps: np.ndarray, quadra
         alphas.append(np.tile(a, p))
         coefs.append(np.tile(w, p) / p)
         absolute.append(np.full(p * len(a), job.absolute))
+        square.append(np.full(p * len(a), job.moment != "mean"))
         starts.append(job.starts)
         ends.append(job.ends)
         if any_scale:
@@ -226,16 +237,18 @@ def _rows(jobs: Sequence[Job], active: np.ndarray, job_steps: np.ndarray, quadra
     return _Rows(torch.as_tensor(cat(job_i), device=device), torch.as_tensor(cat(path_i), device=device),
                  torch.as_tensor(cat(alphas)), torch.as_tensor(cat(coefs)),
                  torch.cat(starts), torch.cat(ends), torch.cat(scales) if any_scale else None,
-                 torch.as_tensor(cat(absolute), device=device))
+                 torch.as_tensor(cat(absolute), device=device), torch.as_tensor(cat(square), device=device))
 
 
 def _accumulate(forward: Callable, jobs: Sequence[Job], weights: torch.Tensor, rows: _Rows, active: np.ndarray,
                 runner) -> torch.Tensor:
-    """Σ over rows of coef·scale⊙(|)∇S_t(|) per (job, target), chunked; returns (J, T, C, H, W)."""
+    """Σ over rows of coef·scale⊙(|)∇S_t(|) per (job, target), chunked; returns (J, T, C, H, W).
+    Jobs of moment square / variance also sum coef·(scale⊙∇S_t)² and get that (less the squared mean)."""
     sample = jobs[0].ends
     device, dtype = sample.device, sample.dtype
     n_j, n_t = active.shape
     total = torch.zeros(n_j, n_t, *sample.shape[1:], device=device, dtype=dtype)
+    total_sq = torch.zeros_like(total) if bool(rows.square.any()) else None
     act = torch.as_tensor(active, device=device, dtype=dtype)            # (J, T)
     alpha = rows.alpha.to(device, dtype)
     coef = rows.coef.to(device, dtype)
@@ -244,7 +257,7 @@ def _accumulate(forward: Callable, jobs: Sequence[Job], weights: torch.Tensor, r
     lead = [1] * (sample.ndim - 1)
 
     def work(lo: int, hi: int) -> None:
-        nonlocal total
+        nonlocal total, total_sq
         n = hi - lo
         p = rows.path[lo:hi]
         j = rows.job[lo:hi]
@@ -266,27 +279,44 @@ def _accumulate(forward: Callable, jobs: Sequence[Job], weights: torch.Tensor, r
         with torch.enable_grad():
             logits = forward(pts)
         local = torch.zeros_like(total)
-        absolute = rows.absolute[lo:hi]
+        local_sq = torch.zeros_like(total) if total_sq is not None else None
+        absolute, square = rows.absolute[lo:hi], rows.square[lo:hi]
         for k, t in enumerate(wanted):
             go = c[:, t].view(-1, *[1] * (weights.ndim - 2)) * weights[j, t]
             (g,) = torch.autograd.grad(logits, pts, grad_outputs=go.to(logits.dtype),
                                        retain_graph=k < len(wanted) - 1)
             if absolute.any():
                 g = torch.where(absolute.view(-1, *lead), g.abs(), g)
+            g2 = None
+            if square.any():   # g is coef·∇S per row: coef·∇S² is (coef·∇S)² / coef
+                cr = c[:, t].view(-1, *lead)
+                g2 = torch.where(square.view(-1, *lead) & (cr > 0), g * g / torch.where(cr > 0, cr, 1), 0)
             if one:
                 g = g.sum(0, keepdim=True)                                   # same path: scale once
+                g2 = g2.sum(0, keepdim=True) if g2 is not None else None
                 if rows.scales is not None:
                     g = g * rows.scales[p0:p0 + 1]
+                    g2 = g2 * rows.scales[p0:p0 + 1] ** 2 if g2 is not None else None
                 local[int(j[0]), t] += g[0]
+                if g2 is not None:
+                    local_sq[int(j[0]), t] += g2[0]
             else:
                 if rows.scales is not None:
                     g = g * rows.scales[p]
+                    g2 = g2 * rows.scales[p] ** 2 if g2 is not None else None
                 local[:, t].index_add_(0, j, g)
+                if g2 is not None:
+                    local_sq[:, t].index_add_(0, j, g2)
         del logits
         total += local
+        if local_sq is not None:
+            total_sq += local_sq
 
     lead_shape = tuple(sample.shape[1:])
     runner.run(len(rows.alpha), work)
+    for k, job in enumerate(jobs):
+        if total_sq is not None and job.moment != "mean":
+            total[k] = total_sq[k] - (total[k] ** 2 if job.moment == "variance" else 0)
     return total
 
 

@@ -178,7 +178,7 @@ def recompute_function(mt, warn: Callable[[str], None] | None = None,
     if target is None:
         problem("targets made with --target-mask (the region is not stored) cannot be rebuilt")
         return None
-    family = registry.family_of(mt.key)
+    family = registry.family_of(mt.key, info)
     method = registry.by_key(family, info.get("method") or "") if family else None
     if method is None:
         problem(f"maps of method {info.get('method')!r} cannot be recomputed (not a registered method)")

@@ -15,11 +15,12 @@ shell completion build the `--method` choices and options from the registry.
 from __future__ import annotations
 
 import importlib
+import logging
 import pkgutil
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Sequence
 
-from xaicli.errors import XaiUsageError
+from xaicli.errors import XaiError, XaiUsageError
 
 PACKAGES = {"attribution": "xaicli.explain.attribution", "cam": "xaicli.explain.cams"}
 ENGINES = {"attribution": "xaicli.explain.attribute", "cam": "xaicli.explain.cam"}   # each has explain/redo
@@ -87,6 +88,11 @@ class Method:
 
     def fits(self, task: str | None) -> bool:
         return task is None or task in self.tasks
+
+    def unfit(self, adapter, image) -> str | None:
+        """Why this method cannot explain `adapter`'s model (None: it can), e.g. no ReLU for guided
+        backprop's rule to change. `image` is the run's first image (a probe forward may need it)."""
+        return None
 
     def option_meta(self, options: dict[str, Any]) -> dict[str, Any]:
         """Its own options as stored in a map's meta."""
@@ -183,12 +189,32 @@ def resolve(family: str, names: Sequence[str] | None, task: str | None = None, l
     return out
 
 
+def applicable(family: str, picked: Sequence[Method], names: Sequence[str] | None, adapter, image) -> list[Method]:
+    """The methods of `picked` that can explain the model: one named in `names` that cannot is an
+    error naming why; one that `all` brought is left out (the model is not of its kind), and said so."""
+    named = {m.name for raw in names or [] for part in str(raw).split(",")
+             if part.strip().lower() != "all" and (m := lookup(family, part)) is not None}
+    out = []
+    for m in picked:
+        why = m.unfit(adapter, image)
+        if why is None:
+            out.append(m)
+        elif m.name in named:
+            raise XaiError(f"--method {m.name}: {why}")
+        else:
+            logging.getLogger("xai").info("--method all: %s left out: %s", m.name, why)
+    return out
+
+
 def min_layers(method: Method) -> int:
     return int(getattr(method, "min_layers", 1))
 
 
-def family_of(map_key: str) -> str | None:
-    return next((f for f, p in PREFIXES.items() if map_key.startswith(p)), None)
+def family_of(map_key: str, info: dict | None = None) -> str | None:
+    """The family whose engine made a map: its meta's `family` (a CAM method's per-channel map is
+    stored under attr/), else its key's prefix."""
+    named = (info or {}).get("family")
+    return named if named in PACKAGES else next((f for f, p in PREFIXES.items() if map_key.startswith(p)), None)
 
 
 def by_key(family: str, key: str) -> Method | None:

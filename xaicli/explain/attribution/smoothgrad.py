@@ -1,6 +1,12 @@
-"""SmoothGrad (Smilkov et al. 2017): the mean signed gradient over noisy copies of x."""
+"""SmoothGrad (Smilkov et al. 2017): the mean signed gradient over noisy copies of x.
+
+Its noise-tunnel kin (smoothgrad-sq, vargrad) subclass it with another `moment` of the same
+copies' gradients (integrated_gradients.Job.moment).
+"""
 
 from __future__ import annotations
+
+from typing import ClassVar
 
 from xaicli.explain.attribution import NOISE_STD, SAMPLES, SEED, AttributionMethod
 
@@ -13,8 +19,10 @@ class SmoothGrad(AttributionMethod):
     notes = "noise seeded by --seed and the record id"
     options = (SAMPLES, NOISE_STD, SEED)
     order = 40
+    moment: ClassVar[str] = "mean"      # of the copies' gradients: "mean", "square" or "variance"
 
     def job(self, x, baseline, options, key):
         from xaicli.explain.gradients import smoothgrad_job
 
-        return smoothgrad_job(x, options["samples"], options["noise_std"], seed=options["seed"], key=key)
+        return smoothgrad_job(x, options["samples"], options["noise_std"], seed=options["seed"], key=key,
+                              moment=self.moment)

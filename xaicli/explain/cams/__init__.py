@@ -12,6 +12,8 @@ record's meta. A method overrides one step:
 - `cam_image(step)` → (T, h, w) before ReLU, for maps that are not a channel sum
   (HiRes-CAM, Layer-CAM, the eigen methods);
 - `scorers(engine, logits, targets)`: other scores to differentiate (FinerCAM);
+- `input_map(step)` → (T, C, H, W) at the model input for `input_channels` methods, whose
+  map is signed and per input channel (Guided Grad-CAM), stored as attr/<name>/<layer>;
 - `combine(step)` for `whole_model` methods: one map from the model or from other
   methods' per-layer maps (FullGrad, RefineCAM).
 
@@ -37,6 +39,7 @@ class CamMethod(Method):
     whole_model: ClassVar[bool] = False         # one map per image, not per --layer: implements combine
     requires: ClassVar[tuple[str, ...]] = ()    # per-layer methods whose maps `combine` reads
     min_layers: ClassVar[int] = 1               # distinct layers it needs (--method all skips it otherwise)
+    input_channels: ClassVar[bool] = False      # a signed map per input channel: implements input_map
 
     def scorers(self, engine, logits_row, targets) -> list | None:
         """Scores to differentiate instead of the targets' (None: the targets')."""
@@ -53,6 +56,13 @@ class CamMethod(Method):
 
         w = self.channel_weights(step)
         return np.concatenate([step.weighted(w[t:t + 1]) for t in range(step.targets)])
+
+    def input_map(self, step):
+        """`input_channels` methods: the (T, C, H, W) map at the model input's size (signed, per channel,
+        like an attribution; Guided Grad-CAM). It is resized to the image per channel and stored as
+        attr/<name>/<layer> (kind attribution, family cam, its layer in the meta): the record's cam/
+        maps are (T, H, W) magnitudes."""
+        raise NotImplementedError
 
     def combine(self, step) -> tuple[str, str | None, object]:
         """Whole-model methods: (layer name for the key, module path for the meta, (T, H, W) map)."""

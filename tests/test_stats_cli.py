@@ -272,4 +272,4 @@ def test_default_metrics_are_todays_and_randomize_adds_the_cascade_only():
     assert names(model=False) == free
     assert set(names(model=True)) == set(free) | {"deletion_insertion"}
     assert set(names(model=True, randomize=True)) == set(free) | {"deletion_insertion", "randomisation"}
-    assert [m.name for m in registry.resolve(["randomisation"], model=True)] == ["randomisation", "random_logit"]
+    assert [m.name for m in registry.resolve(["randomisation"], model=True)] == ["randomisation", "random_logit", "efficient_mprt", "smooth_mprt"]

@@ -444,3 +444,17 @@ def test_smooth_mprt_equals_quantus(which, cls_model, seg_model):
     ref = quantus_score(metric, model, image, index, region, intact, seed, own_channels=True,
                         explain_func=quantus.explain, explain_func_kwargs={"method": "Saliency"})[0]
     assert got[0]["smooth_mprt"] == pytest.approx(ref, abs=1e-4) and abs(ref) < 0.99
+
+
+def test_stats_recomputing_metrics_warn_once_for_what_they_cannot_redo(cli, seg_stream):
+    import json
+
+    r = cli(["stats", "-m", "builtin:shapes-seg", "--device", "cpu", "--metrics", "max_sensitivity,random_logit",
+             "--samples", "1"], input=seg_stream)
+    assert r.exit_code == 0, r.stderr
+    rows = [json.loads(line) for line in r.output.splitlines()]
+    assert len(rows) == 6 and all(x["max_sensitivity"] is None and x["random_logit"] is None for x in rows)
+    warnings = [ln for ln in r.stderr.splitlines() if "--metrics" in ln]
+    # max_sensitivity: the NaN map, and methods 'good' and 'flat' (not registered); random_logit: a segmenter
+    assert len(warnings) == 4, r.stderr
+    assert sum("segmenter" in ln for ln in warnings) == 1 and sum("NaN" in ln for ln in warnings) == 1

@@ -14,9 +14,10 @@ from xaicli.metrics import registry as metric_registry
 
 FORMATS = ("jsonl", "csv", "json", "markdown")
 METRICS_HELP = ("Compute only these: groups (" + ", ".join(metric_registry.GROUPS) + ") or metric names ("
-                + ", ".join(metric_registry.metrics()) + "), comma-separated or repeated. Default: every "
-                "model-free metric, deletion_insertion with -m, randomisation with --randomize; a metric that "
-                "runs the model needs -m.")
+                + ", ".join(metric_registry.metrics()) + "), comma-separated or repeated. Default: all but "
+                + ", ".join(m.name for m in metric_registry.metrics().values() if not m.default)
+                + " (randomisation also with --randomize), the model's only with -m; a metric that runs the "
+                "model needs -m.")
 
 HELP = """Statistics, focus, localisation, faithfulness and sanity checks of explanation maps.
 

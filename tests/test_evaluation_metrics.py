@@ -389,20 +389,22 @@ def test_completeness_is_the_gap_to_the_score_difference_the_model_gives(cli, cl
     image, _, _ = make_sample(8, "classification")
     iio.imwrite(tmp_path / "img.png", image)
     r = cli(["attribute", "-m", "builtin:shapes-cls", "--device", "cpu", "-n", "4", "--baseline", "black",
-             tmp_path / "img.png"])
+             "-M", "integrated-gradients,deeplift", tmp_path / "img.png"])
     assert r.exit_code == 0, r.stderr
     [rec] = read_tar(io.BytesIO(r.stdout), "attribute")
     s = cli(["stats", "--metrics", "completeness,delta", "--map", "attr/*"], input=r.stdout)
-    [row] = [json.loads(line) for line in s.output.splitlines()]
-    k = row["target_index"]
+    rows = {row["map"]: row for row in map(json.loads, s.output.splitlines())}
+    assert set(rows) == {"attr/integrated_gradients/black", "attr/deeplift/black"}
+    k = rows["attr/deeplift/black"]["target_index"]
     with torch.no_grad():
         unit = cls_model.image_to_unit(rec.image)
         logits = cls_model.forward(cls_model.normalize(torch.cat([unit, torch.zeros_like(unit)])))
     gap = float(logits[0, k] - logits[1, k])
-    total = float(rec.arrays["attr/integrated_gradients/black"][0].astype(np.float64).sum())
-    assert row["completeness"] == pytest.approx(abs(total - gap) / abs(gap), rel=1e-3, abs=1e-6)
-    assert row["completeness"] == pytest.approx(abs(row["relative_delta"]), rel=1e-3, abs=1e-6)
-    assert row["completeness"] > 0            # 4 steps leave a gap: the key measures it, not a constant
+    for key, row in rows.items():             # DeepLift stores its scores as IG does: the same key applies
+        total = float(rec.arrays[key][0].astype(np.float64).sum())
+        assert row["completeness"] == pytest.approx(abs(total - gap) / abs(gap), rel=1e-3, abs=1e-6), key
+        assert row["completeness"] == pytest.approx(abs(row["relative_delta"]), rel=1e-3, abs=1e-6), key
+    assert rows["attr/integrated_gradients/black"]["completeness"] > 0   # 4 steps leave a gap: it is measured
     cam = cli(["stats", "--metrics", "completeness"],
               input=cli(["cam", "-m", "builtin:shapes-cls", "--device", "cpu", "-M", "gradcam",
                          tmp_path / "img.png"]).stdout)

@@ -1,6 +1,6 @@
 """Completeness: does a map add up to the score difference it explains (IG's axiom)?
 
-Methods with a reference point (IG; LRP and DeepLift once they exist) store the target's
+Methods with a reference point (IG, DeepLift, DeepLiftShap) store the target's
 score at the image and at the baseline in the map's meta (`f_x`, `f_baseline`). Quantus's
 `Completeness` asks whether Σ map equals S(x) − S(x') exactly (a yes/no that float
 arithmetic almost never meets); the relative gap |Σ map − ΔS| / |ΔS| here is 0 exactly

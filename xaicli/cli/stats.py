@@ -29,6 +29,7 @@ per record x map x target (JSON Lines), or a CSV table (--format csv), or one JS
   xai attribute -m builtin:shapes-seg scans/ | xai stats > stats.jsonl
   xai stats records.tar --mask masks/ --format csv --summary > table.csv
   xai stats records.tar -m builtin:shapes-seg --steps 20 | jq .deletion_auc
+  xai stats records.tar -m builtin:shapes-cls --metrics faithfulness -f markdown
 
 Keys, in this order (README, "xai stats", has the full definitions): id source task map
 kind method layer baseline target target_index target_kind, then the keys of each metric

@@ -18,7 +18,9 @@ SEEDS = range(5000, 5100)
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def peak_hits(spec: str, task: str, layer: str | None = None) -> list[bool]:
+def peak_hits(spec: str, task: str, layer: str | None = None, method: str = "gradcam", seeds=SEEDS,
+              **options) -> list[bool]:
+    """Per seed: does the `method` map's peak, default target, lie in the demo image's evidence?"""
     from xaicli.explain.cam import CamEngine
     from xaicli.explain.targets import resolve_classification, resolve_segmentation
     from xaicli.models.builtin.shapes import make_sample
@@ -26,11 +28,11 @@ def peak_hits(spec: str, task: str, layer: str | None = None) -> list[bool]:
     from xaicli.models.loader import load_model
 
     ad = load_model(spec, device="cpu")
-    first = make_sample(SEEDS[0], task)[0]
+    first = make_sample(seeds[0], task)[0]
     table = layer_table(ad, ad.input_size(first.shape[:2]))
-    engine = CamEngine(ad, table.resolve([layer] if layer else None), ["gradcam"])
+    engine = CamEngine(ad, table.resolve([layer] if layer else None), [method], **options)
     hits = []
-    for seed in SEEDS:
+    for seed in seeds:
         img, evidence, _ = make_sample(seed, task)
 
         def targets(logits):

@@ -382,12 +382,14 @@ def test_every_method_runs_on_vit_and_swin(vit):
         p.requires_grad_(False)
     swin_ad = ModelAdapter(LogitsModule(swin), "classification", ["a", "b", "c"], Preprocessing(size=(32, 32)),
                            torch.device("cpu"))
-    for ad, image, layers in ((vit[0], vit[1], ["last", "block0"]), (swin_ad, vit[1], ["last", "stage0"])):
+    for ad, image, layers, tokens in ((vit[0], vit[1], ["last", "block0"], True),
+                                      (swin_ad, vit[1], ["last", "stage0"], False)):   # Swin: no ViT-only method
         targets, _ = cls_targets(ad, image)
-        every = registry.resolve("cam", ["all"], "classification", len(layers))
+        every = registry.resolve("cam", ["all"], "classification", len(layers), tokens)
         methods = registry.applicable("cam", every, ["all"], ad, image)      # what fits the model, as the CLI runs
         mine, _ = ours(ad, methods, layers, image, targets)
-        assert len(mine) == (len(methods) - 2) * 2 + 2           # fullgrad and refinecam: one map each
+        whole = sum(m.whole_model for m in methods)
+        assert whole >= 2 and len(mine) == (len(methods) - whole) * 2 + whole   # fullgrad, refinecam...: one map
         for key, m in mine.items():
             assert m.values.shape == (3, 32, 32) and np.isfinite(m.values).all(), key
         assert mine["cam/gradcam/last"].values.max() > 0

@@ -108,6 +108,45 @@ def test_cli_options_and_choices_come_from_the_registry(command, family):
         assert name in cmd.help and name in method.help
 
 
+def test_a_method_unfit_for_the_model_fails_when_named_and_is_left_out_of_all(sandbox, classifier, caplog):
+    from xaicli.errors import XaiError
+    from xaicli.explain.attribution import AttributionMethod
+
+    class Picky(AttributionMethod):
+        name = "test-picky"
+
+        def unfit(self, adapter, image):
+            return f"it cannot explain a {adapter.task} model; use saliency"
+
+    ad, image = classifier
+    fit = lambda names: [m.name for m in registry.applicable(   # noqa: E731
+        "attribution", registry.resolve("attribution", names, ad.task), names, ad, image)]
+    assert "test-picky" in [m.name for m in registry.resolve("attribution", ["all"])]   # the model unknown: kept
+    with caplog.at_level("INFO", logger="xai"):
+        fitting = fit(["all"])
+    assert "test-picky" not in fitting and "saliency" in fitting
+    assert "test-picky left out: it cannot explain a classification model" in caplog.text
+    with pytest.raises(XaiError, match="^--method test-picky: it cannot explain a classification model; use "
+                                       "saliency$") as err:
+        fit(["saliency,test-picky"])
+    assert err.value.exit_code == 1
+
+
+def test_a_vit_only_method_is_left_out_of_all_elsewhere_and_refused_by_name(sandbox):
+    from xaicli.errors import XaiUsageError
+    from xaicli.explain.cams import CamMethod
+
+    class TokensOnly(CamMethod):
+        name = "test-tokens-only"
+        token_layers = True
+
+    names = lambda tokens: [m.name for m in registry.resolve("cam", ["all"], "classification", 1, tokens)]  # noqa: E731
+    assert "test-tokens-only" in names(True) and "test-tokens-only" not in names(False)
+    assert "test-tokens-only" in names(None)                     # the library, not told the layers: all
+    with pytest.raises(XaiUsageError, match="ViT layers only"):
+        registry.resolve("cam", ["test-tokens-only"], "classification", 1, False)
+
+
 def test_an_option_declared_twice_is_refused(sandbox):
     from xaicli.explain.attribution import AttributionMethod
     from xaicli.explain.registry import Option

@@ -145,8 +145,9 @@ def _setup(adapter, image, method, layer, options, batch_size, show_progress):
         if len(names) > 1:
             log.info("--layer %s: one module (%s), computed once and stored under each name",
                      " and ".join(names), first.path)
-    methods = registry.applicable("cam", registry.resolve("cam", method, adapter.task, len(modules)), method,
-                                  adapter, image)
+    methods = registry.applicable("cam", registry.resolve("cam", method, adapter.task, len(modules),
+                                                          all(la.tokens == "vit" for la in modules)),
+                                  method, adapter, image)
     engine = CamEngine(adapter, layers, methods, batch_size=batch_size, progress=show_progress,
                        largest_bytes=table.largest_bytes, **options)
     return {"engine": engine, "methods": [m.name for m in methods], "layer_map": {la.name: la.path for la in layers}}

@@ -46,7 +46,11 @@ def _uses(m) -> str:
     if m.target_independent:
         parts.append("same map for every target")
     if m.whole_model:
-        parts.append("one map per image" + (f" from {', '.join(m.requires)}" if m.requires else ", ignores `--layer`"))
+        source = f" from {', '.join(m.requires)}" if m.requires else (
+            " from every `--layer`" if m.reads_layers else ", ignores `--layer`")
+        parts.append("one map per image" + source)
+    if m.token_layers:
+        parts.append("ViT layers only")
     if m.min_layers > 1:
         parts.append(f"needs {m.min_layers}+ layers")
     if set(m.tasks) != set(registry.TASKS):

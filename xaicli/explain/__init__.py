@@ -46,7 +46,8 @@ How to add a method (one module, nothing else to edit)
    `whole_model = True`, `combine(step)`, or with `input_channels = True` `input_map(step)`
    → (T, C, H, W), a signed map per input channel (Guided Grad-CAM); flags say what the
    pipeline must provide (`gradients`, `second_order`, `per_channel`, `target_independent`,
-   `normalised`, `requires`, `min_layers`). See the docstring of xaicli/explain/cams/__init__.py.
+   `normalised`, `token_layers`, `requires`, `min_layers`). See the docstring of
+   xaicli/explain/cams/__init__.py.
    A method that cannot explain some models (no ReLU for guided backprop's rule) says why
    in `unfit(adapter, image)`: named, it fails with that line; `--method all` leaves it out.
 

@@ -46,9 +46,10 @@ def method_names() -> list[str]:
     return list(registry.methods("cam"))
 
 
-def resolve_methods(names: Sequence[str] | None, task: str | None = None, layers: int = 1) -> list[str]:
+def resolve_methods(names: Sequence[str] | None, task: str | None = None, layers: int = 1,
+                    tokens: bool | None = None) -> list[str]:
     """Canonical method names from `--method` values (see registry.resolve)."""
-    return [m.name for m in registry.resolve("cam", names, task, layers)]
+    return [m.name for m in registry.resolve("cam", names, task, layers, tokens)]
 
 
 class TargetScore:

@@ -70,6 +70,7 @@ class Method:
     in_all: ClassVar[bool] = True                 # part of `--method all`
     default: ClassVar[bool] = False               # what runs without --method
     gradients: ClassVar[bool] = True              # needs d score / d something
+    token_layers: ClassVar[bool] = False          # ViT layers only (patch tokens of transformer blocks)
     order: ClassVar[int] = 1000                   # place in listings (then by name)
 
     def __init_subclass__(cls, **kw) -> None:
@@ -161,10 +162,13 @@ def lookup(family: str, name: str) -> Method | None:
     return None
 
 
-def resolve(family: str, names: Sequence[str] | None, task: str | None = None, layers: int = 1) -> list[Method]:
+def resolve(family: str, names: Sequence[str] | None, task: str | None = None, layers: int = 1,
+            tokens: bool | None = None) -> list[Method]:
     """The methods `--method` values ask for, each once, in order; comma-separated values
-    and `all` (every method of `in_all` that fits the task and the number of distinct
-    layers) accepted. Unknown or empty names and a method for another task are usage errors."""
+    and `all` (every method of `in_all` that fits the task, the number of distinct layers
+    and, when `tokens` says whether every layer is a ViT token layer, the kind of layer)
+    accepted. Unknown or empty names, a method for another task and a ViT-only method on
+    other layers are usage errors."""
     known = methods(family)
     listed = ", ".join(known)
     default = [m.name for m in known.values() if m.default]
@@ -176,7 +180,8 @@ def resolve(family: str, names: Sequence[str] | None, task: str | None = None, l
                 raise XaiUsageError(f"--method {raw!r} has an empty method name; use one of {listed} or all, "
                                     "comma-separated without empty entries")
             if key == "all":
-                picked = [m for m in known.values() if m.in_all and m.fits(task) and layers >= min_layers(m)]
+                picked = [m for m in known.values() if m.in_all and m.fits(task) and layers >= min_layers(m)
+                          and not (m.token_layers and tokens is False)]
             else:
                 m = lookup(family, key)
                 if m is None:
@@ -184,6 +189,9 @@ def resolve(family: str, names: Sequence[str] | None, task: str | None = None, l
                 if not m.fits(task):
                     raise XaiUsageError(f"--method {m.name} applies to {' and '.join(m.tasks)} models only, "
                                         f"not to this {task} model")
+                if m.token_layers and tokens is False:
+                    raise XaiUsageError(f"--method {m.name} applies to ViT layers only (transformer blocks over patch "
+                                        "tokens), and this model's --layer is not one; use gradcam or recipro-cam")
                 picked = [m]
             out.extend(p for p in picked if p not in out)
     return out

@@ -37,6 +37,7 @@ class CamMethod(Method):
     target_independent: ClassVar[bool] = False  # the same map for every target
     normalised: ClassVar[bool] = False          # min-max scaled by construction: no raw map
     whole_model: ClassVar[bool] = False         # one map per image, not per --layer: implements combine
+    reads_layers: ClassVar[bool] = False        # a whole-model method that reads every --layer itself (LeGrad)
     requires: ClassVar[tuple[str, ...]] = ()    # per-layer methods whose maps `combine` reads
     min_layers: ClassVar[int] = 1               # distinct layers it needs (--method all skips it otherwise)
     input_channels: ClassVar[bool] = False      # a signed map per input channel: implements input_map

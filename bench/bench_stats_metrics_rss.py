@@ -16,25 +16,14 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
-import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-GOAL = 1.1
-
-
-def xai() -> list[str]:
-    script = Path(sys.executable).with_name("xai")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "xaicli"]
-
-
-def make_images(folder: Path, count: int) -> None:
-    subprocess.run([sys.executable, "-m", "xaicli.models.builtin.shapes", str(folder), "--count", str(count),
-                    "--task", "classification"], check=True, stdout=subprocess.DEVNULL)
-    shutil.rmtree(folder / "masks", ignore_errors=True)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_stream_rss import GOAL, image_sets, xai  # noqa: E402  (the same goal and entry point as the pipe benchmark)
 
 
 def make_records(folder: Path, model: str, env: dict) -> Path:
@@ -66,11 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     with tempfile.TemporaryDirectory(prefix="xai-bench-") as tmp:
-        small, large = Path(tmp) / "small", Path(tmp) / "large"
-        make_images(large, args.large)
-        small.mkdir()
-        for p in sorted(large.glob("*.png"))[: args.small]:
-            os.link(p, small / p.name)
+        small, large = image_sets(Path(tmp), args.small, args.large, "classification")
         results = {n: run_stats(make_records(folder, args.model, env), args, env)
                    for n, folder in ((args.small, small), (args.large, large))}
     print(f"xai stats RECORDS -m {args.model} --metrics {args.metrics} {args.extra}   (peak RSS)")

@@ -90,6 +90,16 @@ class Context:
         `np.random.seed`, so a test can give Quantus the same draws."""
         return np.random.RandomState(self.seed(mt, metric) % 2 ** 32)
 
+    def recompute(self, mt, metric: str):
+        """The function (adapter, image=None, target=None) → map that redoes this map through its
+        method (`explain.randomization.recompute_function`), or None with the reason warned once
+        (non-finite map, unregistered method, a --target-mask target)."""
+        from xaicli.explain.randomization import recompute_function
+
+        if self.problem(mt, metric, constant=False) is not None:
+            return None
+        return recompute_function(mt, warn=lambda why: self.warn_once(metric, why + "; null"))
+
     def problem(self, mt, metric: str, constant: bool = True) -> str | None:
         """Why a perturbation metric is null for this map target (None: it applies); warned once.
         `constant`: a constant map (no ranking) is a reason too."""

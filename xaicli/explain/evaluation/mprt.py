@@ -54,11 +54,7 @@ def randomised(adapter, seed: int):
 
 def _prepared(ctx, mt, metric: str):
     """(recompute function, Quantus-randomised adapter), or (None, None) with the reason warned once."""
-    from xaicli.explain.randomization import recompute_function
-
-    if ctx.problem(mt, metric, constant=False) is not None:
-        return None, None
-    explain = recompute_function(mt, warn=lambda why: ctx.warn_once(metric, why + "; null"))
+    explain = ctx.recompute(mt, metric)
     if explain is None:
         return None, None
     model = ctx.state.get("quantus_random")

@@ -32,7 +32,6 @@ def other_class(ctx, mt, index: int) -> int:
 
 
 def run(ctx, group: list) -> list[dict]:
-    from xaicli.explain.randomization import recompute_function
     from xaicli.explain.targets import Target
 
     out = [{"random_logit": None} for _ in group]
@@ -40,9 +39,7 @@ def run(ctx, group: list) -> list[dict]:
         ctx.warn_once("random_logit", "it needs a classifier of 2 or more classes; segmenter maps give null")
         return out
     for i, mt in enumerate(group):
-        if ctx.problem(mt, "random_logit", constant=False) is not None:
-            continue
-        explain = recompute_function(mt, warn=lambda why: ctx.warn_once("random_logit", why + "; null"))
+        explain = ctx.recompute(mt, "random_logit")
         if explain is None:
             continue
         index = int(mt.target.get("index", mt.t))

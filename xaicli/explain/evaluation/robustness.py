@@ -37,14 +37,9 @@ def noisy_images(ctx, mt, metric: str, draw) -> list[tuple[np.ndarray, np.ndarra
 
 
 def _recomputed(ctx, mt, metric: str):
-    from xaicli.explain.randomization import recompute_function
-
-    if ctx.problem(mt, metric, constant=False) is not None:
-        return None, None
-    explain = recompute_function(mt, warn=lambda why: ctx.warn_once(metric, why + "; null"))
-    if explain is None:
-        return None, None
-    return explain, explain(ctx.adapter)
+    """(recompute function, the map it gives on the image itself), or (None, None)."""
+    explain = ctx.recompute(mt, metric)
+    return (None, None) if explain is None else (explain, explain(ctx.adapter))
 
 
 def _max(values: list) -> float | None:

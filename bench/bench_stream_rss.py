@@ -26,10 +26,20 @@ def xai() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "xaicli"]
 
 
-def make_images(folder: Path, count: int) -> None:
+def make_images(folder: Path, count: int, task: str = "segmentation") -> None:
     subprocess.run([sys.executable, "-m", "xaicli.models.builtin.shapes", str(folder), "--count", str(count),
-                    "--task", "segmentation"], check=True, stdout=subprocess.DEVNULL)
+                    "--task", task], check=True, stdout=subprocess.DEVNULL)
     shutil.rmtree(folder / "masks", ignore_errors=True)
+
+
+def image_sets(tmp: Path, small: int, large: int, task: str = "segmentation") -> tuple[Path, Path]:
+    """A folder of `large` demo images and one of the first `small` of them (hard links)."""
+    small_dir, large_dir = tmp / "small", tmp / "large"
+    make_images(large_dir, large, task)
+    small_dir.mkdir()
+    for p in sorted(large_dir.glob("*.png"))[:small]:
+        os.link(p, small_dir / p.name)
+    return small_dir, large_dir
 
 
 def pipeline(images: Path, model: str, steps: int, env: dict) -> dict:
@@ -59,11 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     with tempfile.TemporaryDirectory(prefix="xai-bench-") as tmp:
-        small, large = Path(tmp) / "small", Path(tmp) / "large"
-        make_images(large, args.large)
-        small.mkdir()
-        for p in sorted(large.glob("*.png"))[: args.small]:
-            os.link(p, small / p.name)
+        small, large = image_sets(Path(tmp), args.small, args.large)
         results = {n: pipeline(folder, args.model, args.steps, env)
                    for n, folder in ((args.small, small), (args.large, large))}
     print(f"xai attribute -m {args.model} --steps {args.steps} IMAGES | xai stats   (peak RSS per process)")

@@ -94,6 +94,41 @@ def test_summary_rows_aggregate_each_map_and_target(cli, stream):
     assert agg["mean"]["roc_auc"] == per[0]["roc_auc"]                   # the NaN record's null is left out
 
 
+def test_metrics_selects_groups_and_names_in_registry_order(cli, stream):
+    from xaicli.metrics import registry
+    from xaicli.metrics.report import ID_COLUMNS
+
+    default = lines(cli(["stats"], input=stream))
+    r = cli(["stats", "--metrics", "localisation"], input=stream)
+    assert r.exit_code == 0, r.stderr
+    rows = lines(r)
+    local = [k for m in registry.metrics().values() if m.group == "localisation" for k in m.keys]
+    assert set(rows[0]) == set(ID_COLUMNS) | set(local)
+    assert all(row[k] == d[k] for row, d in zip(rows, default) for k in row)
+    # names, keys of a metric and groups mix; repeated and comma-separated; any order in, registry order out
+    rows = lines(cli(["stats", "--metrics", "gt_roc_auc", "--metrics", "complexity,sparseness"], input=stream))
+    assert [k for k in rows[0] if k not in ID_COLUMNS] == ["sparseness", "complexity", "roc_auc", "gt_roc_auc"]
+    every_free = lines(cli(["stats", "--metrics", "statistics,complexity,localisation,delta"], input=stream))
+    assert every_free == default                  # the default is every model-free metric
+
+
+def test_markdown_is_one_row_per_map_with_mean_and_std(cli, stream):
+    r = cli(["stats", "-f", "markdown", "--metrics", "localisation,complexity"], input=stream)
+    assert r.exit_code == 0, r.stderr
+    rows = lines(cli(["stats", "--metrics", "localisation,complexity"], input=stream))
+    table = [[c.strip() for c in ln.strip("|").split("|")] for ln in r.output.splitlines()]
+    head, body = table[0], table[2:]
+    assert head[:3] == ["method", "map", "n"] and "roc_auc ↑" in head and "complexity ↓" in head
+    assert "mean" not in " ".join(head) and "area_fraction" in head          # no value statistics unless asked
+    assert [b[1] for b in body] == [f"`{IG}`", f"`{CAM}`"]
+    for b in body:
+        mine = [x for x in rows if f"`{x['map']}`" == b[1]]
+        assert b[2] == str(len(mine))
+        values = [x["roc_auc"] for x in mine if x["roc_auc"] is not None]
+        want = f"{np.mean(values):.3g}" + (f" ± {np.std(values, ddof=1):.2g}" if len(values) > 1 else "")
+        assert b[head.index("roc_auc ↑")] == want
+
+
 def test_json_format_is_one_array(cli, stream):
     r = cli(["stats", "-f", "json", "--map", "cam/*"], input=stream)
     doc = json.loads(r.output)
@@ -173,6 +208,11 @@ def test_output_file(cli, stream, tmp_path):
     (["--mask", "/nonexistent/m.png"], 1, "no such file"),
     (["/nonexistent/r.npz"], 1, "no such file"),
     (["--map", "attr/nothing*"], 2, "no map matches"),
+    (["--metrics", "localisation,bogus"], 2, "unknown metric; use groups statistics, complexity, localisation"),
+    (["--metrics", ""], 2, "unknown metric"),
+    (["--metrics", "faithfulness"], 2, "pass -m MODEL"),
+    (["--road-percentiles", "0,50"], 2, "--road-percentiles"),
+    (["--metrics", "randomisation", "-m", "builtin:shapes-seg", "--rand-steps", "1"], 2, "at least 2 checkpoints"),
 ])
 def test_user_errors_are_one_line(cli, stream, args, code, words):
     r = cli(["stats", *args], input=stream)
@@ -220,3 +260,16 @@ def test_empty_predicted_mask_gives_nulls_not_a_crash(cli):
                 "topk_intersection", "roc_auc"):
         assert row[key] is None, key
     assert row["mean"] == pytest.approx(float(cam.astype(np.float64).mean()))
+
+
+def test_default_metrics_are_todays_and_randomize_adds_the_cascade_only():
+    from xaicli.metrics import registry
+
+    def names(**kw):
+        return [m.name for m in registry.resolve(None, **kw)]
+
+    free = [m.name for m in registry.metrics().values() if not m.model and m.name != "completeness"]
+    assert names(model=False) == free
+    assert set(names(model=True)) == set(free) | {"deletion_insertion"}
+    assert set(names(model=True, randomize=True)) == set(free) | {"deletion_insertion", "randomisation"}
+    assert [m.name for m in registry.resolve(["randomisation"], model=True)] == ["randomisation", "random_logit", "efficient_mprt", "smooth_mprt"]

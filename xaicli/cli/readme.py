@@ -1,6 +1,7 @@
-"""The README's method tables, from the registry: `python -m xaicli.cli.readme README.md` (`make readme`).
+"""The README's method and metric tables, from the registries: `python -m xaicli.cli.readme README.md` (`make readme`).
 
-Each table sits between `<!-- methods:FAMILY -->` and `<!-- /methods:FAMILY -->`; this
+Each table sits between `<!-- methods:FAMILY -->` and `<!-- /methods:FAMILY -->` (the
+metrics of `xai stats`: `<!-- metrics -->`); this
 rewrites what is between them, and tests/test_docs.py checks that the file is current.
 """
 
@@ -69,15 +70,34 @@ def table(family: str) -> str:
     return "\n".join(rows)
 
 
+def metric_table() -> str:
+    """`xai stats`'s metrics, from the metric registry: one row per metric, in --metrics order."""
+    from xaicli.metrics import registry as metrics
+
+    rows = ["| group | metric | keys | meaning | better | `null` when | checked against |",
+            "| --- | --- | --- | --- | --- | --- | --- |"]
+    for m in metrics.metrics().values():
+        name = f"`{m.name}`" + ("" if m.default else " (not default)")
+        keys = ", ".join(f"`{k}`" for k in m.keys)
+        better = " ".join(f"{m.direction(k)}" for k in m.keys) if not isinstance(m.better, str) else m.better
+        rows.append("| " + " | ".join(_cell(c) for c in (m.group, name, keys, m.summary, better or "-",
+                                                          m.null or "-", m.reference or "-")) + " |")
+    return "\n".join(rows)
+
+
+def _replace(text: str, name: str, body: str) -> str:
+    start, end = f"<!-- {name} -->", f"<!-- /{name} -->"
+    pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.S)
+    if not pattern.search(text):
+        raise ValueError(f"README has no {start} ... {end} block")
+    return pattern.sub(lambda _: f"{start}\n{body}\n{end}", text)
+
+
 def render(text: str) -> str:
-    """`text` with every method table between its markers regenerated."""
+    """`text` with every method table and the metric table between their markers regenerated."""
     for family in registry.PACKAGES:
-        start, end = f"<!-- methods:{family} -->", f"<!-- /methods:{family} -->"
-        pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.S)
-        if not pattern.search(text):
-            raise ValueError(f"README has no {start} ... {end} block")
-        text = pattern.sub(lambda _: f"{start}\n{table(family)}\n{end}", text)
-    return text
+        text = _replace(text, f"methods:{family}", table(family))
+    return _replace(text, "metrics", metric_table())
 
 
 def main(argv: list[str] | None = None) -> None:

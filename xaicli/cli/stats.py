@@ -10,8 +10,14 @@ from typing_extensions import Annotated
 from xaicli.cli.options import Arch, ArchArgs, Classes, Device, RecordInputs, TrustPickle
 from xaicli.explain.faithfulness import BASELINES as PERTURB_BASELINES
 from xaicli.io.masks import MaskSource
+from xaicli.metrics import registry as metric_registry
 
-FORMATS = ("jsonl", "csv", "json")
+FORMATS = ("jsonl", "csv", "json", "markdown")
+METRICS_HELP = ("Compute only these: groups (" + ", ".join(metric_registry.GROUPS) + ") or metric names ("
+                + ", ".join(metric_registry.metrics()) + "), comma-separated or repeated. Default: all but "
+                + ", ".join(m.name for m in metric_registry.metrics().values() if not m.default)
+                + " (randomisation also with --randomize), the model's only with -m; a metric that runs the "
+                "model needs -m.")
 
 HELP = """Statistics, focus, localisation, faithfulness and sanity checks of explanation maps.
 
@@ -23,20 +29,15 @@ per record x map x target (JSON Lines), or a CSV table (--format csv), or one JS
   xai attribute -m builtin:shapes-seg scans/ | xai stats > stats.jsonl
   xai stats records.tar --mask masks/ --format csv --summary > table.csv
   xai stats records.tar -m builtin:shapes-seg --steps 20 | jq .deletion_auc
+  xai stats records.tar -m builtin:shapes-cls --metrics faithfulness -f markdown
 
-Keys, in this order (README, "xai stats", has the full definitions):
+Keys, in this order (README, "xai stats", has the full definitions): id source task map
+kind method layer baseline target target_index target_kind, then the keys of each metric
+asked for (--metrics; * = not computed by default, model metrics need -m), and stat n
+with --summary:
 
 \b
-  id source task map kind method layer baseline target target_index target_kind
-  nonfinite mean std min max mean_abs sum pos_mass neg_mass
-  sum_r sum_g sum_b mean_r mean_g mean_b sparseness complexity delta relative_delta
-  area_fraction focus_ratio focus_fraction pointing_game mass_accuracy rank_accuracy
-  topk_intersection roc_auc   (against a segmenter's predicted mask)
-  gt_area_fraction gt_focus_ratio ... gt_roc_auc dice iou   (--mask or gt/mask)
-  deletion_auc insertion_auc   (with -m)
-  rand_spearman_top rand_spearman_all rand_flag rand_spearman_<layer>...
-                               (with -m --randomize)
-  stat n                       (with --summary)
+{keys}
 
 Maps: an attribution (T,C,H,W) is summed over channels, signed, for every spatial
 metric; metrics of |a| take |.| after that sum. The value statistics (mean ... neg_mass,
@@ -54,7 +55,9 @@ inf (nonfinite counts them; value statistics use the finite values).
 
 def stats(
     inputs: RecordInputs = None,
-    fmt: Annotated[str, typer.Option("--format", "-f", help="jsonl (default), csv, or json (one array).",
+    fmt: Annotated[str, typer.Option("--format", "-f", help="jsonl (default), csv, json (one array), or markdown: the "
+                                                      "summary as one table, a row per map, mean ± std per "
+                                                      "metric, ↑/↓ = better.",
                                      autocompletion=lambda: list(FORMATS))] = "jsonl",
     summary: Annotated[bool, typer.Option("--summary", help="Add aggregate rows: mean, std (n-1), median, min, "
                                                             "max of every metric per map x target over all "
@@ -96,13 +99,33 @@ def stats(
                                                                  "cascade (the first after the top layer, the "
                                                                  "last with every layer randomised; at least "
                                                                  "2).")] = 4,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the randomisation.")] = 0,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of every random draw of the model metrics "
+                                                     "(randomisation, ROAD's noise, random subsets), mixed with "
+                                                     "the record id, map and target.")] = 0,
+    metrics: Annotated[Optional[List[str]], typer.Option("--metrics", help=METRICS_HELP, show_default=False,
+                                                         autocompletion=metric_registry.choices)] = None,
+    road_percentiles: Annotated[Optional[str], typer.Option("--road-percentiles", help="With --metrics road: "
+                                                            "percentiles p, comma-separated; at p, (100-p)% of "
+                                                            "the pixels are imputed.  [default: 10,20,...,90]",
+                                                            show_default=False)] = None,
+    samples: Annotated[Optional[int], typer.Option("--samples", min=1, help="Random draws per map: "
+                                                   "faithfulness_correlation's subsets (default 100), "
+                                                   "monotonicity's values per step (10), max_sensitivity's "
+                                                   "and local_lipschitz's noise draws (10).",
+                                                   show_default=False)] = None,
+    subset_size: Annotated[int, typer.Option("--subset-size", min=1, help="Input features (channel values) "
+                                             "perturbed together: faithfulness_correlation's random subset, "
+                                             "monotonicity's step.")] = 224,
+    noise: Annotated[float, typer.Option("--noise", min=0.0, help="Input noise of max_sensitivity (uniform, "
+                                         "this half-width) and local_lipschitz (Gaussian, this sigma), in "
+                                         "pixel values scaled to [0, 1].")] = 0.05,
 ) -> None:
     import sys
 
     from xaicli.cli.pipeline import progress
     from xaicli.cli.state import log
     from xaicli.errors import XaiUsageError
+    from xaicli.explain.evaluation.road import parse_percentiles
     from xaicli.io.inputs import resolve
     from xaicli.metrics import report
 
@@ -118,15 +141,23 @@ def stats(
         raise XaiUsageError("--randomize re-computes maps with the model: pass -m MODEL")
     if steps < 1 or rand_steps < 1 or batch_size < 1:
         raise XaiUsageError("--steps, --rand-steps and --batch-size must be at least 1")
-    if randomize and rand_steps < 2:   # one checkpoint would be the top layer alone: no rand_spearman_all
-        raise XaiUsageError(f"--rand-steps {rand_steps}: the cascade needs at least 2 checkpoints, the top "
-                            "layer alone and every layer; use 2 or more")
     if perturb_baseline not in PERTURB_BASELINES:
         raise XaiUsageError(f"--perturb-baseline {perturb_baseline!r}: use one of {', '.join(PERTURB_BASELINES)}")
+
+    percentiles = parse_percentiles(road_percentiles)
+    chosen = metric_registry.resolve(metrics, model=model is not None, randomize=randomize)
+    keep = set(report.ID_COLUMNS).union(*(m.keys for m in chosen if not m.model))
+    model_metrics = [m for m in chosen if m.model]
+    if any(m.name == "randomisation" for m in model_metrics) and rand_steps < 2:   # no rand_spearman_all
+        raise XaiUsageError(f"--rand-steps {rand_steps}: the cascade needs at least 2 checkpoints, the top "
+                            "layer alone and every layer; use 2 or more")
     records = resolve(inputs or [], images=False, records=True)
     masks = _GroundTruth(mask) if mask else None
-    evaluator = _ModelEvaluator(model, arch, classes, trust_pickle, device, batch_size, steps,
-                                perturb_baseline, randomize, rand_steps, seed, arch_args) if model else None
+    options = {"batch_size": batch_size, "steps": steps, "perturb_baseline": perturb_baseline,
+               "rand_steps": rand_steps, "seed": seed, "road_percentiles": percentiles,
+               "samples": samples, "subset_size": subset_size, "noise": noise}
+    evaluator = _ModelEvaluator(model, arch, classes, trust_pickle, device, model_metrics, options,
+                                arch_args) if model and model_metrics else None
     stream = fmt == "jsonl" and output is None
     out = sys.stdout
     rows: list = []
@@ -136,7 +167,7 @@ def stats(
         seen += 1
         gt = report.ground_truth(record, masks.get(record) if masks else None)
         targets = list(report.iter_map_targets(record, maps))
-        found = [report.map_row(mt, gt, top_k) for mt in targets]
+        found = [{k: v for k, v in report.map_row(mt, gt, top_k).items() if k in keep} for mt in targets]
         if evaluator is not None and targets:
             for row, extra in zip(found, evaluator.evaluate(targets)):
                 row.update(extra)
@@ -153,15 +184,18 @@ def stats(
     if seen and not matched:
         raise XaiUsageError(f"no map matches --map {' '.join(maps or [])}; list the maps with "
                             "'xai stats FILE | jq -r .map | sort -u'")
-    extra = report.summarise([r for r in rows if r.get("stat") is None]) if summary else []
+    extra = report.summarise([r for r in rows if r.get("stat") is None]) if summary and fmt != "markdown" else []
     if stream:
         for row in extra:
             out.write(report.json_line(row) + "\n")
         out.flush()
         return
-    rows += extra
-    text = {"jsonl": lambda: "".join(report.json_line(r) + "\n" for r in rows),
-            "csv": lambda: report.csv_text(rows), "json": lambda: report.json_document(rows)}[fmt]()
+    if fmt == "markdown":
+        text = report.markdown_table(rows, _table_keys(chosen, metrics), metric_registry.better)
+    else:
+        rows += extra
+        text = {"jsonl": lambda: "".join(report.json_line(r) + "\n" for r in rows),
+                "csv": lambda: report.csv_text(rows), "json": lambda: report.json_document(rows)}[fmt]()
     if output is None or output == "-":
         out.write(text)
         out.flush()
@@ -169,7 +203,25 @@ def stats(
         _write_file(output, text)
 
 
-stats.__doc__ = HELP
+def _key_lines() -> str:
+    import textwrap
+
+    lines = []
+    for group in metric_registry.GROUPS:
+        names = [m.name + ("*" if not m.default else "") + ": " + " ".join(m.keys)
+                 for m in metric_registry.metrics().values() if m.group == group]
+        if names:
+            lines += textwrap.wrap(f"{group}: " + "; ".join(names), 88, initial_indent="  ",
+                                   subsequent_indent="      ")
+    return "\n".join(lines)
+
+
+stats.__doc__ = HELP.replace("{keys}", _key_lines())
+
+
+def _table_keys(chosen: list, asked) -> list[str]:
+    """The markdown table's columns: the chosen metrics' keys, value statistics only when asked for."""
+    return [k for m in chosen if asked or m.group != "statistics" for k in m.keys]
 
 
 def _write_file(path: str, text: str) -> None:
@@ -222,16 +274,15 @@ def _check_size(mask, record, path) -> None:
 class _ModelEvaluator:
     """The metrics that run the model: loaded once, at the first record (torch only from here)."""
 
-    def __init__(self, spec, arch, classes, trust_pickle, device, batch_size, steps, baseline,
-                 randomize, rand_steps, seed, arch_args=None):
+    def __init__(self, spec, arch, classes, trust_pickle, device, metrics, options, arch_args=None):
         from xaicli.models.loader import parse_arch_args
 
         self.spec, self.arch, self.classes, self.trust_pickle = spec, arch, classes, trust_pickle
         self.arch_args = parse_arch_args(arch_args)       # checked before any record is read
-        self.device, self.batch_size, self.steps, self.baseline = device, batch_size, steps, baseline
-        self.randomize, self.rand_steps, self.seed = randomize, rand_steps, seed
+        self.device, self.metrics, self.options = device, metrics, options
         self.adapter = self.session = None
-        self.randomizer = None
+        self.warned: set = set()
+        self.state: dict = {}
 
     def _load(self, record):
         """Load with the record's own load options (size, mean, std), refusing records of other models."""
@@ -245,15 +296,12 @@ class _ModelEvaluator:
         opts.trust_pickle = self.trust_pickle
         self.session = ModelSession(self.spec, opts, self.device)
         self.adapter = self.session.get(record)
-        if self.randomize:
-            from xaicli.explain.randomization import Randomizer
-
-            self.randomizer = Randomizer(self.adapter, steps=self.rand_steps, seed=self.seed)
 
     def evaluate(self, targets: list) -> list[dict]:
-        """Model metrics for every map target of one record; maps sharing a target share forwards."""
+        """Model metrics for every map target of one record; maps sharing a target and region form one
+        group, so each metric scores the unperturbed image once per group."""
         from xaicli.errors import XaiError
-        from xaicli.explain.faithfulness import deletion_insertion_many
+        from xaicli.explain.evaluation import Context
 
         record = targets[0].record
         if self.adapter is None:
@@ -262,20 +310,16 @@ class _ModelEvaluator:
             self.session.check(record)
         image = record.image
         if image is None:
-            raise XaiError(f"record {record.id} holds no image (written with --no-image); deletion/insertion "
-                           "needs it: re-create the record without --no-image")
+            raise XaiError(f"record {record.id} holds no image (written with --no-image); the model metrics "
+                           "need it: re-create the record without --no-image")
+        ctx = Context(self.adapter, image, record.id, self.options, self.warned, self.state)
         out: list[dict] = [{} for _ in targets]
         groups: dict = {}
         for i, mt in enumerate(targets):
             region = None if mt.pred_mask is None else mt.pred_mask.tobytes()
             groups.setdefault((int(mt.target.get("index", mt.t)), region), []).append(i)
-        for (index, _), members in groups.items():
-            res = deletion_insertion_many(self.adapter, image, [targets[i].smap for i in members], index,
-                                          region=targets[members[0]].pred_mask, steps=self.steps,
-                                          baseline=self.baseline, batch_size=self.batch_size)
-            for i, r in zip(members, res):
-                out[i].update(deletion_auc=r["deletion_auc"], insertion_auc=r["insertion_auc"])
-        if self.randomizer is not None:
-            for i, mt in enumerate(targets):
-                out[i].update(self.randomizer.evaluate(mt))
+        for metric in self.metrics:
+            for members in groups.values():
+                for i, values in zip(members, metric.run(ctx, [targets[i] for i in members])):
+                    out[i].update(values)
         return out

@@ -127,10 +127,11 @@ class Randomizer:
                 out["rand_flag"] = None if values[-1] is None else int(abs(values[-1]) >= FLAG_AT)
         return out
 
-    def evaluate(self, mt) -> dict[str, Any]:
-        """Scores for one map target of a record, recomputing it the way the record says it was made."""
+    def evaluate(self, mt, warn: Callable[[str], None] | None = None) -> dict[str, Any]:
+        """Scores for one map target of a record, recomputing it the way the record says it was made
+        (why it cannot be goes to `warn`, see recompute_function)."""
         image = mt.record.image
-        explain = recompute_function(mt)
+        explain = recompute_function(mt, warn)
         if explain is None:
             return {"rand_spearman_top": None, "rand_spearman_all": None, "rand_flag": None}
         return self.scores(image, explain)
@@ -153,30 +154,42 @@ def _target(mt):
     return None                                   # a --target-mask region is not stored in the record
 
 
-def recompute_function(mt) -> Callable[[Any], np.ndarray | None] | None:
-    """A function adapter → (H,W) spatial map that redoes this map's method; None if unsupported.
+def recompute_function(mt, warn: Callable[[str], None] | None = None,
+                       purpose: str = "--randomize") -> Callable[..., np.ndarray | None] | None:
+    """A function (adapter, image=None, target=None) → (H,W) spatial map that redoes this map's
+    method (on the record's image, or `image`: an array like it, float values allowed; for the
+    map's target, or another `explain.targets.Target`); None if unsupported.
 
     The map's family engine (attribution or CAM) redoes it from its meta through the
-    method registry, so every registered method is covered."""
+    method registry, so every registered method is covered. Why a map cannot be redone
+    goes to `warn` (one line without the record: callers warn once per run), else to the log."""
     import importlib
 
     from xaicli.explain import registry
 
+    def problem(reason: str) -> None:
+        if warn is not None:
+            warn(reason)
+        else:
+            log.warning("%s %s: %s for %s; its keys are null", mt.record.id, mt.key, reason, purpose)
+
     info = mt.info
     target = _target(mt)
     if target is None:
-        log.warning("%s %s: cannot rebuild target %s for --randomize; its rand_ keys are null",
-                    mt.record.id, mt.key, mt.target)
+        problem("targets made with --target-mask (the region is not stored) cannot be rebuilt")
         return None
     family = registry.family_of(mt.key, info)
     method = registry.by_key(family, info.get("method") or "") if family else None
     if method is None:
-        log.warning("%s %s: --randomize cannot recompute method %r; its rand_ keys are null", mt.record.id, mt.key,
-                    info.get("method"))
+        problem(f"maps of method {info.get('method')!r} cannot be recomputed (not a registered method)")
         return None
     engine = importlib.import_module(registry.ENGINES[family])
-    problem = engine.redo_problem(method, info)
-    if problem:
-        log.warning("%s %s: %s for --randomize; its rand_ keys are null", mt.record.id, mt.key, problem)
+    reason = engine.redo_problem(method, info)
+    if reason:
+        problem(reason)
         return None
-    return lambda ad: spatial(engine.redo(ad, mt.record.image, target, method, info, mt.record.id))
+    def explain(ad, image=None, target=target):
+        return spatial(engine.redo(ad, mt.record.image if image is None else image, target, method, info,
+                                   mt.record.id))
+
+    return explain

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from xaicli.metrics.registry import UP, Metric, declare
+
 
 def _mask(mask: np.ndarray, shape: tuple[int, ...] | None = None) -> np.ndarray:
     m = np.asarray(mask) != 0
@@ -58,3 +60,21 @@ def iou(pred: np.ndarray, truth: np.ndarray) -> float | None:
     g = _mask(truth, p.shape)
     union = np.logical_or(p, g).sum()
     return float(np.logical_and(p, g).sum() / union) if union else None
+
+
+def _pair(key: str) -> tuple[str, str]:
+    return key, "gt_" + key
+
+
+declare(Metric("area_fraction", "localisation", _pair("area_fraction"),
+               "share of pixels in the region (`gt_`: the ground truth)", null="no mask", order=0))
+declare(Metric("focus_ratio", "localisation", _pair("focus_ratio"),
+               "mean |a| inside ÷ mean |a| outside (the \"attribution ratio\")",
+               null="no mask, empty or full mask, zero outside (∞: then `focus_fraction` is 1), non-finite map",
+               better=UP, order=1))
+declare(Metric("focus_fraction", "localisation", _pair("focus_fraction"), "Σ|a| inside ÷ Σ|a|, in [0,1]",
+               null="no/empty mask, all-zero map", better=UP, order=2))
+declare(Metric("dice", "localisation", ("dice",), "predicted region vs ground truth: 2|P∩G| / (|P|+|G|) "
+               "(segmenters)", null="no prediction or no ground truth; both empty", better=UP, order=20))
+declare(Metric("iou", "localisation", ("iou",), "predicted region vs ground truth: |P∩G| / |P∪G|",
+               null="no prediction or no ground truth; both empty", better=UP, order=21))

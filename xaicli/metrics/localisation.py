@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from xaicli.metrics.registry import UP, Metric, declare
 from xaicli.metrics.similarity import rankdata
 
 
@@ -91,3 +92,22 @@ def roc_auc(smap: np.ndarray, mask: np.ndarray) -> float | None:
         return None
     r = rankdata(a)
     return float((r[m].sum() - npos * (npos + 1) / 2.0) / (npos * nneg))
+
+
+_REFERENCES = {"pointing_game": "quantus.PointingGame: equal to 1.4e-5",
+               "rank_accuracy": "quantus.RelevanceRankAccuracy: equal to 1.4e-5",
+               "roc_auc": "quantus.AUC: equal to 1.4e-5",
+               "mass_accuracy": "quantus.RelevanceMassAccuracy sums signed values (above 1 on signed maps); "
+                                "positive mass here, by design"}
+for _order, (_name, _summary, _null) in enumerate([
+        ("pointing_game", "1 if the map's maximum lies inside, else 0 (ties: a hit if any maximal pixel is inside)",
+         "no/empty mask, constant map"),
+        ("mass_accuracy", "relevance mass accuracy: positive mass inside ÷ total positive mass",
+         "no/empty mask, no positive mass"),
+        ("rank_accuracy", "relevance rank accuracy: share of the |M| highest pixels inside the mask M",
+         "no/empty mask"),
+        ("topk_intersection", "share of the k highest pixels inside (`--top-k`: fraction of pixels if < 1, else a "
+         "count; default 0.05)", "no/empty mask"),
+        ("roc_auc", "ROC-AUC of the map as a detector of mask pixels (ties count ½)", "no mask, empty or full mask")]):
+    declare(Metric(_name, "localisation", (_name, "gt_" + _name), _summary, null=_null, better=UP,
+                   reference=_REFERENCES.get(_name, ""), order=10 + _order))

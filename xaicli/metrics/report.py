@@ -20,13 +20,13 @@ import numpy as np
 
 from xaicli.errors import XaiError
 from xaicli.io.record import GT_MASK, MASK, Record, per_target
-from xaicli.metrics import focus, localisation, statistics
+from xaicli.metrics import axiomatic, focus, localisation, statistics
 
 ID_COLUMNS = ["id", "source", "task", "map", "kind", "method", "layer", "baseline",
               "target", "target_index", "target_kind"]
 STAT_COLUMNS = ["nonfinite", "mean", "std", "min", "max", "mean_abs", "sum", "pos_mass", "neg_mass",
                 "sum_r", "sum_g", "sum_b", "mean_r", "mean_g", "mean_b", "sparseness", "complexity",
-                "delta", "relative_delta"]
+                "delta", "relative_delta", "completeness"]
 REGION_METRICS = ["area_fraction", "focus_ratio", "focus_fraction", "pointing_game", "mass_accuracy",
                   "rank_accuracy", "topk_intersection", "roc_auc"]
 GT_COLUMNS = [f"gt_{c}" for c in REGION_METRICS] + ["dice", "iou"]
@@ -136,6 +136,7 @@ def map_row(mt: MapTarget, gt: np.ndarray | None = None, top_k: float = 0.05) ->
     row["complexity"] = statistics.entropy(mt.smap) if mt.finite else None
     row["delta"] = per_target(info, "delta", mt.t)
     row["relative_delta"] = per_target(info, "relative_delta", mt.t)
+    row["completeness"] = axiomatic.completeness(mt.values, info, mt.t)
     row.update(_region_metrics(mt, mt.pred_mask, top_k))
     row.update(_region_metrics(mt, gt, top_k, prefix="gt_"))
     both = mt.pred_mask is not None and gt is not None
@@ -220,3 +221,33 @@ def csv_text(rows: list[dict[str, Any]]) -> str:
 
 def json_document(rows: list[dict[str, Any]]) -> str:
     return json.dumps([{k: strict(v) for k, v in r.items()} for r in rows], allow_nan=False, indent=1) + "\n"
+
+
+# -- the paper-style table ---------------------------------------------------------------
+
+def markdown_table(rows: list[dict[str, Any]], keys: list[str], direction) -> str:
+    """One row per map (method × baseline or layer), one column per metric key that has a
+    number: mean ± std (n−1) over every record and target of the map, the better direction
+    (`direction(key)`: ↑, ↓ or "") in the header. Ready to paste under an evaluation section."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault(r["map"], []).append(r)
+    cols = [k for k in keys if any(_number(r.get(k)) for r in rows)]
+    head = ["method", "map", "n"] + [f"{k} {direction(k)}".rstrip() for k in cols]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join([" --- "] * 3 + [" ---: "] * len(cols)) + "|"]
+    for key, members in groups.items():
+        cells = [str(members[0].get("method") or "-"), f"`{key}`", str(len(members))]
+        for k in cols:
+            v = np.array([m[k] for m in members if _number(m.get(k))], dtype=np.float64)
+            if v.size == 0:
+                cells.append("–")
+            elif v.size == 1:
+                cells.append(f"{v[0]:.3g}")
+            else:
+                cells.append(f"{v.mean():.3g} ± {v.std(ddof=1):.2g}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)

@@ -21,14 +21,28 @@ def rankdata(x: np.ndarray) -> np.ndarray:
 
 def spearman(x: np.ndarray, y: np.ndarray) -> float | None:
     """Spearman rank correlation of two maps; null if either is constant or non-finite."""
+    x, y = _pair(x, y)
+    if x is None:
+        return None
+    return pearson(rankdata(x), rankdata(y))
+
+
+def _pair(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Both flattened as float64; (None, None) when fewer than two or any non-finite value."""
     x = np.asarray(x, dtype=np.float64).ravel()
     y = np.asarray(y, dtype=np.float64).ravel()
     if x.shape != y.shape:
         raise ValueError(f"maps differ in size: {x.size} vs {y.size}")
     if x.size < 2 or not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
+        return None, None
+    return x, y
+
+
+def pearson(x: np.ndarray, y: np.ndarray) -> float | None:
+    """Pearson correlation of two equal-length vectors; null if either is constant or non-finite."""
+    x, y = _pair(x, y)
+    if x is None:
         return None
-    rx, ry = rankdata(x), rankdata(y)
-    rx -= rx.mean()
-    ry -= ry.mean()
-    denom = np.sqrt((rx * rx).sum() * (ry * ry).sum())
-    return float((rx * ry).sum() / denom) if denom > 0 else None
+    x, y = x - x.mean(), y - y.mean()
+    denom = np.sqrt((x * x).sum() * (y * y).sum())
+    return float((x * y).sum() / denom) if denom > 0 else None

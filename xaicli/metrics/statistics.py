@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from xaicli.metrics.registry import DOWN, UP, Metric, declare
+
 CHANNEL_NAMES = ("r", "g", "b")
 
 
@@ -68,3 +70,17 @@ def entropy(values: np.ndarray) -> float | None:
         return None
     p = x[x > 0] / total
     return float(-np.sum(p * np.log(p)))
+
+
+declare(Metric("value_statistics", "statistics", (
+    "nonfinite", "mean", "std", "min", "max", "mean_abs", "sum", "pos_mass", "neg_mass",
+    "sum_r", "sum_g", "sum_b", "mean_r", "mean_g", "mean_b"),
+    "count of NaN/inf values; mean, std, min, max, mean |a|, sum, Σ max(a,0) and Σ max(−a,0) (a magnitude "
+    "≥ 0: `sum = pos_mass − neg_mass`) of the finite raw values; the sums and means per input channel (R, G, B)",
+    null="no finite value; the per-channel keys when the map has no 3 channels (gray model, CAM)", order=0))
+declare(Metric("sparseness", "complexity", ("sparseness",),
+               "Gini index of |a|: 0 = even, (n−1)/n = one pixel",
+               null="Σ|a| = 0, or non-finite map", better=UP, order=0))
+declare(Metric("complexity", "complexity", ("complexity",),
+               "entropy (nats) of |a|/Σ|a|: ln n when even", null="Σ|a| = 0, or non-finite map",
+               better=DOWN, order=1))

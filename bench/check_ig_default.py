@@ -35,7 +35,7 @@ TOLERANCE = 0.01
 def metas(tar_path: Path) -> list[dict]:
     out = []
     with tarfile.open(tar_path) as tar:
-        for m in tar:
+        for m in (m for m in tar if m.name.endswith(".npz")):   # streams hold start and end members too
             with np.load(tar.extractfile(m), allow_pickle=False) as z:
                 out.append(json.loads(str(z["meta"][()])))
     return out

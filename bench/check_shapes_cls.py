@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         out = subprocess.run([*xai(), "-q", "cam"], input=attr, env=env, check=True, capture_output=True).stdout
         hits = {k: [] for k in GOALS}
         with tarfile.open(fileobj=io.BytesIO(out)) as tar:
-            for member in tar:
+            for member in (m for m in tar if m.name.endswith(".npz")):   # not the start and end members
                 with np.load(tar.extractfile(member), allow_pickle=False) as z:
                     meta = json.loads(str(z["meta"][()]))
                     ig, cam = z["attr/integrated_gradients/black"][0], z["cam/gradcam/last"][0]

@@ -271,9 +271,10 @@ BASELINES = ("black", "zero", "white", "mean", "blur", "noise", "uniform")
 @pytest.mark.usefixtures("one_thread")
 @pytest.mark.parametrize("spec,task,count", [(CLS, "classification", 3), ("builtin:shapes-seg", "segmentation", 1)])
 def test_default_run_meets_one_percent_completeness(cli, tmp_path, spec, task, count):
-    """No --steps, no --tolerance: per target, the steps rise until |Σ map − (S(x) − S(x'))| ≤ 1% of
-    |S(x) − S(x')| (or the target says converged: false). Checked on the stored map itself, with S(x)
-    from the record's own logits and, for the black baseline, S(x') from a forward of the model."""
+    """No --steps, no --tolerance: per target, the adaptive quadrature refines until |Σ map − (S(x) − S(x'))|
+    ≤ 1% of |S(x) − S(x')| and its estimated map error ≤ 1% (or the target says converged: false). Checked
+    on the stored map itself, with S(x) from the record's own logits and, for the black baseline, S(x')
+    from a forward of the model."""
     from xaicli.models.builtin.shapes import write_samples
     from xaicli.models.loader import load_model
 
@@ -286,12 +287,13 @@ def test_default_run_meets_one_percent_completeness(cli, tmp_path, spec, task, c
         logits = rec.arrays["pred/logits"].astype(np.float64)
         for b in BASELINES:
             arr, info = map_info(rec, f"attr/integrated_gradients/{b}")
-            assert info["tolerance"] == 0.01 and min(info["target_steps"]) >= 16 and info["steps"] <= 512
+            assert info["tolerance"] == 0.01 and info["accuracy"] == 0.01 and info["quadrature"] == "adaptive"
+            assert min(info["target_steps"]) >= 17 and info["steps"] <= 512
             for t, target in enumerate(info["targets"]):
                 gap = info["f_x"][t] - info["f_baseline"][t]
                 rel = abs(arr[t].astype(np.float64).sum() - gap) / abs(gap)
                 assert rel == pytest.approx(info["relative_delta"][t], rel=1e-3, abs=1e-6)
-                assert info["converged"][t] == (rel <= 0.01)
+                assert info["converged"][t] == (rel <= 0.01 and info["estimated_error"][t] <= 0.01)
                 assert rel <= 0.01 or "did not reach --tolerance 0.01" in res.stderr
                 if task == "classification":
                     assert info["f_x"][t] == pytest.approx(logits[target["index"]], rel=1e-5, abs=1e-5)
@@ -304,7 +306,7 @@ def test_default_run_meets_one_percent_completeness(cli, tmp_path, spec, task, c
 
 @pytest.mark.usefixtures("one_thread")
 @pytest.mark.parametrize("args,steps,evaluated", [
-    (["--max-steps", "8"], 8, 8),                      # the default first try (16) starts at the cap
+    (["--max-steps", "8", "--quadrature", "gl"], 8, 8),  # the first try (16) starts at the cap
     (["--max-steps", "12", "--steps", "4"], 12, 4 + 8 + 12),
     (["--max-steps", "4", "--steps", "4"], 4, 4),
 ])
@@ -316,19 +318,22 @@ def test_max_steps_caps_every_map(cli, demo_png, args, steps, evaluated):
             info = rec.meta["maps"][key]
             assert info["steps"] == steps and info["target_steps"] == [steps] and info["converged"] == [False]
             assert info["steps_evaluated"] == evaluated
-        assert rec.meta["history"][-1]["parameters"]["steps"] == (8 if args == ["--max-steps", "8"] else 4)
+        assert rec.meta["history"][-1]["parameters"]["steps"] == (8 if args[1] == "8" else 4)
     assert f"within --max-steps {args[1]}" in res.stderr
 
 
 @pytest.mark.usefixtures("one_thread")
 def test_default_run_reports_the_cap_per_target(cli, demo_png):
-    """--max-steps alone caps the default adaptive run; each target says whether it met 1%."""
-    res = cli(["attribute", "-m", CLS, demo_png[0], "-t", "all", "--max-steps", "2", "-B", "noise"])
+    """--max-steps alone caps the default adaptive run (17 points: its first cut); each target says
+    whether it met 1% (completeness and estimated map error)."""
+    res = cli(["attribute", "-m", CLS, demo_png[0], "-t", "all", "--max-steps", "17", "-B", "noise"])
     (rec,) = ok(res)
     info = rec.meta["maps"]["attr/integrated_gradients/noise"]
-    assert info["tolerance"] == 0.01 and max(info["target_steps"]) == 2 and len(info["converged"]) == 3
-    assert info["converged"] == [r <= 0.01 for r in info["relative_delta"]]
-    assert not all(info["converged"]) and "did not reach --tolerance 0.01 within --max-steps 2" in res.stderr
+    assert info["tolerance"] == 0.01 and max(info["target_steps"]) == 17 and len(info["converged"]) == 3
+    assert info["converged"] == [r <= 0.01 and e <= 0.01 for r, e in zip(info["relative_delta"],
+                                                                         info["estimated_error"])]
+    assert not all(info["converged"])
+    assert "did not reach --tolerance 0.01 and --accuracy 0.01 within --max-steps 17" in res.stderr
 
 
 @pytest.mark.parametrize("args,words", [
@@ -336,6 +341,9 @@ def test_default_run_reports_the_cap_per_target(cli, demo_png):
     (["--tolerance", "0.1", "--max-steps", "1", "--quadrature", "riemann-trapezoid"],
      ["--max-steps 1", "at least 2"]),
     (["--tolerance", "inf"], ["--tolerance inf", "finite"]),
+    (["--quadrature", "adaptive", "--steps", "8"], ["--steps 8 with --quadrature adaptive", "--max-steps"]),
+    (["--max-steps", "10"], ["--max-steps 10", "17 points"]),
+    (["--accuracy", "nan"], ["--accuracy", "greater than or equal to 0"]),
     (["-B", "blur", "--blur-sigma", "inf"], ["--blur-sigma inf", "finite"]),      # was an internal OverflowError
     (["-B", "blur", "--blur-sigma", "nan"], ["--blur-sigma nan", "finite"]),
     (["-B", "blur", "--blur-sigma", "0"], ["--blur-sigma 0:", "unchanged"]),     # was an all-zero map, exit 0

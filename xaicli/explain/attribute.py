@@ -59,7 +59,8 @@ def explain(adapter, image: np.ndarray, targets: Sequence, methods: Sequence, ba
     t0 = time.perf_counter()
     try:
         results = iter(run_jobs(forward, jobs, weights, steps=options["steps"], quadrature=options["quadrature"],
-                                tolerance=options["tolerance"], max_steps=options["max_steps"], planner=planner))
+                                tolerance=options["tolerance"], max_steps=options["max_steps"], planner=planner,
+                                accuracy=options["accuracy"]))
     except ValueError as exc:
         raise XaiError(f"{key}: {exc}") from None
     seconds = time.perf_counter() - t0
@@ -159,9 +160,17 @@ def _info(m, bname, extra, res, targets, options, seconds) -> dict[str, Any]:
             "f_x": res.f_x, "f_baseline": res.f_baseline,
             "tolerance": tolerance if integral else None,
             "converged": res.converged if integral and tolerance is not None else None,
+            **_adaptive_info(res, options, integral),
             "score": "sum of target weights x logits", "space": "image pixels in [0, 1] at image size",
             "steps_evaluated": res.steps_evaluated, "batch_size": res.batch_size,
             "seconds": round(seconds, 4), **extra}
+
+
+def _adaptive_info(res, options, integral: bool) -> dict[str, Any]:
+    """The adaptive quadrature's figures: its bound and each target's estimated map error."""
+    if not integral or options["quadrature"] != "adaptive":
+        return {"accuracy": None, "estimated_error": None}
+    return {"accuracy": options["accuracy"], "estimated_error": res.info.get("estimated_error")}
 
 
 def _warn(key, m, bname, res, options) -> None:
@@ -174,9 +183,13 @@ def _warn(key, m, bname, res, options) -> None:
         log.warning("%s: %s/%s relative delta %.3g with %d steps; the map may be inaccurate: raise --steps "
                     "or omit --steps to let --tolerance 0.01 choose them", key, m.key, bname, worst, steps)
     if tolerance is not None and not all(res.converged):
-        log.warning("%s: %s/%s did not reach --tolerance %g within --max-steps %d (relative delta %s)",
-                    key, m.key, bname, tolerance, options["max_steps"],
-                    ", ".join("-" if r is None else f"{r:.3g}" for r in res.relative_delta))
+        log.warning("%s: %s/%s did not reach --tolerance %g%s within --max-steps %d (relative delta %s%s)",
+                    key, m.key, bname, tolerance,
+                    f" and --accuracy {options['accuracy']:g}" if "estimated_error" in res.info else "",
+                    options["max_steps"], ", ".join("-" if r is None else f"{r:.3g}" for r in res.relative_delta),
+                    "; estimated error " + ", ".join("-" if e is None else f"{e:.3g}"
+                                                     for e in res.info["estimated_error"])
+                    if "estimated_error" in res.info else "")
 
 
 def _output_hw(adapter, unit, forward, cache: dict):
@@ -203,12 +216,15 @@ def redo(adapter, image: np.ndarray, target, method, info: dict[str, Any], key: 
     """The map `info` describes, recomputed with `adapter` for one target: (C, H, W) float32.
 
     The options come from the map's meta (what is missing: the declared defaults), with
-    the steps the map used, fixed (no tolerance)."""
+    the steps the map used, fixed (no tolerance; an adaptive map is redone with that many
+    Gauss–Legendre nodes, so every randomised model costs the same)."""
     from xaicli.explain.attribution import settle
 
     options = registry.option_defaults("attribution")
     options.update({name: info[name] for name in options if info.get(name) is not None})
     options.update(baseline=None, tolerance=None)
+    if options.get("quadrature") == "adaptive":
+        options["quadrature"] = "gausslegendre"
     baselines = [stored_baseline(info)] if method.baseline else []
     maps = explain(adapter, image, [target], [method], baselines, settle(options), key=key, warn=False)
     return maps[0].values[0]

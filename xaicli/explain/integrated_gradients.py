@@ -18,6 +18,8 @@ the quadrature error. How this engine differs from running Captum once per targe
 - `tolerance` makes the step count adaptive per (map, target): steps double until
   |delta| ≤ tolerance·|S(x) − S(x')| or `max_steps` (never more: a first try of more
   steps is an error); converged targets stop early.
+- quadrature "adaptive" (`adaptive.py`, the CLI's default) refines the path where the
+  map still changes, until its estimated error is ≤ `accuracy` and |delta| ≤ `tolerance`.
 
 The gradient methods are the same machinery with one point per path: saliency is
 |∇S(x)|, input×gradient is x ⊙ ∇S(x), SmoothGrad averages |∇S| over noisy copies of
@@ -97,7 +99,7 @@ class JobResult:
 def integrated_gradients(forward: Callable, inputs: torch.Tensor, baselines: torch.Tensor, weights: torch.Tensor, *,
                          steps: int = 32, quadrature: str = "gausslegendre", tolerance: float | None = None,
                          max_steps: int = 512, batch_size: int | None = None,
-                         planner: BatchPlanner | None = None) -> JobResult:
+                         planner: BatchPlanner | None = None, accuracy: float = 0.01) -> JobResult:
     """IG of `inputs` (1, C, H, W) for every target in `weights` (T, K[, h, w]); Captum-like entry point.
 
     `baselines` is (1 or K, C, H, W): with several, the result is the mean over them.
@@ -105,18 +107,25 @@ def integrated_gradients(forward: Callable, inputs: torch.Tensor, baselines: tor
     k = baselines.shape[0]
     job = Job("ig", baselines, inputs.expand(k, *inputs.shape[1:]))
     return attribute(forward, [job], weights, steps=steps, quadrature=quadrature, tolerance=tolerance,
-                     max_steps=max_steps, batch_size=batch_size, planner=planner)[0]
+                     max_steps=max_steps, batch_size=batch_size, planner=planner, accuracy=accuracy)[0]
 
 
-def attribute(forward: Callable, jobs: Sequence[Job], weights: torch.Tensor | None, *, steps: int = 32,
+def attribute(forward: Callable, jobs: Sequence[Job], weights: torch.Tensor | None, *, steps: int | None = 32,
               quadrature: str = "gausslegendre", tolerance: float | None = None, max_steps: int = 512,
-              batch_size: int | None = None, planner: BatchPlanner | None = None) -> list[JobResult]:
+              batch_size: int | None = None, planner: BatchPlanner | None = None,
+              accuracy: float = 0.01) -> list[JobResult]:
     """Compute every job for every target in shared, chunked forward/backward passes.
 
     forward: (n, C, H, W) → logits (n, K[, h, w]); weights: (T, K[, h, w]), for every job without
     its own `Job.weights` (jobs may be different images of one size: each brings its targets).
     """
     quadrature = quad.canonical(quadrature)
+    if quadrature == quad.ADAPTIVE:
+        from xaicli.explain import adaptive
+
+        return adaptive.attribute_jobs(forward, jobs, weights, tolerance=0.01 if tolerance is None else tolerance,
+                                       accuracy=accuracy, max_steps=max_steps, batch_size=batch_size,
+                                       planner=planner)
     if steps < quad.min_steps(quadrature):
         raise ValueError(f"{quadrature} needs at least {quad.min_steps(quadrature)} steps")
     if tolerance is not None and steps > max_steps:     # the cap holds: no map is made with more steps
@@ -141,7 +150,8 @@ def attribute(forward: Callable, jobs: Sequence[Job], weights: torch.Tensor | No
     f_start = f_end = gap = None
     bs_used = None
     while active.any():
-        rows = _rows(jobs, active, job_steps, quadrature)
+        rows = _rows(jobs, active, [quad.rule(quadrature, int(job_steps[j])) if job.integral else (np.ones(1),) * 2
+                                    for j, job in enumerate(jobs)])
         runner = planner.runner(sample, len(rows.alpha))
         new = _accumulate(forward, jobs, weights, rows, active, runner)
         bs_used = runner.chosen                                 # after tuning / any OOM halving
@@ -206,33 +216,37 @@ class _Rows:
     square: torch.Tensor    # (R,) bool: the row's job needs squares (moment square or variance)
 
 
-def _rows(jobs: Sequence[Job], active: np.ndarray, job_steps: np.ndarray, quadrature: str) -> _Rows:
-    """Every (job, path, node) row still needed, ordered by job and path."""
+def _rows(jobs: Sequence[Job], active: np.ndarray, nodes: Sequence[tuple[np.ndarray, np.ndarray]]) -> _Rows:
+    """Every (job, path, node) row still needed, ordered by job and path; `nodes[j]` = (α, weights).
+
+    A Job object listed more than once (the adaptive mode's one entry per point) keeps one copy
+    of its paths."""
     device = jobs[0].ends.device
     job_i, path_i, alphas, coefs, absolute, square = [], [], [], [], [], []
     starts, ends, scales = [], [], []
-    any_scale = any(j.scale() is not None for j in jobs)
+    any_scale = any(j.integral or j.scales is not None for j in jobs)
+    offsets: dict[int, int] = {}
     offset = 0
     for j, job in enumerate(jobs):
         if not active[j].any():
             continue
-        if job.integral:
-            a, w = quad.rule(quadrature, int(job_steps[j]))
-        else:
-            a, w = np.ones(1), np.ones(1)
+        a, w = nodes[j]
         p = job.paths
+        first = offsets.get(id(job))
+        if first is None:
+            offsets[id(job)] = first = offset
+            starts.append(job.starts)
+            ends.append(job.ends)
+            if any_scale:
+                s = job.scale()
+                scales.append(s if s is not None else torch.ones_like(job.ends))
+            offset += p
         job_i.append(np.full(p * len(a), j))
-        path_i.append(np.repeat(np.arange(p) + offset, len(a)))
+        path_i.append(np.repeat(np.arange(p) + first, len(a)))
         alphas.append(np.tile(a, p))
         coefs.append(np.tile(w, p) / p)
         absolute.append(np.full(p * len(a), job.absolute))
         square.append(np.full(p * len(a), job.moment != "mean"))
-        starts.append(job.starts)
-        ends.append(job.ends)
-        if any_scale:
-            s = job.scale()
-            scales.append(s if s is not None else torch.ones_like(job.ends))
-        offset += p
     cat = np.concatenate
     return _Rows(torch.as_tensor(cat(job_i), device=device), torch.as_tensor(cat(path_i), device=device),
                  torch.as_tensor(cat(alphas)), torch.as_tensor(cat(coefs)),
@@ -253,7 +267,7 @@ def _accumulate(forward: Callable, jobs: Sequence[Job], weights: torch.Tensor, r
     alpha = rows.alpha.to(device, dtype)
     coef = rows.coef.to(device, dtype)
     diffs = rows.ends - rows.starts                                     # (P, C, H, W), once per round
-    path_cpu = rows.path.cpu()
+    path_cpu, job_cpu = rows.path.cpu(), rows.job.cpu()
     lead = [1] * (sample.ndim - 1)
 
     def work(lo: int, hi: int) -> None:
@@ -261,7 +275,8 @@ def _accumulate(forward: Callable, jobs: Sequence[Job], weights: torch.Tensor, r
         n = hi - lo
         p = rows.path[lo:hi]
         j = rows.job[lo:hi]
-        one = int(path_cpu[lo]) == int(path_cpu[hi - 1])                 # rows are ordered by path
+        one = (int(path_cpu[lo]) == int(path_cpu[hi - 1])                # rows are ordered by job and path
+               and int(job_cpu[lo]) == int(job_cpu[hi - 1]))
         if one:   # the common case: every row on one path, so views instead of copies
             p0 = int(path_cpu[lo])
             s, d = rows.starts[p0:p0 + 1].expand(n, *lead_shape), diffs[p0:p0 + 1].expand(n, *lead_shape)

@@ -19,7 +19,9 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import numpy as np
 
-RULES = ("gausslegendre", "riemann-left", "riemann-right", "riemann-middle", "riemann-trapezoid")
+ADAPTIVE = "adaptive"   # no fixed nodes: adaptive.py refines the path where the map still changes
+ADAPTIVE_START = 8      # its first cut: 8 intervals, 17 points
+RULES = ("gausslegendre", "riemann-left", "riemann-right", "riemann-middle", "riemann-trapezoid")   # fixed nodes
 
 
 def canonical(name: str) -> str:
@@ -29,8 +31,8 @@ def canonical(name: str) -> str:
                "right": "riemann-right", "middle": "riemann-middle", "midpoint": "riemann-middle",
                "trapezoid": "riemann-trapezoid"}
     key = aliases.get(key, key)
-    if key not in RULES:
-        raise ValueError(f"unknown quadrature {name!r}; use one of {', '.join(RULES)}")
+    if key not in (ADAPTIVE, *RULES):
+        raise ValueError(f"unknown quadrature {name!r}; use one of {', '.join((ADAPTIVE, *RULES))}")
     return key
 
 
@@ -43,6 +45,8 @@ def rule(name: str, n: int) -> tuple[np.ndarray, np.ndarray]:
     import numpy as np   # here: the CLI reads RULES for --help, which loads no numpy
 
     name = canonical(name)
+    if name == ADAPTIVE:
+        raise ValueError("the adaptive quadrature chooses its own nodes; give a rule such as gausslegendre")
     if n < min_steps(name):
         raise ValueError(f"{name} needs at least {min_steps(name)} steps, got {n}")
     if name == "gausslegendre":

@@ -24,7 +24,8 @@ from xaicli.explain.baselines import KINDS
 from xaicli.explain.registry import Method, Option
 
 FIRST_TRY = 16           # adaptive runs: the first try when --steps is not given (capped at --max-steps)
-DEFAULT_TOLERANCE = 0.01   # without --steps and --tolerance: steps rise until |delta| <= 1% of |S(x) - S(x')|
+DEFAULT_TOLERANCE = 0.01   # without --steps and --tolerance: |delta| <= 1% of |S(x) - S(x')|
+DEFAULT_ACCURACY = 0.01    # adaptive quadrature: estimated relative L2 error of the map
 MIN_BLUR_SIGMA = 1 / 6   # below, the blur's radius round(3 sigma) is 0: the baseline is the image, every map 0
 
 
@@ -88,33 +89,53 @@ NOISE_STD = Option("noise_std", float, 0.15, min=0.0,
                         "methods that add noise.")
 SAMPLES = Option("samples", int, 10, min=1, help="Noisy copies per image (SmoothGrad and its kind).")
 STEPS = Option("steps", int, None, flags=("--steps", "-n"), min=1, show_default=False,
-               help="Path-integral steps (quadrature nodes). Alone: a fixed count, no adaptation. With --tolerance: "
-                    f"the first try (at most --max-steps). Default: adaptive, first try {FIRST_TRY} (or --max-steps "
-                    "if lower).")
-QUADRATURE = Option("quadrature", str, "gausslegendre", choices=lambda: list(quad.RULES),
-                    help=", ".join(quad.RULES[:-1]) + " or " + quad.RULES[-1] + ".")
+               help="Path-integral steps (quadrature nodes): a fixed count, Gauss-Legendre unless --quadrature says "
+                    f"otherwise. With --tolerance: the first try of the doubling (default {FIRST_TRY}, at most "
+                    "--max-steps). Default: the adaptive quadrature chooses the points.")
+QUADRATURE = Option("quadrature", str, None, choices=lambda: [quad.ADAPTIVE, *quad.RULES], show_default=False,
+                    help=f"{quad.ADAPTIVE} (the default without --steps: points where the map still changes, until "
+                         "--accuracy and --tolerance hold), or a fixed rule: " + ", ".join(quad.RULES[:-1])
+                         + " or " + quad.RULES[-1] + " (gausslegendre with --steps, as Captum).")
+ACCURACY = Option("accuracy", float, DEFAULT_ACCURACY, min=0.0,
+                  check=_finite("--accuracy", "pass a finite bound such as 0.01"),
+                  help="Adaptive quadrature: stop a map when its estimated relative L2 error (how far the last "
+                       "halving of each path interval moved it) is at most this. Stored per target.")
 TOLERANCE = Option("tolerance", float, None, min=0.0, show_default=False,
                    check=_finite("--tolerance", "every delta meets it, so nothing is checked; pass a finite bound "
                                  "such as 0.01, or omit it for fixed --steps"),
-                   help="Adaptive steps: double the steps per target until |delta| <= T * |S(x) - S(x')| or "
-                        "--max-steps; targets that stop at the cap are marked converged: false and warned about. "
-                        f"The steps used are stored. Default {DEFAULT_TOLERANCE:g} unless --steps is given alone.")
-MAX_STEPS = Option("max_steps", int, 512, min=1, help="Cap of the adaptive steps: no map gets more steps.")
+                   help="Completeness bound: a target is done when |delta| <= T * |S(x) - S(x')| (adaptive "
+                        "quadrature: and --accuracy holds; a fixed rule: the steps double) or at --max-steps, "
+                        "where it is marked converged: false and warned about. Default "
+                        f"{DEFAULT_TOLERANCE:g} unless --steps is given alone.")
+MAX_STEPS = Option("max_steps", int, 512, min=1, help="Cap of the adaptive steps: no map gets more points.")
 
-OPTIONS = (BASELINE, BASELINE_SAMPLES, BLUR_SIGMA, SEED, STEPS, QUADRATURE, TOLERANCE, MAX_STEPS, NOISE_STD)
+OPTIONS = (BASELINE, BASELINE_SAMPLES, BLUR_SIGMA, SEED, STEPS, QUADRATURE, ACCURACY, TOLERANCE, MAX_STEPS,
+           NOISE_STD)
 
 
 def settle(options: dict[str, Any]) -> dict[str, Any]:
     """The engine options checked together and completed (canonical quadrature, the steps default)."""
     out = dict(options)
+    if out["quadrature"] is None:
+        out["quadrature"] = quad.ADAPTIVE if out["steps"] is None else "gausslegendre"
     try:
         out["quadrature"] = quadrature = quad.canonical(out["quadrature"])
     except ValueError:
-        raise XaiUsageError(f"--quadrature {out['quadrature']!r}: use one of {', '.join(quad.RULES)}") from None
+        raise XaiUsageError(f"--quadrature {out['quadrature']!r}: use one of "
+                            f"{', '.join((quad.ADAPTIVE, *quad.RULES))}") from None
     least = quad.min_steps(quadrature)
     steps, tolerance, max_steps = out["steps"], out["tolerance"], out["max_steps"]
     if tolerance is None and steps is None:
         out["tolerance"] = tolerance = DEFAULT_TOLERANCE
+    if quadrature == quad.ADAPTIVE:
+        if steps is not None:
+            raise XaiUsageError(f"--steps {steps} with --quadrature adaptive: the adaptive quadrature chooses its "
+                                "points; drop --steps (cap them with --max-steps), or pick a fixed rule such as "
+                                "--quadrature gausslegendre")
+        if max_steps < 2 * quad.ADAPTIVE_START + 1:
+            raise XaiUsageError(f"--max-steps {max_steps}: the adaptive quadrature starts with {2 * quad.ADAPTIVE_START + 1} "
+                                "points; raise --max-steps or pass --steps N for a fixed count")
+        return out
     if tolerance is not None and max_steps < least:
         raise XaiUsageError(f"--max-steps {max_steps}: {quadrature} needs at least {least} steps")
     if tolerance is not None and steps is not None and steps > max_steps:

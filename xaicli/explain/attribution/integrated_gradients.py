@@ -10,8 +10,9 @@ class IntegratedGradients(AttributionMethod):
     aliases = ("ig",)
     summary = "(x - x') times the mean gradient on the straight path from the baseline x' to x"
     reference, reference_package = "IntegratedGradients", "captum.attr"
-    checked = "within 1e-4 of the map's largest value (smp U-Net++, HF ConvNeXt and ViT)"
-    notes = "every target, baseline and random draw in shared chunked passes; --tolerance doubles the steps"
+    checked = "with --steps N (Captum's nodes): within 1e-4 of the map's largest value (smp U-Net++, HF ConvNeXt, ViT)"
+    notes = ("every target, baseline and random draw in shared chunked passes; points where the map still "
+             "changes until --accuracy and --tolerance hold (--steps N: fixed nodes)")
     baseline = integral = True
     default = True
     order = 10

@@ -1,0 +1,220 @@
+"""Adaptive quadrature of IG's path integral, with an estimate of the map's own error.
+
+IG's integrand along the path, g(α) = ∂S/∂x(x' + α(x − x')) ⊙ (x − x'), is piecewise
+constant on ReLU networks (every unit that flips is a jump), so fixed Gauss–Legendre
+nodes converge only like 1/n: on the built-in segmenter at 256², 32 nodes leave the map
+10% (relative L2) off a long reference and 384 are needed for 1%, while the completeness
+delta is already small. The jumps crowd where the path starts (a dark image at small α),
+so uniform refinement wastes most of its points.
+
+Dyadic trapezoid refinement, nested (every evaluated point is reused): the path is cut
+into intervals, each holding its endpoints and midpoint; an interval's estimate is the
+two-panel trapezoid T2 and T2 − T1 (T1 the one-panel trapezoid) measures how much halving
+it changed. Each round halves the intervals whose change is largest (two new points
+each). The estimated error of the map is ‖Σ (T2 − T1)‖ / ‖Σ T2‖ over the current
+intervals: how far the latest halving of each interval moved the map. Measured against
+2048-point references by bench/bench_ig_accuracy.py. Simpson's rule on the same points
+was tried and dropped: its estimate fell to half the measured error on ReLU networks.
+
+`attribute` is the engine's adaptive mode: every job's targets stop when the estimate is
+≤ `accuracy` and |delta| ≤ `tolerance`·|S(x) − S(x')|, or at `max_steps` points. The g(α)
+of all points are kept (on the CPU) until the map is done: points × targets × image.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from xaicli.explain.quadrature import ADAPTIVE_START as START
+
+
+@dataclass
+class AdaptivePath:
+    """The intervals of one path integral over [0, 1] and g at the points evaluated so far.
+
+    `values[α]` is g(α) for every target, (T, ...). Sums of T2 and T2 − T1 over the current
+    intervals are kept running, so no round stacks every interval. A `frozen` target keeps
+    the estimate and error it had when it stopped; later points do not change them.
+    """
+
+    targets: int
+    values: dict[float, torch.Tensor] = field(default_factory=dict)
+    intervals: dict[tuple[float, float], torch.Tensor] = field(default_factory=dict)  # (a, b) → ‖T2−T1‖ per target
+    pending: list[tuple[float, float]] = field(default_factory=list)
+    frozen: dict[int, tuple[torch.Tensor, float, int]] = field(default_factory=dict)
+    _t2: torch.Tensor | None = None
+    _change: torch.Tensor | None = None
+
+    def __post_init__(self):
+        edges = [i / START for i in range(START + 1)]
+        self.pending = list(zip(edges[:-1], edges[1:]))
+
+    def wanted(self) -> list[float]:
+        """The α still to evaluate for the pending intervals (endpoints and midpoints), sorted."""
+        return sorted({p for a, b in self.pending for p in (a, (a + b) / 2, b) if p not in self.values})
+
+    def add(self, alphas, maps: torch.Tensor) -> None:
+        """g at `alphas`: maps (len(alphas), T, ...)."""
+        for i, a in enumerate(alphas):
+            self.values[float(a)] = maps[i].detach().to("cpu", torch.float64)
+        ready = [iv for iv in self.pending if all(p in self.values for p in (iv[0], (iv[0] + iv[1]) / 2, iv[1]))]
+        self.pending = [iv for iv in self.pending if iv not in ready]
+        for a, b in ready:
+            t2, change = self._panels(a, b)
+            self._t2 = t2 if self._t2 is None else self._t2 + t2
+            self._change = change if self._change is None else self._change + change
+            self.intervals[(a, b)] = _norms(change)
+
+    def _panels(self, a: float, b: float) -> tuple[torch.Tensor, torch.Tensor]:
+        ga, gm, gb = self.values[a], self.values[(a + b) / 2], self.values[b]
+        t1 = ((b - a) / 2) * (ga + gb)
+        t2 = ((b - a) / 4) * (ga + 2 * gm + gb)
+        return t2, t2 - t1
+
+    def estimate(self) -> torch.Tensor:
+        """(T, ...) float64: Σ T2 over the intervals; a frozen target keeps its value at the stop."""
+        total = self._t2.clone()
+        for t, (kept, _, _) in self.frozen.items():
+            total[t] = kept
+        return total
+
+    def error(self) -> torch.Tensor:
+        """(T,) estimated relative L2 error of `estimate()` per target: ‖Σ (T2 − T1)‖ / ‖Σ T2‖."""
+        err = _norms(self._change) / _norms(self._t2).clamp_min(torch.finfo(torch.float64).tiny)
+        for t, (_, e, _) in self.frozen.items():
+            err[t] = e
+        return err
+
+    def freeze(self, target: int) -> None:
+        if target not in self.frozen:
+            self.frozen[target] = (self._t2[target].clone(), float(self.error()[target]), self.points)
+
+    def steps(self, target: int) -> int:
+        """Points the target's estimate used."""
+        return self.frozen[target][2] if target in self.frozen else self.points
+
+    def refine(self, count: int, active: np.ndarray | None = None) -> None:
+        """Halve the `count` intervals whose change is largest relative to each active target's map."""
+        if not self.intervals:
+            return
+        keys = list(self.intervals)
+        sizes = torch.stack([self.intervals[k] for k in keys]) / _norms(self._t2).clamp_min(1e-300)   # (I, T)
+        if active is not None:
+            sizes = sizes[:, torch.as_tensor(active, dtype=torch.bool)]
+        for i in torch.argsort(sizes.max(1).values, descending=True)[:max(1, count)].tolist():
+            a, b = keys[i]
+            t2, change = self._panels(a, b)
+            self._t2 -= t2
+            self._change -= change
+            del self.intervals[(a, b)]
+            m = (a + b) / 2
+            self.pending += [(a, m), (m, b)]
+
+    @property
+    def points(self) -> int:
+        return len(self.values)
+
+
+def _norms(x: torch.Tensor) -> torch.Tensor:
+    return x.flatten(1).double().norm(dim=1)
+
+
+def attribute(forward: Callable, jobs: Sequence, weights: torch.Tensor, *, tolerance: float, accuracy: float,
+              max_steps: int, planner) -> list:
+    """Integral jobs by adaptive refinement, in shared chunked passes (integrated_gradients.attribute's
+    contract; `weights` is (J, T, K[, h, w]), one row per job). Each round evaluates, for every job
+    with an unfinished target, the points its refinement asks for: one engine row per (point, path)."""
+    from xaicli.explain.integrated_gradients import JobResult, _accumulate, _endpoint_scores, _floats, _rows
+
+    n_j, n_t = weights.shape[:2]
+    sample = jobs[0].ends[:1]
+    f_start, f_end = _endpoint_scores(forward, jobs, weights, planner)
+    gap = f_end - f_start
+    paths = [AdaptivePath(n_t) for _ in jobs]
+    active = np.ones((n_j, n_t), dtype=bool)
+    evaluated = np.zeros(n_j, dtype=np.int64)
+    bs_used = None
+    while active.any():
+        owner, nodes, asked = [], [], {}
+        for j in np.flatnonzero(active.any(1)):
+            asked[j] = paths[j].wanted()
+            owner += [j] * len(asked[j])
+            nodes += [(np.array([a]), np.ones(1)) for a in asked[j]]
+        pseudo = [jobs[j] for j in owner]              # one engine job per (job, point): g(α), not a sum
+        runner = planner.runner(sample, sum(job.paths for job in pseudo))
+        rows = _rows(pseudo, active[owner], nodes)
+        g = _accumulate(forward, pseudo, weights[owner], rows, active[owner], runner)
+        bs_used = runner.chosen
+        first = 0
+        for j, alphas in asked.items():
+            paths[j].add(alphas, g[first:first + len(alphas)])
+            evaluated[j] += len(alphas) * jobs[j].paths
+            first += len(alphas)
+            _settle(paths[j], active[j], gap[j], tolerance, accuracy, max_steps)
+    results = []
+    for j, job in enumerate(jobs):
+        path = paths[j]
+        est = path.estimate()
+        err = path.error().numpy()
+        delta = est.flatten(1).sum(1).numpy() - gap[j]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            rel = np.where(gap[j] != 0, np.abs(delta) / np.abs(gap[j]), np.where(delta == 0, 0.0, np.inf))
+        conv = [bool(e <= accuracy and abs(d) <= tolerance * abs(s)) for e, d, s in zip(err, delta, gap[j])]
+        res = JobResult(job.name, est.to(sample.device, sample.dtype), [path.steps(t) for t in range(n_t)],
+                        _floats(delta), _floats(rel), _floats(f_end[j]), _floats(f_start[j]), conv,
+                        steps_evaluated=int(evaluated[j]), batch_size=bs_used)
+        res.info["estimated_error"] = _floats(err)
+        results.append(res)
+    return results
+
+
+def _settle(path: AdaptivePath, active: np.ndarray, gap: np.ndarray, tolerance: float, accuracy: float,
+            max_steps: int) -> None:
+    """Freeze the targets that are done, stop all at the cap, else ask for the next points."""
+    if path.pending:
+        return
+    est, err = path.estimate(), path.error()
+    sums = est.flatten(1).sum(1).numpy()
+    for t in np.flatnonzero(active):
+        if err[t] <= accuracy and abs(sums[t] - gap[t]) <= tolerance * abs(gap[t]):
+            path.freeze(int(t))
+            active[t] = False
+    if not active.any():
+        return
+    room = (max_steps - path.points) // 2          # each halving adds two points
+    if room <= 0:
+        active[:] = False
+        return
+    path.refine(min(room, max(START // 2, len(path.intervals) // 4)), active)
+
+
+def attribute_jobs(forward, jobs, weights, *, tolerance, accuracy, max_steps, batch_size, planner) -> list:
+    """integrated_gradients.attribute's adaptive mode: integral jobs through `attribute`, the others (one
+    point each) through the fixed engine."""
+    from xaicli.explain.chunking import BatchPlanner
+    from xaicli.explain.integrated_gradients import attribute as fixed
+
+    jobs = list(jobs)
+    if not jobs:
+        return []
+    sample = jobs[0].ends[:1]
+    planner = planner or BatchPlanner(sample.device, batch_size)
+    integral = [j for j, job in enumerate(jobs) if job.integral]
+    rest = [j for j, job in enumerate(jobs) if not job.integral]
+    out: list = [None] * len(jobs)
+    if integral:
+        stacked = torch.stack([(jobs[j].weights if jobs[j].weights is not None else weights).to(sample.device,
+                                                                                               sample.dtype)
+                               for j in integral])
+        done = attribute(forward, [jobs[j] for j in integral], stacked, tolerance=tolerance, accuracy=accuracy,
+                         max_steps=max_steps, planner=planner)
+        for j, res in zip(integral, done):
+            out[j] = res
+    if rest:
+        for j, res in zip(rest, fixed(forward, [jobs[j] for j in rest], weights, steps=1, planner=planner)):
+            out[j] = res
+    return out

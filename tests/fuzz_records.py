@@ -99,7 +99,7 @@ def _mutate_array(draw, arrays: dict) -> dict:
             with np.errstate(all="ignore"), warnings.catch_warnings():
                 warnings.simplefilter("ignore")       # complex to real, float to int
                 a = a.astype(dtype)
-        except (ValueError, TypeError):       # strings to numbers: zeros of that dtype
+        except (ValueError, TypeError, OverflowError):   # strings to numbers (or out of range): zeros
             a = np.zeros(a.shape, dtype)
     elif action == "transpose":
         a = a.T

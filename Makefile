@@ -27,7 +27,7 @@ demo: $(STAMP)
 	$(PY) -m xaicli.models.builtin.shapes $(DEMO)/cls --count 4 --task classification >/dev/null
 	@echo "== xai predict --json: the classifier builtin:shapes-cls names each object's colour"
 	$(XAI) predict -m builtin:shapes-cls --json $(DEMO)/cls
-	@echo "== predict | attribute (steps raised until |delta| <= 1%, the default) | cam | render: the segmenter builtin:shapes-seg, one pipe, no files in between"
+	@echo "== predict | attribute (adaptive: points until the map's estimated error and |delta| are <= 1%, the default) | cam | render: the segmenter builtin:shapes-seg, one pipe, no files in between"
 	$(XAI) predict -m builtin:shapes-seg $(DEMO)/seg \
 	  | $(XAI) attribute --baseline black --baseline blur \
 	  | $(XAI) cam --method gradcam --method gradcam++ \

@@ -13,7 +13,7 @@ two-panel trapezoid T2 and T2 − T1 (T1 the one-panel trapezoid) measures how m
 it changed. Each round halves the intervals whose change is largest (two new points
 each). The estimated error of the map is ‖Σ (T2 − T1)‖ / ‖Σ T2‖ over the current
 intervals: how far the latest halving of each interval moved the map. Measured against
-2048-point references by bench/bench_ig_accuracy.py. Simpson's rule on the same points
+2048-point references by bench/check_ig_accuracy.py. Simpson's rule on the same points
 was tried and dropped: its estimate fell to half the measured error on ReLU networks.
 
 `attribute` is the engine's adaptive mode: every job's targets stop when the estimate is

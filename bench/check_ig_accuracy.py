@@ -1,6 +1,6 @@
 """IG to a given accuracy: the adaptive default against fixed Gauss–Legendre, measured on the map.
 
-    python bench/bench_ig_accuracy.py [--quick] [--images 4] [--size 256] [--reference 2048]
+    python bench/check_ig_accuracy.py [--quick] [--images 4] [--size 256] [--reference 2048]
 
 For each model × baseline × image, through `xai attribute` in this process (one torch
 thread): a reference map with `--reference` Gauss–Legendre nodes, the default run

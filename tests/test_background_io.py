@@ -105,7 +105,35 @@ def test_threads_off_runs_inline(monkeypatch):
     assert threading.active_count() == before
 
 
-def test_cli_an_unreadable_image_stops_the_run_after_the_records_before_it(cli, tmp_path):
+@pytest.mark.parametrize("device,env,on", [("cpu", None, False), ("cuda", None, True), ("cuda:1", None, True),
+                                           ("mps", None, True), ("cpu", "1", True), ("cuda", "0", False)])
+def test_commands_read_ahead_on_accelerators_only_unless_told(monkeypatch, device, env, on):
+    """On a CPU the threads compete with torch's for the cores (1.23x wall time on 2 cores)."""
+    from xaicli.io.background import wanted
+
+    if env is None:
+        monkeypatch.delenv("XAI_IO_THREADS", raising=False)
+    else:
+        monkeypatch.setenv("XAI_IO_THREADS", env)
+    assert wanted(device) is on
+
+
+def test_auto_follows_what_torch_finds(monkeypatch):
+    import torch
+
+    from xaicli.io.background import wanted
+
+    monkeypatch.delenv("XAI_IO_THREADS", raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert wanted("auto") is True
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert wanted("auto") is False
+
+
+@pytest.mark.parametrize("threads", ["1", "0"])
+def test_cli_an_unreadable_image_stops_the_run_after_the_records_before_it(cli, tmp_path, monkeypatch, threads):
+    monkeypatch.setenv("XAI_IO_THREADS", threads)        # the accelerator's path (threads) and the CPU's
     from conftest import error_line
     from helpers_models import rgb_image, write_png
 

@@ -72,7 +72,7 @@ def attribute(
     from xaicli.explain.baselines import parse_baselines
     from xaicli.io.images import parse_window
     from xaicli.io.inputs import resolve
-    from xaicli.io.background import background_writes, prefetch
+    from xaicli.io.background import background_writes, prefetch, wanted
     from xaicli.io.outputs import open_sink
 
     methods = registry.resolve("attribution", method)
@@ -94,9 +94,10 @@ def attribute(
     planner = None
     from xaicli.models.device import reproducible
 
-    with reproducible(device, bool(batch_size)), sink, background_writes(sink) as out:
+    threads = wanted(device)     # read ahead / write behind: on accelerators only (io/background.py)
+    with reproducible(device, bool(batch_size)), sink, background_writes(sink, on=threads) as out:
         records = prefetch(iter_records(items, session, max_pixels=max_pixels, skip=skip,
-                                        skip_unreadable=skip_unreadable, window=windowing))
+                                        skip_unreadable=skip_unreadable, window=windowing), on=threads)
         for rec, image in progress(records, items.count, "attribute"):
             adapter = session.get()
             if planner is None:

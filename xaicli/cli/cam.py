@@ -82,7 +82,7 @@ def cam(
     from xaicli.explain import registry
     from xaicli.io.images import parse_window
     from xaicli.io.inputs import resolve
-    from xaicli.io.background import background_writes, prefetch
+    from xaicli.io.background import background_writes, prefetch, wanted
     from xaicli.io.outputs import open_sink
 
     registry.resolve("cam", method)       # unknown or empty names fail before anything loads
@@ -100,9 +100,10 @@ def cam(
     sink = open_sink(output)
     skip = sink.exists if skip_existing else None
     state: dict = {}
-    with sink, background_writes(sink) as out:
+    threads = wanted(device)     # read ahead / write behind: on accelerators only (io/background.py)
+    with sink, background_writes(sink, on=threads) as out:
         records = prefetch(iter_records(items, session, max_pixels=max_pixels, skip=skip,
-                                        skip_unreadable=skip_unreadable, window=windowing))
+                                        skip_unreadable=skip_unreadable, window=windowing), on=threads)
         for rec, image in progress(records, items.count, "cam"):
             adapter = session.get()
             if not state:

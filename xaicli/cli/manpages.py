@@ -25,8 +25,10 @@ SHARD_ENVIRONMENT = [
     ("SLURM_ARRAY_TASK_MIN, SLURM_ARRAY_TASK_STEP", "With --shard slurm: the first index (default 0) and the "
                                                     "step (default 1) of the array."),
 ]
-IO_ENVIRONMENT = [("XAI_IO_THREADS", "0 turns off reading the next inputs and writing finished records in background "
-                                     "threads (on by default, so a GPU does not wait for decoding and writing).")]
+IO_ENVIRONMENT = [("XAI_IO_THREADS", "1 reads the next inputs and writes finished records in background threads, 0 "
+                                     "does both inline. Unset: threads on a GPU or MPS device (so it does not wait "
+                                     "for decoding and writing), inline on a CPU (where they compete for the "
+                                     "cores).")]
 COMPLETION_ENVIRONMENT = [("_XAI_COMPLETE", "Set by the shell completion scripts (completions/ in the source; "
                                             "source_bash, source_zsh, source_fish print them).")]
 MANIFEST_TEXT = ("With -o DIR/: one line per record written (id, file, source path and sha256, task, commands, "

@@ -44,7 +44,7 @@ def predict(
     class, confidence, top-k and all probabilities (segmenters: area fractions).
     """
     from xaicli.cli.pipeline import ModelSession, iter_records, load_options, progress
-    from xaicli.io.background import background_writes, prefetch
+    from xaicli.io.background import background_writes, prefetch, wanted
     from xaicli.io.images import parse_window
     from xaicli.io.inputs import resolve
     from xaicli.io.outputs import LinesSink, open_sink
@@ -58,11 +58,12 @@ def predict(
         sink = open_sink(output, command="predict")
     params = {"threshold": threshold, "top_k": top_k, "batch_size": batch_size}
     skip = sink.exists if skip_existing else None
-    with sink, background_writes(sink) as out:
+    threads = wanted(device)     # read ahead / write behind: on accelerators only (io/background.py)
+    with sink, background_writes(sink, on=threads) as out:
         batch: list = []
         records = prefetch(iter_records(items, session, max_pixels=max_pixels, skip=skip,
                                         skip_unreadable=skip_unreadable, window=windowing),
-                           depth=max(2, batch_size))
+                           depth=max(2, batch_size), on=threads)
         for rec, image in progress(records, items.count, "predict"):
             batch.append((rec, image))
             if len(batch) >= batch_size:

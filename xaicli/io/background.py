@@ -6,7 +6,12 @@ decoded or records serialised.
 queues, so memory holds at most `depth` items ahead. Order is kept, and an exception on
 either side reaches the main thread where it would have happened without threads (an
 input's error after the records before it; a write error at the next write), so errors
-stay one line. `XAI_IO_THREADS=0` turns both off (everything inline, as before).
+stay one line.
+
+The threads pay where the model runs on an accelerator. On a CPU they compete with
+torch's own threads for the cores: on 2 cores `xai attribute` ran 1.23x slower in wall
+time with them (bench/bench_io_overlap.py, CPU time 1.03x), so the commands turn them on
+for CUDA/MPS devices only (`wanted`). `XAI_IO_THREADS=1` forces them on, `0` off.
 """
 
 from __future__ import annotations
@@ -22,7 +27,23 @@ _POLL = 0.1     # seconds between checks of the stop flag while a queue is full 
 
 
 def enabled() -> bool:
+    """The environment's say: off only with XAI_IO_THREADS=0 (the library's default is on)."""
     return os.environ.get("XAI_IO_THREADS", "1") != "0"
+
+
+def wanted(device: str | None) -> bool:
+    """Whether a command on `device` (--device: auto, cpu, cuda[:N], mps) reads ahead and writes
+    behind: XAI_IO_THREADS=0/1 decides if set, else only where the model is not on the CPU."""
+    forced = os.environ.get("XAI_IO_THREADS")
+    if forced is not None:
+        return forced != "0"
+    name = (device or "auto").strip().lower()
+    if name == "auto":
+        import torch
+
+        mps = getattr(torch.backends, "mps", None)
+        return torch.cuda.is_available() or (mps is not None and mps.is_available())
+    return name != "cpu"
 
 
 class _Raised:
@@ -30,9 +51,9 @@ class _Raised:
         self.exc = exc
 
 
-def prefetch(iterable: Iterable, depth: int = 2) -> Iterator:
-    """Items of `iterable`, produced up to `depth` ahead in a daemon thread."""
-    if not enabled():
+def prefetch(iterable: Iterable, depth: int = 2, on: bool | None = None) -> Iterator:
+    """Items of `iterable`, produced up to `depth` ahead in a daemon thread (`on`: None = `enabled()`)."""
+    if not (enabled() if on is None else on):
         yield from iterable
         return
     items: queue.Queue = queue.Queue(maxsize=depth)
@@ -120,11 +141,11 @@ class _Writer:
 
 
 @contextlib.contextmanager
-def background_writes(sink: Any, depth: int = 2):
+def background_writes(sink: Any, depth: int = 2, on: bool | None = None):
     """A writer for `sink` whose `write` returns at once. On leaving, the queued records are
     written (also when the block failed: records already made are kept, as without threads),
-    and a write's error is raised unless the block is already failing."""
-    if not enabled():
+    and a write's error is raised unless the block is already failing (`on`: None = `enabled()`)."""
+    if not (enabled() if on is None else on):
         yield sink
         return
     writer = _Writer(sink, depth)

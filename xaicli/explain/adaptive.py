@@ -128,7 +128,8 @@ def attribute(forward: Callable, jobs: Sequence, weights: torch.Tensor, *, toler
     """Integral jobs by adaptive refinement, in shared chunked passes (integrated_gradients.attribute's
     contract; `weights` is (J, T, K[, h, w]), one row per job). Each round evaluates, for every job
     with an unfinished target, the points its refinement asks for: one engine row per (point, path)."""
-    from xaicli.explain.integrated_gradients import JobResult, _accumulate, _endpoint_scores, _floats, _rows
+    from xaicli.explain.integrated_gradients import (JobResult, _accumulate, _endpoint_scores, _floats, _rows,
+                                                     relative_delta)
 
     n_j, n_t = weights.shape[:2]
     sample = jobs[0].ends[:1]
@@ -161,8 +162,7 @@ def attribute(forward: Callable, jobs: Sequence, weights: torch.Tensor, *, toler
         est = path.estimate()
         err = path.error().numpy()
         delta = est.flatten(1).sum(1).numpy() - gap[j]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            rel = np.where(gap[j] != 0, np.abs(delta) / np.abs(gap[j]), np.where(delta == 0, 0.0, np.inf))
+        rel = relative_delta(delta, gap[j])
         conv = [bool(e <= accuracy and abs(d) <= tolerance * abs(s)) for e, d, s in zip(err, delta, gap[j])]
         res = JobResult(job.name, est.to(sample.device, sample.dtype), [path.steps(t) for t in range(n_t)],
                         _floats(delta), _floats(rel), _floats(f_end[j]), _floats(f_start[j]), conv,
@@ -197,6 +197,7 @@ def attribute_jobs(forward, jobs, weights, *, tolerance, accuracy, max_steps, ba
     point each) through the fixed engine."""
     from xaicli.explain.chunking import BatchPlanner
     from xaicli.explain.integrated_gradients import attribute as fixed
+    from xaicli.explain.integrated_gradients import job_weights
 
     jobs = list(jobs)
     if not jobs:
@@ -207,11 +208,9 @@ def attribute_jobs(forward, jobs, weights, *, tolerance, accuracy, max_steps, ba
     rest = [j for j, job in enumerate(jobs) if not job.integral]
     out: list = [None] * len(jobs)
     if integral:
-        stacked = torch.stack([(jobs[j].weights if jobs[j].weights is not None else weights).to(sample.device,
-                                                                                               sample.dtype)
-                               for j in integral])
-        done = attribute(forward, [jobs[j] for j in integral], stacked, tolerance=tolerance, accuracy=accuracy,
-                         max_steps=max_steps, planner=planner)
+        picked = [jobs[j] for j in integral]
+        done = attribute(forward, picked, job_weights(picked, weights, sample), tolerance=tolerance,
+                         accuracy=accuracy, max_steps=max_steps, planner=planner)
         for j, res in zip(integral, done):
             out[j] = res
     if rest:

@@ -136,8 +136,7 @@ def attribute(forward: Callable, jobs: Sequence[Job], weights: torch.Tensor | No
     sample = jobs[0].ends[:1]
     device = sample.device
     planner = planner or BatchPlanner(device, batch_size)
-    weights = torch.stack([(j.weights if j.weights is not None else weights).to(device, sample.dtype)
-                           for j in jobs])                  # (J, T, K[, h, w])
+    weights = job_weights(jobs, weights, sample)              # (J, T, K[, h, w])
     n_t = weights.shape[1]
     n_j = len(jobs)
 
@@ -184,8 +183,7 @@ def attribute(forward: Callable, jobs: Sequence[Job], weights: torch.Tensor | No
     for j, job in enumerate(jobs):
         if job.integral:
             delta = sums[j] - gap[j]
-            with np.errstate(divide="ignore", invalid="ignore"):
-                rel = np.where(gap[j] != 0, np.abs(delta) / np.abs(gap[j]), np.where(delta == 0, 0.0, np.inf))
+            rel = relative_delta(delta, gap[j])
             conv = [bool(abs(d) <= tolerance * abs(g)) if tolerance is not None else None
                     for d, g in zip(delta, gap[j])]
             res = JobResult(job.name, attr[j], [int(s) for s in used[j]], _floats(delta), _floats(rel),
@@ -197,6 +195,18 @@ def attribute(forward: Callable, jobs: Sequence[Job], weights: torch.Tensor | No
         res.batch_size = bs_used
         results.append(res)
     return results
+
+
+def job_weights(jobs: Sequence[Job], weights: torch.Tensor | None, sample: torch.Tensor) -> torch.Tensor:
+    """(J, T, K[, h, w]): each job's own target weights, else the shared ones, on the sample's device."""
+    return torch.stack([(j.weights if j.weights is not None else weights).to(sample.device, sample.dtype)
+                        for j in jobs])
+
+
+def relative_delta(delta: np.ndarray, gap: np.ndarray) -> np.ndarray:
+    """|delta| / |S(x) − S(x')| per target; 0 where both are 0, inf where only the gap is."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(gap != 0, np.abs(delta) / np.abs(gap), np.where(delta == 0, 0.0, np.inf))
 
 
 def _floats(a) -> list[float | None]:

@@ -34,9 +34,8 @@ def enabled() -> bool:
 def wanted(device: str | None) -> bool:
     """Whether a command on `device` (--device: auto, cpu, cuda[:N], mps) reads ahead and writes
     behind: XAI_IO_THREADS=0/1 decides if set, else only where the model is not on the CPU."""
-    forced = os.environ.get("XAI_IO_THREADS")
-    if forced is not None:
-        return forced != "0"
+    if "XAI_IO_THREADS" in os.environ:
+        return enabled()
     name = (device or "auto").strip().lower()
     if name == "auto":
         import torch

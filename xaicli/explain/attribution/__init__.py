@@ -132,9 +132,10 @@ def settle(options: dict[str, Any]) -> dict[str, Any]:
             raise XaiUsageError(f"--steps {steps} with --quadrature adaptive: the adaptive quadrature chooses its "
                                 "points; drop --steps (cap them with --max-steps), or pick a fixed rule such as "
                                 "--quadrature gausslegendre")
-        if max_steps < 2 * quad.ADAPTIVE_START + 1:
-            raise XaiUsageError(f"--max-steps {max_steps}: the adaptive quadrature starts with {2 * quad.ADAPTIVE_START + 1} "
-                                "points; raise --max-steps or pass --steps N for a fixed count")
+        first_cut = 2 * quad.ADAPTIVE_START + 1
+        if max_steps < first_cut:
+            raise XaiUsageError(f"--max-steps {max_steps}: the adaptive quadrature starts with {first_cut} points; "
+                                "raise --max-steps or pass --steps N for a fixed count")
         return out
     if tolerance is not None and max_steps < least:
         raise XaiUsageError(f"--max-steps {max_steps}: {quadrature} needs at least {least} steps")

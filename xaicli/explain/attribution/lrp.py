@@ -191,8 +191,11 @@ def relevance_at_image(adapter, x, weights, composite: str, planner=None):
 
 def conservation(relevance, scores) -> dict:
     """Per target: delta = Σ relevance − S_t(x), relative_delta = |delta| / |S_t(x)|, f_x = S_t(x)."""
+    import numpy as np
+
+    from xaicli.explain.integrated_gradients import _floats, relative_delta
+
     sums = relevance.flatten(1).double().sum(1).cpu().tolist()
     f_x = scores.double().cpu().tolist()
     delta = [s - f for s, f in zip(sums, f_x)]
-    rel = [abs(d) / abs(f) if f else (0.0 if d == 0 else None) for d, f in zip(delta, f_x)]
-    return {"delta": delta, "relative_delta": rel, "f_x": f_x}
+    return {"delta": delta, "relative_delta": _floats(relative_delta(np.array(delta), np.array(f_x))), "f_x": f_x}

@@ -460,3 +460,66 @@ def test_stats_recomputing_metrics_warn_once_for_what_they_cannot_redo(cli, seg_
     # max_sensitivity: the NaN map, and methods 'good' and 'flat' (not registered); random_logit: a segmenter
     assert len(warnings) == 4, r.stderr
     assert sum("segmenter" in ln for ln in warnings) == 1 and sum("NaN" in ln for ln in warnings) == 1
+
+
+# -- sufficiency: the metric that compares records ------------------------------------------------
+
+@pytest.fixture(scope="module")
+def cls_cam_stream(tmp_path_factory):
+    """Seven shapes-cls records, every class, each with a Grad-CAM and a Grad-CAM++ map."""
+    import imageio.v3 as iio
+
+    from conftest import invoke
+    from xaicli.models.builtin.shapes import make_sample
+
+    folder = tmp_path_factory.mktemp("cls")
+    for i in range(7):
+        iio.imwrite(folder / f"img{i}.png", make_sample(9300 + i, "classification")[0])
+    r = invoke(["cam", "-m", "builtin:shapes-cls", "--device", "cpu", "-M", "gradcam,gradcam++", folder])
+    assert r.exit_code == 0, r.stderr
+    return r.stdout
+
+
+@pytest.mark.parametrize("window", [3, 64])
+def test_sufficiency_equals_quantus_window_by_window(cli, cls_model, cls_cam_stream, window):
+    import io
+    import json
+
+    import quantus
+
+    from xaicli.io.stream import read_tar
+
+    r = cli(["stats", "-m", "builtin:shapes-cls", "--device", "cpu", "--metrics", "sufficiency",
+             "--window", str(window)], input=cls_cam_stream)
+    assert r.exit_code == 0, r.stderr
+    rows = [json.loads(line) for line in r.output.splitlines()]
+    records = list(read_tar(io.BytesIO(cls_cam_stream), "cam"))
+    x = torch.cat([cls_model.image_to_unit(rec.image) for rec in records]).numpy()
+    seen = []
+    keys = sorted({row["map"] for row in rows})
+    assert len(keys) == 2
+    for key in keys:
+        got = [row["sufficiency"] for row in rows if row["map"] == key]
+        a = np.stack([rec.arrays[key][0] for rec in records]).astype(np.float32)[:, None]
+        ref = quantus.Sufficiency(disable_warnings=True)(model=ScoreNet(cls_model, None).eval(), x_batch=x,
+                                                          y_batch=np.zeros(len(records), int), a_batch=a,
+                                                          device="cpu", batch_size=window)
+        assert len(got) == len(ref) == 7
+        for i, (g, q) in enumerate(zip(got, ref)):
+            if i // window * window == 6:              # alone in the last window: null (Quantus says 0)
+                assert g is None and q == 0
+            else:
+                assert g == pytest.approx(float(q), abs=1e-4), (key, i)
+        seen += [g for g in got if g is not None]
+    assert 0 < len(set(seen)) and min(seen) < max(seen)      # the comparison saw differing scores
+
+
+def test_sufficiency_is_null_with_one_warning_on_a_segmenter(cli, seg_stream):
+    import json
+
+    r = cli(["stats", "-m", "builtin:shapes-seg", "--device", "cpu", "--metrics", "sufficiency"], input=seg_stream)
+    assert r.exit_code == 0, r.stderr
+    assert [json.loads(line)["sufficiency"] for line in r.output.splitlines()] == [None] * 6
+    assert [ln for ln in r.stderr.splitlines() if "--metrics" in ln] == \
+        ["xai: WARNING: --metrics sufficiency: it compares predicted classes, so it needs a classifier; "
+         "segmenter maps give null"]

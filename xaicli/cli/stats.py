@@ -119,6 +119,13 @@ def stats(
     noise: Annotated[float, typer.Option("--noise", min=0.0, help="Input noise of max_sensitivity (uniform, "
                                          "this half-width) and local_lipschitz (Gaussian, this sigma), in "
                                          "pixel values scaled to [0, 1].")] = 0.05,
+    window: Annotated[int, typer.Option("--window", min=1, help="With --metrics sufficiency: records compared "
+                                        "with each other, in consecutive windows of this many (Quantus's "
+                                        "batch_size). A window's rows are written when it is read; memory "
+                                        "holds one window's maps.")] = 64,
+    sufficiency_threshold: Annotated[float, typer.Option("--sufficiency-threshold", min=0.0, help="Normalised "
+                                                         "distance at or below which two maps count as alike "
+                                                         "(sufficiency; Quantus's threshold).")] = 0.6,
 ) -> None:
     import sys
 
@@ -155,14 +162,30 @@ def stats(
     masks = _GroundTruth(mask) if mask else None
     options = {"batch_size": batch_size, "steps": steps, "perturb_baseline": perturb_baseline,
                "rand_steps": rand_steps, "seed": seed, "road_percentiles": percentiles,
-               "samples": samples, "subset_size": subset_size, "noise": noise}
+               "samples": samples, "subset_size": subset_size, "noise": noise,
+               "sufficiency_threshold": sufficiency_threshold}
     evaluator = _ModelEvaluator(model, arch, classes, trust_pickle, device, model_metrics, options,
                                 arch_args) if model and model_metrics else None
     stream = fmt == "jsonl" and output is None
     out = sys.stdout
     rows: list = []
-    matched = False
+    pending: list = []          # rows of the records of the current window, written when it closes
+    window = window if any(m.combine for m in model_metrics) else 1
     seen = 0
+
+    def close_window() -> None:
+        metric_registry.settle(pending, model_metrics)
+        for row in pending:
+            if summary:
+                row = {**row, "stat": None, "n": None}
+            if stream:
+                out.write(report.json_line(row) + "\n")
+                out.flush()
+            if summary or not stream:
+                rows.append(row)
+        pending.clear()
+
+    matched = False
     for record in progress(records, records.count, "stats"):
         seen += 1
         gt = report.ground_truth(record, masks.get(record) if masks else None)
@@ -171,16 +194,12 @@ def stats(
         if evaluator is not None and targets:
             for row, extra in zip(found, evaluator.evaluate(targets)):
                 row.update(extra)
-        for row in found:
-            matched = True
-            if summary:
-                row = {**row, "stat": None, "n": None}
-            if stream:
-                out.write(report.json_line(row) + "\n")
-                out.flush()
-            if summary or not stream:
-                rows.append(row)
+        matched = matched or bool(found)
+        pending.extend(found)
+        if seen % window == 0:
+            close_window()
         log.info("stats: %s done", record.id)
+    close_window()
     if seen and not matched:
         raise XaiUsageError(f"no map matches --map {' '.join(maps or [])}; list the maps with "
                             "'xai stats FILE | jq -r .map | sort -u'")

@@ -39,6 +39,9 @@ class Metric:
     `run(ctx, group)` gets the evaluation context (explain/evaluation) and the map targets
     of one record that share a target and region, and returns one dict of `keys` per map
     target; it is None for the model-free metrics, which `metrics.report.map_row` computes.
+    A metric that compares records also has `combine`: its `run` leaves `Deferred` values,
+    and `settle` hands those of one comparison group, over a window of records, to
+    `combine(payloads)`, which returns their values in order.
     """
 
     name: str
@@ -51,6 +54,7 @@ class Metric:
     reference: str = ""                # the implementation it is checked against (README)
     run: Callable[[Any, list], list[dict]] | None = None
     order: int = 1000                  # place within its group
+    combine: Callable[[list], list] | None = None
 
     @property
     def model(self) -> bool:
@@ -61,6 +65,31 @@ class Metric:
         if isinstance(self.better, str):
             return self.better
         return self.better[self.keys.index(key)] if key in self.keys else ""
+
+
+@dataclass(frozen=True)
+class Deferred:
+    """A value known only once the other records of its window are read: `group` says which
+    rows are compared with each other, `payload` is what this row brings to the comparison."""
+
+    group: Any
+    payload: Any
+
+
+def settle(rows: list[dict], chosen: Sequence[Metric]) -> None:
+    """Replace the Deferred values of `rows` (one window of records) by what their metric's
+    `combine` makes of each comparison group."""
+    for metric in chosen:
+        if metric.combine is None:
+            continue
+        for key in metric.keys:
+            groups: dict = {}
+            for row in rows:
+                if isinstance(row.get(key), Deferred):
+                    groups.setdefault(row[key].group, []).append(row)
+            for members in groups.values():
+                for row, value in zip(members, metric.combine([r[key].payload for r in members])):
+                    row[key] = value
 
 
 _REGISTRY: dict[str, Metric] = {}

@@ -123,6 +123,25 @@ class LayerStep:
             return e.batch_size
         return memory_batch(e.adapter.device, e.largest_bytes or x.numel() * 4 * 16, x.numel() * 4)
 
+    def chunk_plan(self):
+        """The chunk plan (`explain.chunking.ChunkPlan`) of this input shape's no-grad passes, kept for
+        the engine's whole run; None with -b, which fixes the chunk. On a CPU it climbs to the fastest
+        size per sample, as IG's chunks do (a fixed 16 was 1.2-1.7x slower where a model is fastest at
+        1-4 samples, bench/bench_cam_matrix.py); on an accelerator it is what memory holds."""
+        e, x = self.engine, self.x
+        if e.batch_size:
+            return None
+        key = ("chunk_plan", tuple(x.shape[1:]))
+        if key not in e.cache:
+            from xaicli.explain.chunking import CPU_MAX_ROWS, CPU_START_ROWS, ChunkPlan
+
+            cpu = e.adapter.device.type == "cpu"
+            plan = ChunkPlan(tune=cpu, start=CPU_START_ROWS)
+            plan.cap = memory_batch(e.adapter.device, e.largest_bytes or x.numel() * 4 * 16, x.numel() * 4,
+                                    cap=CPU_MAX_ROWS if cpu else None)
+            e.cache[key] = plan
+        return e.cache[key]
+
     def note(self, **info) -> None:
         """Figures for this map's meta."""
         self.engine.last_stats.setdefault(self.method, {}).setdefault(self.layer.name, {}).update(info)

@@ -19,6 +19,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from xaicli.explain.cams._tools import planned_chunks
+
 ABLATION_VALUE = 1e7
 GROUP = 32   # grad-cam's AblationCAM batch_size: the ablation values depend on it
 
@@ -38,8 +40,9 @@ def ablation_values(raw: torch.Tensor, group: int = GROUP) -> torch.Tensor:
 
 def ablation_weights(net, module, x: torch.Tensor, raw: torch.Tensor, acts: np.ndarray, scorers, *,
                      batch_size: int = GROUP, progress: bool = False, desc: str = "ablationcam",
-                     vit: bool = False):
-    """(T, C) weights: (score - ablated score) / score per target and channel, as grad-cam computes."""
+                     vit: bool = False, plan=None):
+    """(T, C) weights: (score - ablated score) / score per target and channel, as grad-cam computes.
+    `plan` (a ChunkPlan) sizes the passes, else `batch_size` (at most GROUP) does."""
     raw = raw.detach()
     channels = acts.shape[1]
     with torch.no_grad():
@@ -53,33 +56,37 @@ def ablation_weights(net, module, x: torch.Tensor, raw: torch.Tensor, acts: np.n
     def hook(mod, args, output):
         return state["ablated"]
 
-    starts = range(0, channels, chunk)
+    bar = None
     if progress:
         import sys
 
         from tqdm import tqdm
 
-        starts = tqdm(starts, desc=desc, unit="pass", file=sys.stderr, leave=False,
-                      total=(channels + chunk - 1) // chunk)
+        bar = tqdm(total=channels, desc=desc, unit="ch", file=sys.stderr, leave=False)
     handle = module.register_forward_hook(hook)
     try:
         with torch.no_grad():
-            for start in starts:
-                idx = list(range(start, min(start + chunk, channels)))
+            for start, stop in planned_chunks(channels, plan, chunk, x.device):
+                idx = list(range(start, stop))
                 k = len(idx)
                 ab = raw.repeat(k, *([1] * (raw.dim() - 1))).clone()
                 if vit:                       # AblationLayerVit: channels are the last axis
                     ab = ab.transpose(1, ab.dim() - 1)
                 for row, c in enumerate(idx):
-                    ab[row, c] = values[c % GROUP]
+                    ab[row, c] = values[c % GROUP]     # by channel, not by row: any chunk gives grad-cam's values
                 if vit:
                     ab = ab.transpose(ab.dim() - 1, 1)
                 state["ablated"] = ab
                 out = net(x.expand(k, *x.shape[1:]))
                 for t, s in enumerate(scorers):
                     new[t, idx] = s(out).float().cpu().numpy()
+                if bar is not None:
+                    bar.update(k)
     finally:
         handle.remove()
         state.clear()
+        if bar is not None:
+            bar.close()
     weights = (original[:, None] - new) / original[:, None]
-    return weights.astype(np.float32), {"channels": channels, "group": GROUP}
+    return weights.astype(np.float32), {"channels": channels, "group": GROUP,
+                                        "chunk": (plan.best or max(plan.times, default=None)) if plan else chunk}

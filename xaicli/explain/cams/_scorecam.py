@@ -39,6 +39,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from xaicli.explain.cams._tools import planned_chunks
+
 TOLERANCE = 0.03     # expected RMS map error / spread of the ReLU'd map, per target (Pearson ~0.999)
 GAIN = 0.01          # most weight a channel may gain or lose when its score is K sigma off
 K = 4.0              # sigmas for "could this channel overtake" and for checking the error model
@@ -73,9 +75,10 @@ def screening_copy(net):
 class _Scorer:
     """Runs masked inputs through the model in memory-sized chunks; scores every target per pass."""
 
-    def __init__(self, net, x, acts, scorers, batch_size: int, bar=None, screen_net=None):
+    def __init__(self, net, x, acts, scorers, batch_size: int, bar=None, screen_net=None, plan=None):
         self.net, self.x, self.acts, self.scorers = net, x, acts, scorers
         self.batch = max(1, int(batch_size))
+        self.plan = plan                 # explain.chunking.ChunkPlan: exact passes take its (tuned) sizes
         self.bar = bar
         self.screen_net = screen_net
         self._zero: dict = {}
@@ -102,9 +105,10 @@ class _Scorer:
         """(T, len(idx)) target scores of the channels `idx` (constant channels share one pass)."""
         out = np.zeros((len(self.scorers), len(idx)), np.float32)
         hw = tuple(self.x.shape[-2:])
+        plan = self.plan if level == EXACT else None
         with torch.inference_mode():
-            for s in range(0, len(idx), self.batch):
-                part = list(idx[s:s + self.batch])
+            for s, stop in planned_chunks(len(idx), plan, self.batch, self.x.device):
+                part = list(idx[s:stop])
                 m, const = masks_for(self.acts, part, hw)
                 live = [j for j in range(len(part)) if not bool(const[j])]
                 if live:
@@ -121,11 +125,14 @@ class _Scorer:
 
 def scorecam_weights(net, x: torch.Tensor, acts: torch.Tensor, scorers, *, batch_size: int = 16,
                      progress: bool = False, exact: bool = False, desc: str = "scorecam",
-                     screen_size: tuple[int, int] | None = None, screen_net=None):
+                     screen_size: tuple[int, int] | None = None, screen_net=None, plan=None):
     """(T, C) softmax weights of ScoreCAM for activations `acts` (1, C, h, w) of input `x`.
 
-    Returns (weights, info): info says how many channels were scored exactly and how
-    many estimate passes each level took.
+    Returns (weights, info): info says how many channels were scored exactly, how many
+    estimate passes each level took, and the chunk of the exact passes. `plan` (a
+    `ChunkPlan`, kept by the caller per input shape for the whole run) sizes the exact
+    passes: on a CPU it climbs to the fastest size per sample, as IG's chunks do;
+    without it every pass takes `batch_size`.
     """
     channels = acts.shape[1]
     bar = None
@@ -134,13 +141,14 @@ def scorecam_weights(net, x: torch.Tensor, acts: torch.Tensor, scorers, *, batch
 
         bar = tqdm(total=channels, desc=desc, unit="ch", file=sys.stderr, leave=False)
     try:
-        scorer = _Scorer(net, x, acts, scorers, batch_size, bar, screen_net)
+        scorer = _Scorer(net, x, acts, scorers, batch_size, bar, screen_net, plan)
         if exact or channels <= 2 * scorer.batch:
             scores = scorer.scores(list(range(channels)))
             info = {"mode": "exact", "channels": channels, "exact_channels": channels}
         else:
             scores, info = _screened(scorer, channels, screen_size)
         info["passes"] = dict(scorer.passes)
+        info["chunk"] = (plan.best or max(plan.times, default=None)) if plan is not None else scorer.batch
     finally:
         if bar is not None:
             bar.close()

@@ -26,6 +26,7 @@ class AblationCAM(CamMethod):
 
         w, info = ablation_weights(step.engine.adapter.net, step.layer.module, step.x, step.raw.detach(), step.acts,
                                    step.scorers, batch_size=step.batch_size(), progress=step.engine.progress,
-                                   desc=f"ablationcam {step.layer.name}", vit=step.layer.tokens is not None)
+                                   desc=f"ablationcam {step.layer.name}", vit=step.layer.tokens is not None,
+                                   plan=step.chunk_plan())
         step.note(ablation=info)
         return w

@@ -50,7 +50,7 @@ class ScoreCAM(CamMethod):
         w, info = scorecam_weights(step.engine.adapter.net, x, torch.from_numpy(acts).to(x.device),
                                    step.scorers, batch_size=step.batch_size(), progress=step.engine.progress,
                                    exact=exact, desc=f"scorecam {step.layer.name}", screen_size=_screen_size(step),
-                                   screen_net=None if exact else _screen_net(step))
+                                   screen_net=None if exact else _screen_net(step), plan=step.chunk_plan())
         if keep is not None:      # Faster Score-CAM: the channels left out weigh nothing
             import numpy as np
 

@@ -1,0 +1,58 @@
+"""The per-channel CAMs (ScoreCAM, AblationCAM) size their no-grad passes by a chunk plan kept for
+the engine's run (on a CPU it climbs to the fastest size per sample, as IG's chunks do); -b fixes
+the chunk. The map must not depend on the chunk."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def segmenter():
+    from xaicli.explain.targets import Target
+    from xaicli.models.builtin.shapes import make_sample
+    from xaicli.models.layers import layer_table
+    from xaicli.models.loader import load_model
+
+    ad = load_model("builtin:shapes-seg", device="cpu")
+    img, _, _ = make_sample(5004, "segmentation")
+    with torch.no_grad():
+        pred = (ad.forward(ad.prepare(img))[0, 0] > 0).numpy()
+    layers = layer_table(ad, ad.input_size(img.shape[:2])).resolve(["encoder_last"])
+    return ad, img, layers, [Target("mask", 0, "blob", pred)]
+
+
+def passes(ad, run):
+    """The batch sizes of every forward of the model during run(), and run()'s result."""
+    sizes: list[int] = []
+    hook = ad.net.register_forward_pre_hook(lambda mod, args: sizes.append(int(args[0].shape[0])))
+    try:
+        return sizes, run()
+    finally:
+        hook.remove()
+
+
+@pytest.mark.parametrize("method", ["scorecam", "ablationcam"])
+def test_passes_follow_the_run_s_chunk_plan_and_b_fixes_them_with_the_same_map(segmenter, method):
+    from xaicli.explain.cam import CamEngine
+
+    ad, img, layers, targets = segmenter
+    assert layers[0].shape[1] == 128
+    planned = CamEngine(ad, layers, [method])
+    sizes, maps = passes(ad, lambda: planned.explain(img, targets))
+    [plan] = [v for k, v in planned.cache.items() if k[0] == "chunk_plan"]
+    assert {8, 16} <= set(sizes) and max(sizes) <= plan.cap      # the climb from 8 on a CPU, within memory
+    assert plan.times                                             # full chunks were timed into the plan
+    again, _ = passes(ad, lambda: planned.explain(img, targets))
+    assert again[-1] <= max(plan.times) and again != sizes       # the next image continues the same plan
+
+    fixed = CamEngine(ad, layers, [method], batch_size=5)
+    sizes5, maps5 = passes(ad, lambda: fixed.explain(img, targets))
+    assert not [k for k in fixed.cache if k[0] == "chunk_plan"]
+    assert 5 in sizes5 and not {8, 16} & set(sizes5)
+    a, b = maps[0].values, maps5[0].values
+    assert np.abs(a - b).max() <= 1e-4 * max(1.0, float(np.abs(b).max()))

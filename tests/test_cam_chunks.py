@@ -56,3 +56,24 @@ def test_passes_follow_the_run_s_chunk_plan_and_b_fixes_them_with_the_same_map(s
     assert 5 in sizes5 and not {8, 16} & set(sizes5)
     a, b = maps[0].values, maps5[0].values
     assert np.abs(a - b).max() <= 1e-4 * max(1.0, float(np.abs(b).max()))
+
+
+def test_a_climb_goes_no_higher_than_the_rows_a_call_has(monkeypatch):
+    """Calls of 16 channels each (a 16-channel layer, or --scorecam-channels 16) settle on a size;
+    a climb to 32 could never be timed by them and would never end."""
+    from xaicli.explain import chunking
+    from xaicli.explain.cams._tools import planned_chunks
+
+    clock, used = [0.0], []
+    monkeypatch.setattr(chunking, "_clock", lambda: (lambda: clock[0]))
+    cost = {8: 0.6, 16: 0.5, 32: 0.3}                            # bigger is always faster per sample
+    plan = chunking.ChunkPlan(tune=True, start=8)
+    plan.cap = 64
+    for _ in range(4):
+        for lo, hi in planned_chunks(16, plan, 99, torch.device("cpu")):
+            n = hi - lo
+            clock[0] += n * cost[n] * (1.5 if n not in used else 1.0)
+            used.append(n)
+    assert used[:4] == [8, 8, 16, 16] and plan.best == 16 and used[4:] == [16]
+    fixed = [hi - lo for lo, hi in planned_chunks(16, None, 5, torch.device("cpu"))]
+    assert fixed == [5, 5, 5, 1]

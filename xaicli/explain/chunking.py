@@ -172,9 +172,12 @@ class ChunkPlan:
         self.best: int | None = None       # settled size
         self.chunks = 0
 
-    def next_size(self) -> int:
+    def next_size(self, rows: int | None = None) -> int:
+        """The next chunk; `rows`: how many the caller's whole task has, where it knows (a climb does
+        not go beyond them: a layer of 16 channels could never time a chunk of 32)."""
         if self.cap is None:
             return 1                       # the measuring chunk: one sample, whatever its size
+        top = self.cap if rows is None else max(1, min(self.cap, rows))
         if self.best is None and not self.tune:
             self.best = self.cap
         if self.best is not None:
@@ -185,13 +188,13 @@ class ChunkPlan:
                     return near[(self.chunks // REFINE_EVERY) % len(near)]
             return min(self.best, self.cap)
         self.start = min(self.start, self.cap)
-        cur = min(self.trying, self.cap)
+        cur = min(self.trying, top)
         if cur not in self.times:
             return cur
         other = cur // 2 if self.direction > 0 else cur * 2        # the neighbour we came from
         improving = other not in self.times or self.times[cur] < GAIN_TO_GROW * self.times[other]
         step = cur * 2 if self.direction > 0 else cur // 2
-        if improving and 1 <= step <= self.cap:
+        if improving and 1 <= step <= top:
             self.trying = step
             return step
         if self.direction > 0 and self.start // 2 >= 1 and self.start // 2 not in self.times and \

@@ -150,7 +150,7 @@ def planned_chunks(n: int, plan, fixed: int, device):
 
     start = 0
     while start < n:
-        size = plan.next_size() if plan is not None else max(1, int(fixed))
+        size = plan.next_size(n) if plan is not None else max(1, int(fixed))
         stop = min(n, start + size)
         clock = _clock()
         t0 = clock()

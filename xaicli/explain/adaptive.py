@@ -148,7 +148,7 @@ def attribute(forward: Callable, jobs: Sequence, weights: torch.Tensor, *, toler
         pseudo = [jobs[j] for j in owner]              # one engine job per (job, point): g(α), not a sum
         runner = planner.runner(sample, sum(job.paths for job in pseudo))
         rows = _rows(pseudo, active[owner], nodes)
-        g = _accumulate(forward, pseudo, weights[owner], rows, active[owner], runner)
+        g = _accumulate(forward, pseudo, weights, rows, active[owner], runner, weight_row=owner)
         bs_used = runner.chosen
         first = 0
         for j, alphas in asked.items():

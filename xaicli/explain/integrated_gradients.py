@@ -265,9 +265,11 @@ def _rows(jobs: Sequence[Job], active: np.ndarray, nodes: Sequence[tuple[np.ndar
 
 
 def _accumulate(forward: Callable, jobs: Sequence[Job], weights: torch.Tensor, rows: _Rows, active: np.ndarray,
-                runner) -> torch.Tensor:
+                runner, weight_row: Sequence[int] | None = None) -> torch.Tensor:
     """Σ over rows of coef·scale⊙(|)∇S_t(|) per (job, target), chunked; returns (J, T, C, H, W).
-    Jobs of moment square / variance also sum coef·(scale⊙∇S_t)² and get that (less the squared mean)."""
+    Jobs of moment square / variance also sum coef·(scale⊙∇S_t)² and get that (less the squared mean).
+    `weight_row[j]`: the row of `weights` job j takes (default j), so that jobs sharing target
+    weights (the adaptive driver's one job per point) do not each copy them."""
     sample = jobs[0].ends
     device, dtype = sample.device, sample.dtype
     n_j, n_t = active.shape
@@ -278,6 +280,7 @@ def _accumulate(forward: Callable, jobs: Sequence[Job], weights: torch.Tensor, r
     coef = rows.coef.to(device, dtype)
     diffs = rows.ends - rows.starts                                     # (P, C, H, W), once per round
     path_cpu, job_cpu = rows.path.cpu(), rows.job.cpu()
+    wrow = None if weight_row is None else torch.as_tensor(np.asarray(weight_row), device=weights.device)
     lead = [1] * (sample.ndim - 1)
 
     def work(lo: int, hi: int) -> None:
@@ -307,7 +310,7 @@ def _accumulate(forward: Callable, jobs: Sequence[Job], weights: torch.Tensor, r
         local_sq = torch.zeros_like(total) if total_sq is not None else None
         absolute, square = rows.absolute[lo:hi], rows.square[lo:hi]
         for k, t in enumerate(wanted):
-            go = c[:, t].view(-1, *[1] * (weights.ndim - 2)) * weights[j, t]
+            go = c[:, t].view(-1, *[1] * (weights.ndim - 2)) * weights[j if wrow is None else wrow[j], t]
             (g,) = torch.autograd.grad(logits, pts, grad_outputs=go.to(logits.dtype),
                                        retain_graph=k < len(wanted) - 1)
             if absolute.any():

@@ -95,3 +95,21 @@ def test_going_down_a_climb_looks_past_a_level_step(monkeypatch):
         clock[0] += n * cost[n] * (1.5 if n not in used else 1.0)
         used.append(n)
     assert used[:10] == [8, 8, 16, 16, 4, 4, 2, 2, 1, 1] and plan.best == 2
+
+
+def test_calls_of_fewer_rows_than_the_start_still_climb_down(monkeypatch):
+    """Calls of 4 rows (start 8): the climb cannot go up, so it tries 2 and 1."""
+    from xaicli.explain import chunking
+    from xaicli.explain.cams._tools import planned_chunks
+
+    clock, used = [0.0], []
+    monkeypatch.setattr(chunking, "_clock", lambda: (lambda: clock[0]))
+    cost = {1: 0.5, 2: 0.3, 4: 0.4}
+    plan = chunking.ChunkPlan(tune=True, start=8)
+    plan.cap = 64
+    for _ in range(6):
+        for lo, hi in planned_chunks(4, plan, 99, torch.device("cpu")):
+            n = hi - lo
+            clock[0] += n * cost[n] * (1.5 if n not in used else 1.0)
+            used.append(n)
+    assert used[:7] == [4, 4, 2, 2, 1, 1, 2] and plan.best == 2

@@ -202,10 +202,11 @@ class ChunkPlan:
         if (improving or level) and 1 <= step <= top:
             self.trying = step
             return step
-        if self.direction > 0 and self.start // 2 >= 1 and self.start // 2 not in self.times and \
-                (cur == self.start or not improving and cur == self.start * 2):
+        start = min(self.start, top)          # a call of fewer rows than the start climbs from them
+        if self.direction > 0 and start // 2 >= 1 and start // 2 not in self.times and \
+                (cur == start or not improving and cur == start * 2):
             self.direction = -1                                     # going up did not help: try down
-            self.trying = self.start // 2
+            self.trying = start // 2
             return self.trying
         self.best = min(self.times, key=self.times.get)
         log.debug("chunk settled at %d (per-sample seconds %s)", self.best,

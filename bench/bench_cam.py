@@ -41,28 +41,38 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def build(encoder: str, size: int, device: str = "cpu"):
-    """(adapter, image, targets) for a random-weight U-Net++ and a synthetic scan at `size`."""
+def scan(size: int):
+    """The built-in segmentation sample 0, resized to size x size (uint8, gray)."""
     import numpy as np
+    import torch
+
+    from xaicli.models.builtin.shapes import make_sample
+
+    img, _, _ = make_sample(0, "segmentation")
+    return np.asarray(torch.nn.functional.interpolate(torch.from_numpy(img)[None, None].float(), size=(size, size),
+                                                      mode="bilinear")[0, 0].round().clamp(0, 255).byte())
+
+
+def build(encoder: str, size: int, device: str = "cpu", arch: str = "unetplusplus"):
+    """(adapter, image, targets) for a random-weight smp model (U-Net++; `arch` "unet": Unet) and a
+    synthetic scan at `size`."""
     import segmentation_models_pytorch as smp
     import torch
 
     from xaicli.explain.targets import Target
     from xaicli.models.adapter import LogitsModule, ModelAdapter
-    from xaicli.models.builtin.shapes import make_sample
     from xaicli.models.preprocess import Preprocessing
 
     torch.manual_seed(0)
-    model = smp.UnetPlusPlus(encoder_name=encoder, encoder_weights=None, classes=1).eval()
+    model = {"unetplusplus": smp.UnetPlusPlus, "unet": smp.Unet}[arch](encoder_name=encoder, encoder_weights=None,
+                                                                       classes=1).eval()
     for p in model.parameters():
         p.requires_grad_(False)
     ad = ModelAdapter(LogitsModule(model), "segmentation", ["blob"],
                       Preprocessing(channels=3, size=(size, size), multiple=32), torch.device(device),
-                      {"spec": f"bench:{encoder}", "sha256": "0"})
+                      {"spec": f"bench:{arch}-{encoder}", "sha256": "0"})
     ad.net.to(device)
-    img, _, _ = make_sample(0, "segmentation")
-    img = np.asarray(torch.nn.functional.interpolate(torch.from_numpy(img)[None, None].float(), size=(size, size),
-                                                     mode="bilinear")[0, 0].round().clamp(0, 255).byte())
+    img = scan(size)
     with torch.no_grad():
         logits = ad.forward(ad.prepare(img))[0, 0]
     mask = (logits > logits.median()).cpu().numpy()          # random weights: the upper half of the logits

@@ -29,7 +29,8 @@ class ScoreCAM(CamMethod):
     summary = "channel weights: softmax of the target score of the masked input"
     reference = "ScoreCAM"
     checked = "Pearson >= 0.99 after min-max scaling"
-    notes = "ours: one pass per channel for all targets, chunked masks, batch by memory, screening on CUDA"
+    notes = ("ours: one pass per channel for all targets, chunked masks, the chunk timed to the fastest per run "
+             "(within memory), screening on CUDA")
     options = (EXACT, CHANNELS)
     gradients = False
     per_channel = True

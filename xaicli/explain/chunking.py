@@ -197,7 +197,7 @@ class ChunkPlan:
         improving = other not in self.times or self.times[cur] < GAIN_TO_GROW * self.times[other]
         # going down, a size within 5% of the last is noise, not a floor: look one further (a U-Net++
         # at 256² measured 8: 0.37, 4: 0.38, 2: 0.28 s per sample for no-grad passes)
-        level = self.direction < 0 and self.times[cur] < self.times[other] / GAIN_TO_GROW
+        level = self.direction < 0 and other in self.times and self.times[cur] < self.times[other] / GAIN_TO_GROW
         step = cur * 2 if self.direction > 0 else cur // 2
         if (improving or level) and 1 <= step <= top:
             self.trying = step

@@ -44,16 +44,52 @@ def smooth_maps(hw, n, seed=0):
     return out
 
 
+@pytest.fixture(scope="module")
+def hf_model(tmp_path_factory):
+    """A tiny Hugging Face ConvNeXt with its own image processor (32², its own mean and std)."""
+    from helpers_models import save_tiny_convnext
+
+    from xaicli.models.loader import load_model
+
+    return load_model(str(save_tiny_convnext(tmp_path_factory.mktemp("convnext"))), device="cpu")
+
+
+@pytest.fixture(scope="module")
+def smp_model(tmp_path_factory):
+    """An untrained smp U-Net++ with a resnet18 encoder, saved and loaded as a user's."""
+    from helpers_models import save_unetpp_resnet18
+
+    from xaicli.models.loader import load_model
+
+    return load_model(str(save_unetpp_resnet18(tmp_path_factory.mktemp("unetpp"))), device="cpu")
+
+
+MODELS = {"cls": "cls_model", "seg": "seg_model", "hf": "hf_model", "smp": "smp_model"}
+
+
+@pytest.fixture
+def model(which, request):
+    """The model of the test's `which`: the built-ins, or the HF ConvNeXt / smp U-Net++ built here."""
+    return request.getfixturevalue(MODELS[which])
+
+
 def case(model, seed):
-    """(image, target index, predicted region or None) for one built-in sample."""
+    """(image, target index, predicted region or None) for one built-in sample (32² for the HF
+    ConvNeXt, whose processor would resize it); an untrained segmenter's region is the upper half
+    of its logits where its own would be empty or full."""
     from xaicli.models.builtin.shapes import make_sample
 
     image, _, _ = make_sample(seed, model.task)
+    if model.preprocessing.pipeline is not None:
+        image = np.ascontiguousarray(image[::2, ::2])
     with torch.no_grad():
         logits = model.forward(model.prepare(image))
     if model.task == "classification":
         return image, int(logits.argmax()), None
-    return image, 0, (logits[0, 0] > 0).numpy()
+    region = (logits[0, 0] > 0).numpy()
+    if not 0 < region.mean() < 1:
+        region = (logits[0, 0] > logits[0, 0].median()).numpy()
+    return image, 0, region
 
 
 def run_metric(name, model, image, index, region, maps, recorded=None, **options):
@@ -79,11 +115,10 @@ def gradcam_target(index, region):
 
 # -- confidence drop / increase ------------------------------------------------------------------
 
-@pytest.mark.parametrize("which", ["cls", "seg"])
-def test_confidence_drop_and_increase_equal_gradcams(which, cls_model, seg_model):
+@pytest.mark.parametrize("which", ["cls", "seg", "hf", "smp"])
+def test_confidence_drop_and_increase_equal_gradcams(which, model):
     from pytorch_grad_cam.metrics.cam_mult_image import DropInConfidence, IncreaseInConfidence
 
-    model = cls_model if which == "cls" else seg_model
     drops, incs = [], []
     for seed in (1, 2):
         image, index, region = case(model, seed)
@@ -137,11 +172,10 @@ def test_linear_imputation_keeps_a_linear_ramp_and_equals_gradcams_system():
     assert np.allclose(linear_imputation(img, missing), quantus[:, missing.ravel()], atol=1e-12)
 
 
-@pytest.mark.parametrize("which", ["cls", "seg"])
-def test_road_equals_gradcams_with_the_same_noise(which, cls_model, seg_model):
+@pytest.mark.parametrize("which", ["cls", "seg", "hf", "smp"])
+def test_road_equals_gradcams_with_the_same_noise(which, model):
     from pytorch_grad_cam.metrics.road import ROADLeastRelevantFirst, ROADMostRelevantFirst
 
-    model = cls_model if which == "cls" else seg_model
     image, index, region = case(model, 3)
     maps = smooth_maps(image.shape[:2], 2, 3)
     maps[1] = np.round(maps[1] * 4) / 4                    # ties at the thresholds, as a coarse CAM has
@@ -264,19 +298,19 @@ def quantus_score(metric, model, image, index, region, smap, seed, own_channels=
                   softmax=region is None, **kw)
 
 
-@pytest.mark.parametrize("which", ["cls", "seg"])
-def test_faithfulness_correlation_and_monotonicity_equal_quantus(which, cls_model, seg_model):
+@pytest.mark.parametrize("which", ["cls", "seg", "hf", "smp"])
+def test_faithfulness_correlation_and_monotonicity_equal_quantus(which, model):
     import quantus
 
-    model = cls_model if which == "cls" else seg_model
     image, index, region = case(model, 4)
     maps = smooth_maps(image.shape[:2], 2, 4)
-    opts = {"samples": 6, "subset_size": 2048}
+    subset = min(2048, image.shape[0] * image.shape[1] // 2)
+    opts = {"samples": 6, "subset_size": subset}
     fc, ctx, group = run_metric("faithfulness_correlation", model, image, index, region, maps, **opts)
-    step = 4096 if which == "cls" else 9216      # Quantus wants it to divide H·W
+    step = image.shape[0] * image.shape[1]      # Quantus wants it to divide H·W
     mono, _, _ = run_metric("monotonicity", model, image, index, region, maps, samples=3, subset_size=step)
     for mt, f, m in zip(group, fc, mono):
-        ref = quantus_score(quantus.FaithfulnessCorrelation(nr_runs=6, subset_size=2048, perturb_baseline=0.0,
+        ref = quantus_score(quantus.FaithfulnessCorrelation(nr_runs=6, subset_size=subset, perturb_baseline=0.0,
                                                             disable_warnings=True, return_aggregate=False),
                             model, image, index, region, mt.smap, ctx.seed(mt, "faithfulness_correlation"))[0]
         assert f["faithfulness_correlation"] == pytest.approx(ref, abs=1e-4)

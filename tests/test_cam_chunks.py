@@ -7,23 +7,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from test_scorecam_channels import segmenter  # noqa: F401, F811  (the built-in segmenter, a scan, its region)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture(scope="module")
-def segmenter():
-    from xaicli.explain.targets import Target
-    from xaicli.models.builtin.shapes import make_sample
-    from xaicli.models.layers import layer_table
-    from xaicli.models.loader import load_model
-
-    ad = load_model("builtin:shapes-seg", device="cpu")
-    img, _, _ = make_sample(5004, "segmentation")
-    with torch.no_grad():
-        pred = (ad.forward(ad.prepare(img))[0, 0] > 0).numpy()
-    layers = layer_table(ad, ad.input_size(img.shape[:2])).resolve(["encoder_last"])
-    return ad, img, layers, [Target("mask", 0, "blob", pred)]
 
 
 def passes(ad, run):
@@ -37,10 +23,13 @@ def passes(ad, run):
 
 
 @pytest.mark.parametrize("method", ["scorecam", "ablationcam"])
-def test_passes_follow_the_run_s_chunk_plan_and_b_fixes_them_with_the_same_map(segmenter, method):
+def test_passes_follow_the_run_s_chunk_plan_and_b_fixes_them_with_the_same_map(segmenter, method):  # noqa: F811
     from xaicli.explain.cam import CamEngine
+    from xaicli.models.layers import layer_table
 
-    ad, img, layers, targets = segmenter
+    ad, img, _, target = segmenter
+    targets = [target]
+    layers = layer_table(ad, ad.input_size(img.shape[:2])).resolve(["encoder_last"])
     assert layers[0].shape[1] == 128
     planned = CamEngine(ad, layers, [method])
     sizes, maps = passes(ad, lambda: planned.explain(img, targets))
@@ -58,22 +47,30 @@ def test_passes_follow_the_run_s_chunk_plan_and_b_fixes_them_with_the_same_map(s
     assert np.abs(a - b).max() <= 1e-4 * max(1.0, float(np.abs(b).max()))
 
 
-def test_a_climb_goes_no_higher_than_the_rows_a_call_has(monkeypatch):
-    """Calls of 16 channels each (a 16-channel layer, or --scorecam-channels 16) settle on a size;
-    a climb to 32 could never be timed by them and would never end."""
+def drive(monkeypatch, cost: dict, rows: int, calls: int):
+    """`calls` calls of `rows` rows through planned_chunks with a plan from 8 (memory: 64), on a fake
+    clock that charges cost[n] s per sample (+50% on a size's first use): the sizes used and the plan."""
     from xaicli.explain import chunking
     from xaicli.explain.cams._tools import planned_chunks
 
     clock, used = [0.0], []
     monkeypatch.setattr(chunking, "_clock", lambda: (lambda: clock[0]))
-    cost = {8: 0.6, 16: 0.5, 32: 0.3}                            # bigger is always faster per sample
     plan = chunking.ChunkPlan(tune=True, start=8)
     plan.cap = 64
-    for _ in range(4):
-        for lo, hi in planned_chunks(16, plan, 99, torch.device("cpu")):
+    for _ in range(calls):
+        for lo, hi in planned_chunks(rows, plan, 99, torch.device("cpu")):
             n = hi - lo
             clock[0] += n * cost[n] * (1.5 if n not in used else 1.0)
             used.append(n)
+    return used, plan
+
+
+def test_a_climb_goes_no_higher_than_the_rows_a_call_has(monkeypatch):
+    """Calls of 16 channels each (a 16-channel layer, or --scorecam-channels 16) settle on a size;
+    a climb to 32 could never be timed by them and would never end."""
+    from xaicli.explain.cams._tools import planned_chunks
+
+    used, plan = drive(monkeypatch, {8: 0.6, 16: 0.5, 32: 0.3}, 16, 4)   # bigger is always faster per sample
     assert used[:4] == [8, 8, 16, 16] and plan.best == 16 and used[4:] == [16]
     fixed = [hi - lo for lo, hi in planned_chunks(16, None, 5, torch.device("cpu"))]
     assert fixed == [5, 5, 5, 1]
@@ -82,34 +79,11 @@ def test_a_climb_goes_no_higher_than_the_rows_a_call_has(monkeypatch):
 def test_going_down_a_climb_looks_past_a_level_step(monkeypatch):
     """8 → 4 within 5% is noise, not the floor: the climb goes on to 2 (measured on a U-Net++ at 256²:
     8: 0.37, 4: 0.38, 2: 0.28 s per sample), and stops where it clearly gets worse."""
-    from xaicli.explain import chunking
-    from xaicli.explain.cams._tools import planned_chunks
-
-    clock, used = [0.0], []
-    monkeypatch.setattr(chunking, "_clock", lambda: (lambda: clock[0]))
-    cost = {1: 0.31, 2: 0.28, 4: 0.38, 8: 0.37, 16: 0.55}
-    plan = chunking.ChunkPlan(tune=True, start=8)
-    plan.cap = 64
-    for lo, hi in planned_chunks(200, plan, 99, torch.device("cpu")):
-        n = hi - lo
-        clock[0] += n * cost[n] * (1.5 if n not in used else 1.0)
-        used.append(n)
+    used, plan = drive(monkeypatch, {1: 0.31, 2: 0.28, 4: 0.38, 8: 0.37, 16: 0.55}, 200, 1)
     assert used[:10] == [8, 8, 16, 16, 4, 4, 2, 2, 1, 1] and plan.best == 2
 
 
 def test_calls_of_fewer_rows_than_the_start_still_climb_down(monkeypatch):
     """Calls of 4 rows (start 8): the climb cannot go up, so it tries 2 and 1."""
-    from xaicli.explain import chunking
-    from xaicli.explain.cams._tools import planned_chunks
-
-    clock, used = [0.0], []
-    monkeypatch.setattr(chunking, "_clock", lambda: (lambda: clock[0]))
-    cost = {1: 0.5, 2: 0.3, 4: 0.4}
-    plan = chunking.ChunkPlan(tune=True, start=8)
-    plan.cap = 64
-    for _ in range(6):
-        for lo, hi in planned_chunks(4, plan, 99, torch.device("cpu")):
-            n = hi - lo
-            clock[0] += n * cost[n] * (1.5 if n not in used else 1.0)
-            used.append(n)
+    used, plan = drive(monkeypatch, {1: 0.5, 2: 0.3, 4: 0.4}, 4, 6)
     assert used[:7] == [4, 4, 2, 2, 1, 1, 2] and plan.best == 2

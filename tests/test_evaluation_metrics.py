@@ -320,8 +320,8 @@ def test_faithfulness_correlation_and_monotonicity_equal_quantus(which, model):
         assert m["monotonicity"] == pytest.approx(ref, abs=1e-4)
 
 
-@pytest.mark.parametrize("which", ["cls"])           # the segmenter too in bench/check_stats_references.py
-def test_irof_equals_quantus(which, cls_model, seg_model, monkeypatch):
+@pytest.mark.parametrize("which", ["cls", "hf"])     # the segmenter too in bench/check_stats_references.py
+def test_irof_equals_quantus(which, model, monkeypatch):
     import quantus
     from quantus.functions.perturb_func import baseline_replacement_by_mask
 
@@ -332,7 +332,6 @@ def test_irof_equals_quantus(which, cls_model, seg_model, monkeypatch):
     def by_mask(arr, mask, **kw):
         return baseline_replacement_by_mask(arr, np.broadcast_to(mask, arr.shape), **kw)
 
-    model = cls_model if which == "cls" else seg_model
     image, index, region = case(model, 5)
     maps = smooth_maps(image.shape[:2], 1, 5)          # one forward per superpixel (~100), twice
     got, ctx, group = run_metric("irof", model, image, index, region, maps)
@@ -346,6 +345,7 @@ def test_irof_equals_quantus(which, cls_model, seg_model, monkeypatch):
 
 GRADCAM = {"cls": ("cam/gradcam/last", {"kind": "cam", "method": "gradcam", "layer": "last"}),
            "seg": ("cam/gradcam/decoder_last", {"kind": "cam", "method": "gradcam", "layer": "decoder_last"})}
+GRADCAM.update(hf=GRADCAM["cls"], smp=GRADCAM["seg"])
 
 
 def quantus_explainer(group, adapter):
@@ -367,11 +367,10 @@ def quantus_explainer(group, adapter):
     return explain, explain_func
 
 
-@pytest.mark.parametrize("which", ["cls", "seg"])
-def test_max_sensitivity_and_local_lipschitz_equal_quantus(which, cls_model, seg_model):
+@pytest.mark.parametrize("which", ["cls", "seg", "hf", "smp"])
+def test_max_sensitivity_and_local_lipschitz_equal_quantus(which, model):
     import quantus
 
-    model = cls_model if which == "cls" else seg_model
     image, index, region = case(model, 6)
     kw = {"samples": 3, "noise": 0.05}
     sens, ctx, group = run_metric("max_sensitivity", model, image, index, region, [np.zeros(image.shape[:2])],
@@ -394,17 +393,21 @@ IG = ("attr/integrated_gradients/black", {"kind": "attribution", "method": "inte
                                           "quadrature": "gausslegendre"})
 
 
-def test_random_logit_equals_quantus_and_is_null_on_a_segmenter(cls_model, seg_model):
+@pytest.mark.parametrize("which", ["cls", "hf"])
+def test_random_logit_equals_quantus(which, model):
     import quantus
 
-    image, index, _ = case(cls_model, 7)
-    got, ctx, group = run_metric("random_logit", cls_model, image, index, None, [np.zeros(image.shape[:2])],
+    image, index, _ = case(model, 7)
+    got, ctx, group = run_metric("random_logit", model, image, index, None, [np.zeros(image.shape[:2])],
                                  recorded=IG)
-    explain, explain_func = quantus_explainer(group, cls_model)
+    explain, explain_func = quantus_explainer(group, model)
     seed = ctx.seed(group[0], "random_logit") % 2 ** 32
-    ref = quantus_score(quantus.RandomLogit(num_classes=cls_model.num_classes, seed=seed, disable_warnings=True),
-                        cls_model, image, index, None, explain(cls_model), 0, explain_func=explain_func)[0]
+    ref = quantus_score(quantus.RandomLogit(num_classes=model.num_classes, seed=seed, disable_warnings=True),
+                        model, image, index, None, explain(model), 0, explain_func=explain_func)[0]
     assert got[0]["random_logit"] == pytest.approx(ref, abs=1e-4)
+
+
+def test_random_logit_is_null_on_a_segmenter(seg_model):
     image, index, region = case(seg_model, 7)
     got, ctx, _ = run_metric("random_logit", seg_model, image, index, region, [np.zeros(image.shape[:2])] * 2,
                              recorded=GRADCAM["seg"])
@@ -445,24 +448,24 @@ def test_completeness_is_the_gap_to_the_score_difference_the_model_gives(cli, cl
     assert [json.loads(line)["completeness"] for line in cam.output.splitlines()] == [None]
 
 
-def test_efficient_mprt_equals_quantus(cls_model):
+@pytest.mark.parametrize("which", ["cls", "hf"])
+def test_efficient_mprt_equals_quantus(which, model):
     import quantus
 
-    image, index, _ = case(cls_model, 9)
-    got, ctx, group = run_metric("efficient_mprt", cls_model, image, index, None, [np.zeros(image.shape[:2])],
+    image, index, _ = case(model, 9)
+    got, ctx, group = run_metric("efficient_mprt", model, image, index, None, [np.zeros(image.shape[:2])],
                                  recorded=IG, seed=3)
-    explain, explain_func = quantus_explainer(group, cls_model)
+    explain, explain_func = quantus_explainer(group, model)
     ref = quantus_score(quantus.EfficientMPRT(seed=3, complexity_func_kwargs={"n_bins": 100}, disable_warnings=True),
-                        cls_model, image, index, None, explain(cls_model), 0, explain_func=explain_func)[0]
+                        model, image, index, None, explain(model), 0, explain_func=explain_func)[0]
     assert got[0]["efficient_mprt"] == pytest.approx(ref, abs=1e-4) and abs(ref) > 1e-3
 
 
-@pytest.mark.parametrize("which", ["cls"])           # the segmenter too in bench/check_stats_references.py
-def test_smooth_mprt_equals_quantus(which, cls_model, seg_model):
+@pytest.mark.parametrize("which", ["cls", "hf"])     # the segmenter too in bench/check_stats_references.py
+def test_smooth_mprt_equals_quantus(which, model):
     """Quantus's SmoothMPRT explains with its own `quantus.explain` (Captum): our saliency equals Captum's."""
     import quantus
 
-    model = cls_model if which == "cls" else seg_model
     image, index, region = case(model, 10)
     if image.ndim == 2:     # as RGB: Quantus's saliency of a gray input is |Σ_c dS/dx_c|, not Σ_c |dS/dx_c|
         image = np.repeat(image[..., None], 3, axis=-1)
@@ -557,3 +560,29 @@ def test_sufficiency_is_null_with_one_warning_on_a_segmenter(cli, seg_stream):
     assert [ln for ln in r.stderr.splitlines() if "--metrics" in ln] == \
         ["xai: WARNING: --metrics sufficiency: it compares predicted classes, so it needs a classifier; "
          "segmenter maps give null"]
+
+
+@pytest.mark.parametrize("which", ["cls", "hf"])
+def test_sufficiency_run_and_combine_equal_quantus_on_one_batch(which, model):
+    """The metric's own two steps (run per record, combine over the window) on 6 images and maps,
+    against quantus.Sufficiency on the same batch (the CLI test above covers the windows)."""
+    import quantus
+
+    from xaicli.metrics.registry import settle
+
+    metric = registry.metrics()["sufficiency"]
+    rows, units, maps = [], [], []
+    for seed in range(6):
+        image, index, _ = case(model, 20 + seed)
+        # maps in two families (so some are alike), each with its own faint noise
+        m = smooth_maps(image.shape[:2], 1, seed % 2)[0] + 0.05 * np.random.default_rng(seed).random(image.shape[:2])
+        got, _, group = run_metric("sufficiency", model, image, index, None, [m])
+        rows.append(got[0])
+        units.append(model.image_to_unit(image))
+        maps.append(group[0].smap)
+    settle(rows, [metric])
+    ref = quantus.Sufficiency(disable_warnings=True)(
+        model=ScoreNet(model, None).eval(), x_batch=torch.cat(units).numpy(), y_batch=np.zeros(6, int),
+        a_batch=np.stack(maps).astype(np.float32)[:, None], device="cpu", batch_size=6)
+    assert [r["sufficiency"] for r in rows] == pytest.approx([float(v) for v in ref], abs=1e-4)
+    assert len({r["sufficiency"] for r in rows}) > 1          # not one value for every record

@@ -51,7 +51,7 @@ def drive(monkeypatch, cost: dict, rows: int, calls: int):
     """`calls` calls of `rows` rows through planned_chunks with a plan from 8 (memory: 64), on a fake
     clock that charges cost[n] s per sample (+50% on a size's first use): the sizes used and the plan."""
     from xaicli.explain import chunking
-    from xaicli.explain.cams._tools import planned_chunks
+    from xaicli.explain.chunking import planned_chunks
 
     clock, used = [0.0], []
     monkeypatch.setattr(chunking, "_clock", lambda: (lambda: clock[0]))
@@ -68,7 +68,7 @@ def drive(monkeypatch, cost: dict, rows: int, calls: int):
 def test_a_climb_goes_no_higher_than_the_rows_a_call_has(monkeypatch):
     """Calls of 16 channels each (a 16-channel layer, or --scorecam-channels 16) settle on a size;
     a climb to 32 could never be timed by them and would never end."""
-    from xaicli.explain.cams._tools import planned_chunks
+    from xaicli.explain.chunking import planned_chunks
 
     used, plan = drive(monkeypatch, {8: 0.6, 16: 0.5, 32: 0.3}, 16, 4)   # bigger is always faster per sample
     assert used[:4] == [8, 8, 16, 16] and plan.best == 16 and used[4:] == [16]

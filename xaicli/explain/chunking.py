@@ -222,6 +222,19 @@ class ChunkPlan:
         if self.best is not None and self.tune:
             self.best = min(self.times, key=self.times.get)
 
+    def took(self, size: int, rows: int, seconds: float) -> None:
+        """A chunk of `rows` done in `seconds`, asked for as `size`: a full one is timed, a short one
+        (the end of the rows) only warms its size up."""
+        if rows == size:
+            self.observe(size, seconds)
+        else:
+            self.warm.add(rows)
+
+    @property
+    def chunk(self) -> int | None:
+        """The settled size, else the largest timed so far (None before any), for a record's figures."""
+        return self.best or max(self.times, default=None)
+
     def shrink(self, size: int) -> None:
         """An OOM at `size`: never try that many again."""
         self.cap = max(1, min(self.cap or size, size // 2))
@@ -275,10 +288,7 @@ class ChunkRunner:
             if not oom:
                 if self.plan is not None:
                     self._sync()
-                    if stop - start == size:
-                        self.plan.observe(size, clock() - t0)
-                    else:
-                        self.plan.warm.add(stop - start)
+                    self.plan.took(size, stop - start, clock() - t0)
                 self.sizes.append(stop - start)
                 start = stop
                 continue
@@ -305,10 +315,7 @@ class ChunkRunner:
         return self.batch_size
 
     def _sync(self) -> None:
-        if self.device is not None and getattr(self.device, "type", None) == "cuda":
-            import torch
-
-            torch.cuda.synchronize(self.device)
+        sync(self.device)
 
     def _release(self) -> None:
         import gc
@@ -318,6 +325,31 @@ class ChunkRunner:
             import torch
 
             torch.cuda.empty_cache()
+
+
+def sync(device) -> None:
+    """Wait for a CUDA device's queued kernels, so that a chunk's time is its own."""
+    if device is not None and getattr(device, "type", None) == "cuda":
+        import torch
+
+        torch.cuda.synchronize(device)
+
+
+def planned_chunks(n: int, plan: ChunkPlan | None, fixed: int, device):
+    """(start, stop) chunks over [0, n) for no-grad passes (the per-channel CAMs): sizes from `plan`,
+    else `fixed`. The caller's work between two yields is timed into the plan, which so learns the
+    fastest size per sample (no out-of-memory retry: the plan's cap comes from free memory)."""
+    start = 0
+    while start < n:
+        size = plan.next_size(n) if plan is not None else max(1, int(fixed))
+        stop = min(n, start + size)
+        clock = _clock()
+        t0 = clock()
+        yield start, stop
+        if plan is not None:
+            sync(device)
+            plan.took(size, stop - start, clock() - t0)
+        start = stop
 
 
 class BatchPlanner:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from xaicli.explain.cams._tools import planned_chunks
+from xaicli.explain.chunking import planned_chunks
 
 ABLATION_VALUE = 1e7
 GROUP = 32   # grad-cam's AblationCAM batch_size: the ablation values depend on it
@@ -89,4 +89,4 @@ def ablation_weights(net, module, x: torch.Tensor, raw: torch.Tensor, acts: np.n
             bar.close()
     weights = (original[:, None] - new) / original[:, None]
     return weights.astype(np.float32), {"channels": channels, "group": GROUP,
-                                        "chunk": (plan.best or max(plan.times, default=None)) if plan else chunk}
+                                        "chunk": plan.chunk if plan else chunk}

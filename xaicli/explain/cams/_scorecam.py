@@ -39,7 +39,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from xaicli.explain.cams._tools import planned_chunks
+from xaicli.explain.chunking import planned_chunks
 
 TOLERANCE = 0.03     # expected RMS map error / spread of the ReLU'd map, per target (Pearson ~0.999)
 GAIN = 0.01          # most weight a channel may gain or lose when its score is K sigma off
@@ -148,7 +148,7 @@ def scorecam_weights(net, x: torch.Tensor, acts: torch.Tensor, scorers, *, batch
         else:
             scores, info = _screened(scorer, channels, screen_size)
         info["passes"] = dict(scorer.passes)
-        info["chunk"] = (plan.best or max(plan.times, default=None)) if plan is not None else scorer.batch
+        info["chunk"] = plan.chunk if plan is not None else scorer.batch
     finally:
         if bar is not None:
             bar.close()

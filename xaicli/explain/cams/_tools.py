@@ -142,29 +142,6 @@ def memory_batch(device, largest_bytes: int, input_bytes: int, cap: int | None =
     return int(max(1, min(cap, (free // 4) // need)))
 
 
-def planned_chunks(n: int, plan, fixed: int, device):
-    """(start, stop) chunks over [0, n): sizes from `plan` (a ChunkPlan), else `fixed`. The work the
-    caller does between two yields is timed into the plan (full chunks only), so the plan learns
-    which size is fastest per sample."""
-    from xaicli.explain.chunking import _clock
-
-    start = 0
-    while start < n:
-        size = plan.next_size(n) if plan is not None else max(1, int(fixed))
-        stop = min(n, start + size)
-        clock = _clock()
-        t0 = clock()
-        yield start, stop
-        if plan is not None:
-            if stop - start == size:
-                if device.type == "cuda":
-                    torch.cuda.synchronize(device)
-                plan.observe(size, clock() - t0)
-            else:
-                plan.warm.add(stop - start)
-        start = stop
-
-
 def release_gradcam(cam) -> None:
     """Remove a grad-cam object's hooks. Its own release() detaches saved gradients in place,
     which raises on views (ConvNeXt's gradients are views): drop the lists first."""

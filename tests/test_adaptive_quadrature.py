@@ -175,3 +175,34 @@ def test_engine_cap_stops_and_says_so():
     res = integrated_gradients(net, x, torch.zeros_like(x), torch.eye(4, dtype=torch.float64),
                                quadrature="adaptive", accuracy=1e-9, max_steps=25)
     assert res.steps_evaluated <= 25 and res.converged == [False] * 4 and max(res.steps) <= 25
+
+
+def test_a_delta_that_points_cannot_lower_stops_early_and_says_so(caplog):
+    """A model whose scores carry a part without gradient (here rounded, as float32 rounds a score
+    the model barely moves): the map is exact at the first cut, its sum cannot reach
+    S(x) − S(x'), and more points would not change that. It stops there, not at the cap, and is
+    not called converged; the warning says the delta is not quadrature error."""
+    from types import SimpleNamespace
+
+    from xaicli.explain.attribute import _warn
+    from xaicli.explain.integrated_gradients import integrated_gradients
+
+    lin = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 2)).double()
+
+    def forward(x):
+        out = lin(x)
+        return out + (out * 7).round().detach()          # a step no gradient sees
+
+    x, base = torch.rand(1, 3, 8, 8, dtype=torch.float64), torch.zeros(1, 3, 8, 8, dtype=torch.float64)
+    torch.manual_seed(0)
+    res = integrated_gradients(forward, x, base, torch.eye(2, dtype=torch.float64), quadrature="adaptive",
+                               max_steps=512)
+    assert torch.allclose(res.attributions, (x - base) * lin[1].weight.view(2, 3, 8, 8), atol=1e-12)
+    off = [t for t in range(2) if res.relative_delta[t] > 0.01]
+    assert off, "the rounded step should leave a delta the quadrature cannot remove"
+    assert res.steps_evaluated == 17 and res.info["still"] == off
+    assert [res.converged[t] for t in off] == [False] * len(off)
+    options = {"tolerance": 0.01, "steps": None, "accuracy": 0.01, "max_steps": 512}
+    with caplog.at_level("WARNING", logger="xai"):
+        _warn("img", SimpleNamespace(integral=True, key="integrated_gradients"), "black", res, options)
+    assert caplog.text.count("is not quadrature error") == len(off) and "did not reach" not in caplog.text

@@ -182,7 +182,13 @@ def _warn(key, m, bname, res, options) -> None:
     if tolerance is None and worst > DELTA_WARN:
         log.warning("%s: %s/%s relative delta %.3g with %d steps; the map may be inaccurate: raise --steps "
                     "or omit --steps to let --tolerance 0.01 choose them", key, m.key, bname, worst, steps)
-    if tolerance is not None and not all(res.converged):
+    still = res.info.get("still") or []
+    for t in still:
+        log.warning("%s: %s/%s target %d: relative delta %.3g is not quadrature error: more points no longer move "
+                    "the map's sum (estimated error %.3g), and S(x) - S(x') = %.3g is near the scores' float32 "
+                    "rounding; the baseline scores almost like the image", key, m.key, bname, t,
+                    res.relative_delta[t], res.info["estimated_error"][t], res.f_x[t] - res.f_baseline[t])
+    if tolerance is not None and not all(c or t in still for t, c in enumerate(res.converged)):
         log.warning("%s: %s/%s did not reach --tolerance %g%s within --max-steps %d (relative delta %s%s)",
                     key, m.key, bname, tolerance,
                     f" and --accuracy {options['accuracy']:g}" if "estimated_error" in res.info else "",

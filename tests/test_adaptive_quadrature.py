@@ -34,7 +34,7 @@ def test_a_constant_is_exact_from_the_start():
         return torch.full((1, 3, 4), 2.5, dtype=torch.float64)
 
     path, rounds = integrate(g)
-    assert len(rounds) == 1 and path.points == 17
+    assert len(rounds) == 1 and path.points == 9
     assert torch.allclose(path.estimate(), torch.full((1, 3, 4), 2.5, dtype=torch.float64))
     assert float(path.error()[0]) == 0
 
@@ -133,7 +133,7 @@ def test_engine_map_is_as_close_to_a_long_reference_as_it_estimates(seed):
         err = rel(res.attributions[t], ref[t])
         assert err <= res.info["estimated_error"][t] <= 0.01
         assert res.relative_delta[t] <= 0.01 and res.converged[t]
-        assert 17 <= res.steps[t] <= res.steps_evaluated <= 512
+        assert 9 <= res.steps[t] <= res.steps_evaluated <= 512
 
 
 def test_engine_linear_model_is_exact_at_the_first_cut():
@@ -145,7 +145,7 @@ def test_engine_linear_model_is_exact_at_the_first_cut():
     res = integrated_gradients(lin, x, base, torch.eye(2, dtype=torch.float64), quadrature="adaptive")
     closed = (x - base) * lin[1].weight.view(2, 3, 8, 8)
     assert torch.allclose(res.attributions, closed, atol=1e-12)
-    assert res.steps == [17, 17] and res.steps_evaluated == 17 and max(res.info["estimated_error"]) < 1e-12
+    assert res.steps == [9, 9] and res.steps_evaluated == 9 and max(res.info["estimated_error"]) < 1e-12
 
 
 def test_engine_shares_passes_with_gradient_jobs_and_averages_paths():
@@ -200,7 +200,7 @@ def test_a_delta_that_points_cannot_lower_stops_early_and_says_so(caplog):
     assert torch.allclose(res.attributions, (x - base) * lin[1].weight.view(2, 3, 8, 8), atol=1e-12)
     off = [t for t in range(2) if res.relative_delta[t] > 0.01]
     assert off, "the rounded step should leave a delta the quadrature cannot remove"
-    assert res.steps_evaluated == 17 and res.info["still"] == off
+    assert res.steps_evaluated == 9 and res.info["still"] == off
     assert [res.converged[t] for t in off] == [False] * len(off)
     options = {"tolerance": 0.01, "steps": None, "accuracy": 0.01, "max_steps": 512}
     with caplog.at_level("WARNING", logger="xai"):

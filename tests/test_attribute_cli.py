@@ -288,7 +288,7 @@ def test_default_run_meets_one_percent_completeness(cli, tmp_path, spec, task, c
         for b in BASELINES:
             arr, info = map_info(rec, f"attr/integrated_gradients/{b}")
             assert info["tolerance"] == 0.01 and info["accuracy"] == 0.01 and info["quadrature"] == "adaptive"
-            assert min(info["target_steps"]) >= 17 and info["steps"] <= 512
+            assert min(info["target_steps"]) >= 9 and info["steps"] <= 512
             for t, target in enumerate(info["targets"]):
                 gap = info["f_x"][t] - info["f_baseline"][t]
                 rel = abs(arr[t].astype(np.float64).sum() - gap) / abs(gap)
@@ -324,16 +324,16 @@ def test_max_steps_caps_every_map(cli, demo_png, args, steps, evaluated):
 
 @pytest.mark.usefixtures("one_thread")
 def test_default_run_reports_the_cap_per_target(cli, demo_png):
-    """--max-steps alone caps the default adaptive run (17 points: its first cut); each target says
+    """--max-steps alone caps the default adaptive run (9 points: its first cut); each target says
     whether it met 1% (completeness and estimated map error)."""
-    res = cli(["attribute", "-m", CLS, demo_png[0], "-t", "all", "--max-steps", "17", "-B", "noise"])
+    res = cli(["attribute", "-m", CLS, demo_png[0], "-t", "all", "--max-steps", "9", "-B", "noise"])
     (rec,) = ok(res)
     info = rec.meta["maps"]["attr/integrated_gradients/noise"]
-    assert info["tolerance"] == 0.01 and max(info["target_steps"]) == 17 and len(info["converged"]) == 3
+    assert info["tolerance"] == 0.01 and max(info["target_steps"]) == 9 and len(info["converged"]) == 3
     assert info["converged"] == [r <= 0.01 and e <= 0.01 for r, e in zip(info["relative_delta"],
                                                                          info["estimated_error"])]
     assert not all(info["converged"])
-    assert "did not reach --tolerance 0.01 and --accuracy 0.01 within --max-steps 17" in res.stderr
+    assert "did not reach --tolerance 0.01 and --accuracy 0.01 within --max-steps 9" in res.stderr
 
 
 @pytest.mark.parametrize("args,words", [
@@ -342,7 +342,7 @@ def test_default_run_reports_the_cap_per_target(cli, demo_png):
      ["--max-steps 1", "at least 2"]),
     (["--tolerance", "inf"], ["--tolerance inf", "finite"]),
     (["--quadrature", "adaptive", "--steps", "8"], ["--steps 8 with --quadrature adaptive", "--max-steps"]),
-    (["--max-steps", "10"], ["--max-steps 10", "17 points"]),
+    (["--max-steps", "8"], ["--max-steps 8", "9 points"]),
     (["--accuracy", "nan"], ["--accuracy", "greater than or equal to 0"]),
     (["-B", "blur", "--blur-sigma", "inf"], ["--blur-sigma inf", "finite"]),      # was an internal OverflowError
     (["-B", "blur", "--blur-sigma", "nan"], ["--blur-sigma nan", "finite"]),

@@ -1,6 +1,6 @@
 """IG to a given accuracy: the adaptive default against fixed Gauss–Legendre, measured on the map.
 
-    python bench/check_ig_accuracy.py [--quick] [--images 4] [--size 256] [--reference 2048]
+    python bench/check_ig_accuracy.py [--quick] [--images 4] [--size 256] [--reference 2048] [--only vit]
 
 For each model × baseline × image, through `xai attribute` in this process (one torch
 thread): a reference map with `--reference` Gauss–Legendre nodes, the default run
@@ -93,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--images", type=int, default=None)
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--reference", type=int, default=None)
+    ap.add_argument("--only", default="", help="models whose name holds one of these, comma-separated "
+                                               "(shapes-seg, shapes-cls, convnext, vit)")
     args = ap.parse_args(argv)
     count = args.images or (2 if args.quick else 4)
     reference = args.reference or (1024 if args.quick else 2048)
@@ -102,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
         tmp = Path(tmp)
         for spec, folder in models(tmp, args.size, count).items():
             name = spec if spec.startswith("builtin:") else Path(spec).name
+            if args.only and not any(o in name for o in args.only.split(",")):
+                continue
             for baseline in ("black", "blur"):
                 run = iter(range(10 ** 6))
 

@@ -168,17 +168,21 @@ def _forward_through_processor(folder):
     return f, proc, model
 
 
+def _map_of(cli, folder, png, key, *extra):
+    """`xai attribute` of one image: its record, the first target's map under `key`, that target's index."""
+    r = cli(["attribute", "-m", folder, *extra, png])
+    assert r.exit_code == 0, r.stderr
+    (rec,) = stream_records(r.stdout)
+    return rec, rec[key][0], rec["meta"]["maps"][key]["targets"][0]["index"]
+
+
 @pytest.mark.parametrize("name", ["convnext-crop", "vit", "convnext-noresize"])
 def test_ig_equals_captum_through_the_processor(cli, folders, tmp_path, name):
     from captum.attr import IntegratedGradients
 
     img = smooth_image(150, 240, seed=2)
     png = write_png(tmp_path / "img.png", img)
-    r = cli(["attribute", "-m", folders[name], "--steps", "16", png])
-    assert r.exit_code == 0, r.stderr
-    (rec,) = stream_records(r.stdout)
-    mine = rec["attr/integrated_gradients/black"][0]
-    target = rec["meta"]["maps"]["attr/integrated_gradients/black"]["targets"][0]["index"]
+    rec, mine, target = _map_of(cli, folders[name], png, "attr/integrated_gradients/black", "--steps", "16")
     f, _, _ = _forward_through_processor(folders[name])
     x = torch.from_numpy(img).permute(2, 0, 1)[None].float() / 255
     ref = IntegratedGradients(f).attribute(x, torch.zeros_like(x), target=target, n_steps=16,
@@ -203,11 +207,7 @@ def test_black_and_saturated_pixels_keep_the_processors_gradient(cli, folders, t
     img[60:, 50:] = 255
     png = write_png(tmp_path / "img.png", img)
     name = "convnext-noresize"          # no resize: no overshoot past 255, where the clamp rightly cuts
-    r = cli(["attribute", "-m", folders[name], "-M", "saliency", png])
-    assert r.exit_code == 0, r.stderr
-    (rec,) = stream_records(r.stdout)
-    mine = rec["attr/saliency/none"][0]
-    target = rec["meta"]["maps"]["attr/saliency/none"]["targets"][0]["index"]
+    _, mine, target = _map_of(cli, folders[name], png, "attr/saliency/none", "-M", "saliency")
     f, _, _ = _forward_through_processor(folders[name])
     x = (torch.from_numpy(img).permute(2, 0, 1)[None].float() / 255).requires_grad_(True)
     (grad,) = torch.autograd.grad(f(x)[0, target], x)
@@ -216,9 +216,7 @@ def test_black_and_saturated_pixels_keep_the_processors_gradient(cli, folders, t
     assert np.abs(mine[:, :30, :40]).min() > 0 and np.abs(mine[:, 60:, 50:]).min() > 0
 
     black = write_png(tmp_path / "black.png", np.zeros_like(img))
-    r = cli(["attribute", "-m", folders[name], "-M", "saliency", black])
-    assert r.exit_code == 0, r.stderr
-    assert np.abs(stream_records(r.stdout)[0]["attr/saliency/none"]).max() > 0
+    assert np.abs(_map_of(cli, folders[name], black, "attr/saliency/none", "-M", "saliency")[1]).max() > 0
 
 
 def test_cam_equals_gradcam_on_the_processor_tensor_mapped_into_the_crop(cli, folders, tmp_path):

@@ -187,6 +187,7 @@ def test_a_delta_that_points_cannot_lower_stops_early_and_says_so(caplog):
     from xaicli.explain.attribute import _warn
     from xaicli.explain.integrated_gradients import integrated_gradients
 
+    torch.manual_seed(0)
     lin = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 2)).double()
 
     def forward(x):
@@ -194,7 +195,6 @@ def test_a_delta_that_points_cannot_lower_stops_early_and_says_so(caplog):
         return out + (out * 7).round().detach()          # a step no gradient sees
 
     x, base = torch.rand(1, 3, 8, 8, dtype=torch.float64), torch.zeros(1, 3, 8, 8, dtype=torch.float64)
-    torch.manual_seed(0)
     res = integrated_gradients(forward, x, base, torch.eye(2, dtype=torch.float64), quadrature="adaptive",
                                max_steps=512)
     assert torch.allclose(res.attributions, (x - base) * lin[1].weight.view(2, 3, 8, 8), atol=1e-12)

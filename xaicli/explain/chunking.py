@@ -287,7 +287,7 @@ class ChunkRunner:
                 oom = True
             if not oom:
                 if self.plan is not None:
-                    self._sync()
+                    sync(self.device)
                     self.plan.took(size, stop - start, clock() - t0)
                 self.sizes.append(stop - start)
                 start = stop
@@ -313,9 +313,6 @@ class ChunkRunner:
         if self.plan is not None:
             return self.plan.best or max(self.sizes, default=1)
         return self.batch_size
-
-    def _sync(self) -> None:
-        sync(self.device)
 
     def _release(self) -> None:
         import gc

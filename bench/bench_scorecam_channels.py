@@ -72,7 +72,7 @@ def train_effb5(steps: int, size: int = 128, batch: int = 8):
     import segmentation_models_pytorch as smp
     import torch.nn.functional as F
 
-    from xaicli.models.builtin.train import TRAIN_SEED0, _batch
+    from xaicli.models.builtin.train import TRAIN_SEED0, _batch, seg_loss
 
     torch.manual_seed(0)
     net = smp.UnetPlusPlus(encoder_name="efficientnet-b5", encoder_weights=None, classes=1)
@@ -83,9 +83,7 @@ def train_effb5(steps: int, size: int = 128, batch: int = 8):
         x, y = _batch("segmentation", range(TRAIN_SEED0 + step * batch, TRAIN_SEED0 + (step + 1) * batch))
         x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
         y = (F.interpolate(y, size=(size, size), mode="bilinear", align_corners=False) > 0.5).float()
-        out = net(x)
-        p = torch.sigmoid(out)
-        loss = F.binary_cross_entropy_with_logits(out, y) + 1 - (2 * (p * y).sum() + 1) / (p.sum() + y.sum() + 1)
+        loss = seg_loss(net(x), y)
         opt.zero_grad()
         loss.backward()
         opt.step()

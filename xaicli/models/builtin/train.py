@@ -63,6 +63,13 @@ def build_cls():
     return ResNetForImageClassification(cfg)
 
 
+def seg_loss(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy plus soft Dice loss of mask logits `out` against 0/1 masks `y`."""
+    p = torch.sigmoid(out)
+    dice = 1 - (2 * (p * y).sum() + 1) / (p.sum() + y.sum() + 1)
+    return F.binary_cross_entropy_with_logits(out, y) + dice
+
+
 def train(task: str, steps: int, batch: int, lr: float) -> torch.nn.Module:
     torch.manual_seed(0)
     model = build_seg() if task == "segmentation" else build_cls()
@@ -75,9 +82,7 @@ def train(task: str, steps: int, batch: int, lr: float) -> torch.nn.Module:
         x, y = _batch(task, seeds, training=task == "classification")
         out = model(x)
         if task == "segmentation":
-            p = torch.sigmoid(out)
-            dice = 1 - (2 * (p * y).sum() + 1) / (p.sum() + y.sum() + 1)
-            loss = F.binary_cross_entropy_with_logits(out, y) + dice
+            loss = seg_loss(out, y)
         else:
             loss = F.cross_entropy(out.logits, y)
         opt.zero_grad()

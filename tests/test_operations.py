@@ -541,22 +541,22 @@ def test_json_lines_skip_existing_replaces_the_line_of_a_changed_image(cli, scan
 # -- overlapping runs (advisory locks per record id, io/locks.py) ---------------------------
 
 def test_overlapping_cron_runs_make_each_record_once(tmp_path):
-    """4 `xai attribute inbox/ -o out/ --skip-existing` started together over 40 scans: 40
-    records, 40 manifest lines, and 40 records made in all (each run's -v log names every
+    """4 `xai attribute inbox/ -o out/ --skip-existing` started together over 24 scans: 24
+    records, 24 manifest lines, and 24 records made in all (each run's -v log names every
     record it made: `attribute: <id> made in ...`), so no record was computed twice."""
-    inbox, out = tmp_path / "inbox", tmp_path / "out"
-    _scans(inbox, 40)
+    inbox, out, n = tmp_path / "inbox", tmp_path / "out", 24
+    _scans(inbox, n)
     args = _xai("-v", "attribute", "-m", SEG, "--steps", "2", inbox, "-o", f"{out}/", "--skip-existing")
     runs = [subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=ENV) for _ in range(4)]
     logs = [p.communicate(timeout=600)[1].decode() for p in runs]
     assert [p.returncode for p in runs] == [0] * 4, logs
     made = [re.findall(r"^xai: INFO: attribute: (\S+) made in ", log, re.M) for log in logs]
     ids = sorted(i for m in made for i in m)
-    assert ids == sorted(f"scan_{i:03d}" for i in range(40)), [len(m) for m in made]   # each made once
+    assert ids == sorted(f"scan_{i:03d}" for i in range(n)), [len(m) for m in made]   # each made once
     assert sum(1 for m in made if m) >= 2, "the runs did not overlap: one made everything"
     manifest = _manifest(out)
-    assert len(manifest) == 40 and len({e["id"] for e in manifest}) == 40
-    assert sorted(p.name for p in out.iterdir()) == sorted([MANIFEST] + [f"scan_{i:03d}.npz" for i in range(40)])
+    assert len(manifest) == n and len({e["id"] for e in manifest}) == n
+    assert sorted(p.name for p in out.iterdir()) == sorted([MANIFEST] + [f"scan_{i:03d}.npz" for i in range(n)])
     for path in out.glob("*.npz"):
         assert [h["command"] for h in Record.from_bytes(path.read_bytes()).meta["history"]] == ["attribute"]
 

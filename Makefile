@@ -43,8 +43,12 @@ demo: $(STAMP)
 	$(XAI) report $(DEMO)/seg.tar $(DEMO)/records/ --stats $(DEMO)/seg-stats.jsonl -o $(DEMO)/report/ --title "xai demo"
 	@echo "== figures in $(DEMO)/figures/, records in $(DEMO)/seg.tar and $(DEMO)/records/, table in $(DEMO)/stats.csv, page in $(DEMO)/report/index.html"
 
+# Two workers, one file each at a time (module fixtures build their models once), one torch thread
+# per process: on the 2-core CI machine 13 min serially, 6.5 min so (two threads per worker spin-wait
+# on each other's cores). TEST_WORKERS=0 runs in one process.
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(PY) -m pytest -q
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 
 # Property-based fuzzing of every reader of records (tests/test_fuzz.py): FUZZ_EXAMPLES cases per
 # target; the cases, minutes and findings per target go to fuzz-report.json.

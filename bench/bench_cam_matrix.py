@@ -9,7 +9,8 @@ Cells: smp U-Net++ and Unet with efficientnet-b0/b5 and resnet18/50 at 128² and
 ViT (base widths) at 224², layer `last`. Random weights: the time of a pass depends on the
 architecture and the input size, not on the weights. One line per cell:
 
-- ours: `xai cam -M scorecam` through the engine (exact float32 scores, the CPU default),
+- ours: `xai cam -M scorecam` through the engine (exact float32 scores, `--scorecam-exact`: the
+  passes grad-cam runs; bench_cam.py measures the bfloat16 screen),
   with --scorecam-channels K; grad-cam: its ScoreCAM (batch 16) on the same K channels
   (the weights of the others set to 0 in both), same input and target;
 - floor: (K + 1) × the best per-sample no-grad forward over batch sizes 1, 2, 4, 8, 16 up

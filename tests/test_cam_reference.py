@@ -237,6 +237,26 @@ def test_scorecam_screening_skips_channels_and_keeps_the_map():
         assert np.abs(norm(m.values) - ref).max() <= 0.05
 
 
+@pytest.mark.parametrize("fast", [True, False])
+def test_scorecam_screens_by_default_only_where_bfloat16_is_fast(monkeypatch, fast):
+    """Neither flag given: the screen where the hardware runs bfloat16 fast, float32 for every
+    channel elsewhere (on a CPU without AMX the screen made ScoreCAM 5x slower)."""
+    from xaicli.explain.targets import Target
+    from xaicli.models import device
+    from xaicli.models.builtin.shapes import make_sample
+    from xaicli.models.loader import load_model
+
+    monkeypatch.setattr(device, "fast_bfloat16", lambda dev: fast)
+    ad = load_model("builtin:shapes-seg", device="cpu")
+    img, _, _ = make_sample(5001, "segmentation")
+    with torch.no_grad():
+        pred = (ad.forward(ad.prepare(img))[0, 0] > 0).numpy()
+    mine, _ = ours(ad, ["scorecam"], ["encoder_last"], img, [Target("mask", 0, "blob", pred)])
+    info = mine["cam/scorecam/encoder_last"].info["scorecam"]
+    assert info["mode"] == ("screened" if fast else "exact")
+    assert (info["exact_channels"] < 128) is fast
+
+
 def test_convnext_every_method_equals_gradcam_for_all_classes(convnext):
     ad, image = convnext
     targets, ref_t = cls_targets(ad, image)

@@ -408,6 +408,22 @@ def test_a_fixed_chunk_on_cuda_asks_for_deterministic_kernels(monkeypatch, caplo
         "in the last bits"]
 
 
+def test_bfloat16_counts_as_fast_on_cuda_and_on_amx_cpus_only(monkeypatch):
+    """ScoreCAM's screen follows this: the hardware decides, so maps do not depend on load."""
+    from xaicli.models.device import fast_bfloat16
+
+    assert fast_bfloat16(torch.device("cuda")) and not fast_bfloat16(torch.device("mps"))
+    for amx in (True, False):
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda amx=amx: amx)
+        assert fast_bfloat16(torch.device("cpu")) is amx
+
+    def gone():
+        raise RuntimeError("not in this torch")
+
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", gone)
+    assert fast_bfloat16(torch.device("cpu")) is False
+
+
 @pytest.mark.parametrize("hw,size", [((40, 36), (32, 32)), ((64, 50), (32, 64)), ((97, 131), (64, 48))])
 def test_the_deterministic_resize_is_torchs_antialiased_resize(hw, size):
     """Under deterministic algorithms the shrink runs as matrix products (torch's CUDA kernel

@@ -139,3 +139,26 @@ def free_memory_bytes(device) -> int | None:
         except OSError:
             return None
     return None
+
+
+def fast_bfloat16(device) -> bool:
+    """Whether bfloat16 convolutions run several times faster than float32 on `device`: CUDA, or a
+    CPU with AMX tiles (oneDNN's bfloat16 kernels use them).
+
+    Decided by the hardware, not by timing a probe, so a run's maps do not depend on the
+    machine's load. Measured on a 2-core AMX Xeon, one thread, per sample of a no-grad forward
+    (bench/bench_cam.py explains why it matters): bfloat16 channels-last at full size 0.22–0.35×
+    float32's time on smp U-Net++/Unet (efficientnet-b0/b5, resnet18/50, 128²–256²), at a quarter
+    of the size 0.05–0.10×. On a CPU without them, bfloat16 made ScoreCAM's screen 5.3× slower
+    than grad-cam's (FIELD-NOTES).
+    """
+    if device.type == "cuda":
+        return True
+    if device.type != "cpu":
+        return False
+    import torch
+
+    try:
+        return bool(torch.cpu._is_amx_tile_supported())
+    except Exception:        # a private helper: gone or failing in another torch means "not known fast"
+        return False

@@ -11,10 +11,10 @@ from xaicli.explain.registry import Option
 
 EXACT = Option(
     "scorecam_exact", bool, None, flags=("--scorecam-exact/--scorecam-screen",), show_default=False,
-    help="ScoreCAM: score every channel in float32, as grad-cam does (the default on a CPU), or first estimate "
-         "every channel in bfloat16 at a quarter size and score exactly only the channels that move the map (the "
-         "default on CUDA, where bfloat16 is fast; on a CPU it is several times slower). The screened map "
-         "correlates with grad-cam's at >= 0.998.")
+    help="ScoreCAM: score every channel in float32, as grad-cam does, or first estimate every channel in "
+         "bfloat16 at a quarter size and score exactly only the channels that move the map. Default: the screen "
+         "where bfloat16 is fast (CUDA, CPUs with AMX), exact elsewhere (there bfloat16 is several times slower). "
+         "The screened map correlates with grad-cam's at >= 0.998.")
 
 CHANNELS = Option(
     "scorecam_channels", int, None, min=1, show_default=False,
@@ -30,7 +30,7 @@ class ScoreCAM(CamMethod):
     reference = "ScoreCAM"
     checked = "Pearson >= 0.99 after min-max scaling"
     notes = ("ours: one pass per channel for all targets, chunked masks, the chunk timed to the fastest per run "
-             "(within memory), screening on CUDA")
+             "(within memory), screening where bfloat16 is fast")
     options = (EXACT, CHANNELS)
     gradients = False
     per_channel = True
@@ -41,10 +41,12 @@ class ScoreCAM(CamMethod):
 
         from xaicli.explain.cams._scorecam import scorecam_weights
 
+        from xaicli.models.device import fast_bfloat16
+
         exact = step.options["scorecam_exact"]
-        # None: by device. The bfloat16 screen pays only where bf16 convolutions are fast (a GPU); on a
-        # CPU it made ScoreCAM 5.3x slower than grad-cam's (FIELD-NOTES), so it is opt-in there.
-        exact = step.engine.adapter.device.type != "cuda" if exact is None else bool(exact)
+        # None: by hardware. The bfloat16 screen pays only where bf16 convolutions are fast (CUDA, AMX);
+        # on a CPU without AMX it made ScoreCAM 5.3x slower than grad-cam's (FIELD-NOTES).
+        exact = not fast_bfloat16(step.engine.adapter.device) if exact is None else bool(exact)
         x = step.x
         keep = top_variance(step.acts, step.options["scorecam_channels"])
         acts = step.acts if keep is None else step.acts[:, keep]

@@ -147,7 +147,7 @@ def fast_bfloat16(device) -> bool:
 
     Decided by the hardware, not by timing a probe, so a run's maps do not depend on the
     machine's load. Measured on a 2-core AMX Xeon, one thread, per sample of a no-grad forward
-    (bench/bench_cam.py explains why it matters): bfloat16 channels-last at full size 0.22–0.35×
+    (the README's `xai cam` section has what it does to ScoreCAM): bfloat16 channels-last at full size 0.22–0.35×
     float32's time on smp U-Net++/Unet (efficientnet-b0/b5, resnet18/50, 128²–256²), at a quarter
     of the size 0.05–0.10×. On a CPU without them, bfloat16 made ScoreCAM's screen 5.3× slower
     than grad-cam's (FIELD-NOTES).

@@ -40,7 +40,6 @@ class ScoreCAM(CamMethod):
         import torch
 
         from xaicli.explain.cams._scorecam import scorecam_weights
-
         from xaicli.models.device import fast_bfloat16
 
         exact = step.options["scorecam_exact"]

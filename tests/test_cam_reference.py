@@ -237,24 +237,43 @@ def test_scorecam_screening_skips_channels_and_keeps_the_map():
         assert np.abs(norm(m.values) - ref).max() <= 0.05
 
 
-@pytest.mark.parametrize("fast", [True, False])
-def test_scorecam_screens_by_default_only_where_bfloat16_is_fast(monkeypatch, fast):
-    """Neither flag given: the screen where the hardware runs bfloat16 fast, float32 for every
-    channel elsewhere (on a CPU without AMX the screen made ScoreCAM 5x slower)."""
+@pytest.mark.parametrize("fast,least,screened", [(True, 96 * 96, True), (True, None, False), (False, 96 * 96, False)])
+def test_scorecam_screens_by_default_only_where_bfloat16_is_fast_and_passes_are_not_tiny(monkeypatch, fast, least,
+                                                                                         screened):
+    """Neither flag given: the screen where the hardware runs bfloat16 fast and, on a CPU, the model's
+    input has SCREEN_LEAST_CPU pixels (the built-in segmenter's 96² has not, by default); float32 for
+    every channel elsewhere."""
+    from xaicli.explain.cams import scorecam
     from xaicli.explain.targets import Target
     from xaicli.models import device
     from xaicli.models.builtin.shapes import make_sample
     from xaicli.models.loader import load_model
 
     monkeypatch.setattr(device, "fast_bfloat16", lambda dev: fast)
+    if least is not None:
+        monkeypatch.setattr(scorecam, "SCREEN_LEAST_CPU", least)
     ad = load_model("builtin:shapes-seg", device="cpu")
     img, _, _ = make_sample(5001, "segmentation")
     with torch.no_grad():
         pred = (ad.forward(ad.prepare(img))[0, 0] > 0).numpy()
+    assert tuple(ad.prepare(img).shape[-2:]) == (96, 96)
     mine, _ = ours(ad, ["scorecam"], ["encoder_last"], img, [Target("mask", 0, "blob", pred)])
     info = mine["cam/scorecam/encoder_last"].info["scorecam"]
-    assert info["mode"] == ("screened" if fast else "exact")
-    assert (info["exact_channels"] < 128) is fast
+    assert info["mode"] == ("screened" if screened else "exact")
+    assert (info["exact_channels"] < 128) is screened
+
+
+def test_the_default_screen_rule_by_device_and_input_size(monkeypatch):
+    from xaicli.explain.cams.scorecam import screens_by_default
+    from xaicli.models import device
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert screens_by_default(cuda, (32, 32))          # a GPU screens whatever the size
+    monkeypatch.setattr(device, "fast_bfloat16", lambda dev: True)
+    assert screens_by_default(cpu, (128, 128)) and screens_by_default(cpu, (256, 64))
+    assert not screens_by_default(cpu, (127, 128)) and not screens_by_default(cpu, (64, 64))
+    monkeypatch.setattr(device, "fast_bfloat16", lambda dev: False)
+    assert not screens_by_default(cpu, (512, 512))
 
 
 def test_convnext_every_method_equals_gradcam_for_all_classes(convnext):

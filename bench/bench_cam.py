@@ -154,7 +154,7 @@ def bench_scorecam(args) -> dict:
             np.save(cache, ref)
             cache.with_suffix(".json").write_text(json.dumps({"key": key, "seconds": t_ref}))
     res = {"grad_cam_s": t_ref}
-    # the screen asked for by name: the default depends on the hardware (models/device.fast_bfloat16)
+    # the screen asked for by name: the default depends on the hardware (scorecam.screens_by_default)
     maps, t_ours, eng = ours(ad, [la], ["scorecam"], img, targets, largest_bytes=table.largest_bytes,
                              scorecam_exact=False)
     m = maps[0]

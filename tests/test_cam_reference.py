@@ -254,9 +254,10 @@ def test_scorecam_screens_by_default_only_where_bfloat16_is_fast_and_passes_are_
         monkeypatch.setattr(scorecam, "SCREEN_LEAST_CPU", least)
     ad = load_model("builtin:shapes-seg", device="cpu")
     img, _, _ = make_sample(5001, "segmentation")
+    x = ad.prepare(img)
+    assert tuple(x.shape[-2:]) == (96, 96)
     with torch.no_grad():
-        pred = (ad.forward(ad.prepare(img))[0, 0] > 0).numpy()
-    assert tuple(ad.prepare(img).shape[-2:]) == (96, 96)
+        pred = (ad.forward(x)[0, 0] > 0).numpy()
     mine, _ = ours(ad, ["scorecam"], ["encoder_last"], img, [Target("mask", 0, "blob", pred)])
     info = mine["cam/scorecam/encoder_last"].info["scorecam"]
     assert info["mode"] == ("screened" if screened else "exact")

@@ -143,14 +143,12 @@ def free_memory_bytes(device) -> int | None:
 
 def fast_bfloat16(device) -> bool:
     """Whether bfloat16 convolutions run several times faster than float32 on `device`: CUDA, or a
-    CPU with AMX tiles (oneDNN's bfloat16 kernels use them).
+    CPU with AMX tiles (oneDNN's bfloat16 kernels use them). Read from the hardware, never timed.
 
-    Decided by the hardware, not by timing a probe, so a run's maps do not depend on the
-    machine's load. Measured on a 2-core AMX Xeon, one thread, per sample of a no-grad forward
-    (the README's `xai cam` section has what it does to ScoreCAM): bfloat16 channels-last at full size 0.22–0.35×
-    float32's time on smp U-Net++/Unet (efficientnet-b0/b5, resnet18/50, 128²–256²), at a quarter
-    of the size 0.05–0.10×. On a CPU without them, bfloat16 made ScoreCAM's screen 5.3× slower
-    than grad-cam's (FIELD-NOTES).
+    Measured on a 2-core AMX Xeon, one thread, per sample of a no-grad forward: bfloat16
+    channels-last at full size 0.22–0.35× float32's time on smp U-Net++/Unet (efficientnet-b0/b5,
+    resnet18/50, 128²–256²), at a quarter of the size 0.05–0.10×. Its user and the reasons for
+    not timing: `explain.cams.scorecam.screens_by_default`.
     """
     if device.type == "cuda":
         return True

@@ -11,21 +11,21 @@ at 640²), and prints its own progress bar. Here:
   and the chunk follows free memory;
 - channels whose map is constant give an all-zero mask, hence the same forward:
   it runs once;
-- screening (the default where bfloat16 is fast: `device.fast_bfloat16`). Few channels
-  decide the map: either the softmax is peaked (a segmentation target sums logits over
-  many pixels, so scores differ by tens to thousands) or it is flat, and then a small
-  error in one score barely moves the weighted sum. So every channel is first estimated
-  cheaply: a bfloat16, channels-last copy of the model at a quarter of the input size
-  (then, for the channels still in question, at full size). Exact float32 scores follow,
-  highest estimates first, and each estimate level is calibrated by an affine fit to the
-  exact scores seen so far; its residuals give every estimate an error scale sigma.
-  Scoring stops when (1) no unscored channel could gain or lose more than GAIN of the
-  weight with its score K sigma off, and (2) the expected RMS error of the map, to first
-  order in the score errors, is below TOLERANCE of the spread of the ReLU'd map; then
-  the error model is checked on the unscored channels that matter most (scored exactly:
-  an error beyond K sigma doubles that level's sigma and scoring goes on). The map then
-  correlates with grad-cam's at >= 0.998 (Pearson). `exact=True` scores every channel in
-  float32, as grad-cam does.
+- screening (the default where bfloat16 is fast: `scorecam.screens_by_default`). Few
+  channels decide the map: either the softmax is peaked (a segmentation target sums
+  logits over many pixels, so scores differ by tens to thousands) or it is flat, and
+  then a small error in one score barely moves the weighted sum. So every channel is
+  first estimated cheaply: a bfloat16, channels-last copy of the model at a quarter of
+  the input size (then, for the channels still in question, at full size). Exact float32
+  scores follow, highest estimates first, and each estimate level is calibrated by an
+  affine fit to the exact scores seen so far; its residuals give every estimate an error
+  scale sigma. Scoring stops when (1) no unscored channel could gain or lose more than
+  GAIN of the weight with its score K sigma off, and (2) the expected RMS error of the
+  map, to first order in the score errors, is below TOLERANCE of the spread of the
+  ReLU'd map; then the error model is checked on the unscored channels that matter most
+  (scored exactly: an error beyond K sigma doubles that level's sigma and scoring goes
+  on). The map then correlates with grad-cam's at >= 0.998 (Pearson). `exact=True`
+  scores every channel in float32, as grad-cam does.
 """
 
 from __future__ import annotations

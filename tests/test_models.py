@@ -314,6 +314,25 @@ def test_torchscript_loading_prints_no_deprecation_warning(tmp_path, image64):
     assert b"Warning" not in proc.stderr, proc.stderr.decode()
 
 
+def test_read_only_image_arrays_are_taken_without_a_warning():
+    """np.asarray(PIL image) is read-only; torch.from_numpy warns once per process on such arrays, hence a
+    fresh process for the check."""
+    import subprocess
+    import sys
+
+    script = ("import warnings, numpy as np\n"
+              "from xaicli.models.loader import load_model\n"
+              "ad = load_model('builtin:shapes-seg', device='cpu')\n"
+              "a = np.full((40, 50, 3), 255, np.uint8); a.flags.writeable = False\n"
+              "with warnings.catch_warnings(record=True) as seen:\n"
+              "    warnings.simplefilter('always')\n"
+              "    u = ad.image_to_unit(a)\n"
+              "print(tuple(u.shape), float(u.min()), [str(w.message)[:60] for w in seen])\n")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "(1, 3, 40, 50) 1.0 []", proc.stdout
+
+
 def test_torchscript_segmenter_task_inferred(cli, tmp_path, image64):
     img_path, img = image64
     model = tiny_segmenter(classes=2, seed=2)

@@ -103,7 +103,8 @@ class ModelAdapter:
     def image_to_unit(self, image: np.ndarray) -> torch.Tensor:
         """(1, C, H, W) float32 in [0,1] at the image's own size, channels as the model wants."""
         scale = 65535.0 if image.dtype == np.uint16 else 255.0
-        x = torch.from_numpy(np.ascontiguousarray(image)).to(self.device, torch.float32) / scale
+        # np.asarray(PIL image) is read-only, and torch.from_numpy warns on such arrays: copy those
+        x = torch.from_numpy(np.require(image, requirements="CW")).to(self.device, torch.float32) / scale
         x = x[None, None] if x.ndim == 2 else x.permute(2, 0, 1)[None].contiguous()   # NCHW, like a user's batch
         return self.match_channels(x)
 

@@ -10,7 +10,7 @@ STAMP := $(VENV)/.xai-installed
 DEMO := demo-out
 export HF_HUB_OFFLINE := 1
 
-.PHONY: install demo test lint bench completions man readme docs fuzz reference-images train-builtin clean
+.PHONY: install demo test test-lowest lint bench completions man readme docs fuzz reference-images train-builtin clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -49,6 +49,22 @@ demo: $(STAMP)
 TEST_WORKERS ?= 2
 test: $(STAMP)
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
+
+# The suite on the oldest Python and the lowest release of every requirement that pyproject.toml allows
+# (.ci/lowest.py pins each floor): a floor stated there is a floor tested. Not in `make test`: it downloads
+# an older torch (about 3 GB) into .venv-lowest. PYTHON_LOWEST names that Python where it is not on PATH.
+LOWEST_PY := $(shell $(PYTHON) .ci/lowest.py --python)
+PYTHON_LOWEST ?= python$(LOWEST_PY)
+LOWEST := .venv-lowest
+test-lowest:
+	@$(PYTHON_LOWEST) -c 'import sys; sys.exit(sys.version_info[:2] != tuple(map(int, "$(LOWEST_PY)".split("."))))' \
+	  || { echo "make test-lowest: $(PYTHON_LOWEST) is not Python $(LOWEST_PY); name one: make test-lowest PYTHON_LOWEST=/path/to/python$(LOWEST_PY)" >&2; exit 2; }
+	test -x $(LOWEST)/bin/python || $(PYTHON_LOWEST) -m venv $(LOWEST)
+	$(PYTHON) .ci/lowest.py test dicom monai onnx > $(LOWEST)/constraints.txt
+	$(LOWEST)/bin/python -m pip install -q -c $(LOWEST)/constraints.txt -e '.[test,dicom,monai,onnx]'
+	$(LOWEST)/bin/python -m pip list --format freeze > $(LOWEST)/installed.txt
+	PATH=$(CURDIR)/$(LOWEST)/bin:$$PATH OMP_NUM_THREADS=1 $(LOWEST)/bin/python -m pytest -q -p no:cacheprovider \
+	  $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 
 # Property-based fuzzing of every reader of records (tests/test_fuzz.py): FUZZ_EXAMPLES cases per
 # target; the cases, minutes and findings per target go to fuzz-report.json.

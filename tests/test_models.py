@@ -432,14 +432,16 @@ def test_bfloat16_counts_as_fast_on_cuda_and_on_amx_cpus_only(monkeypatch):
     from xaicli.models.device import fast_bfloat16
 
     assert fast_bfloat16(torch.device("cuda")) and not fast_bfloat16(torch.device("mps"))
-    for amx in (True, False):
-        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda amx=amx: amx)
+    for amx in (True, False):   # raising=False: torch 2.4 has no such helper
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda amx=amx: amx, raising=False)
         assert fast_bfloat16(torch.device("cpu")) is amx
 
-    def gone():
-        raise RuntimeError("not in this torch")
+    def fails():
+        raise RuntimeError("cannot tell")
 
-    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", gone)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", fails)
+    assert fast_bfloat16(torch.device("cpu")) is False
+    monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported")    # a torch without the helper
     assert fast_bfloat16(torch.device("cpu")) is False
 
 

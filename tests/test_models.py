@@ -432,7 +432,7 @@ def test_bfloat16_counts_as_fast_on_cuda_and_on_amx_cpus_only(monkeypatch):
     from xaicli.models.device import fast_bfloat16
 
     assert fast_bfloat16(torch.device("cuda")) and not fast_bfloat16(torch.device("mps"))
-    for amx in (True, False):   # raising=False: torch 2.4 has no such helper
+    for amx in (True, False):   # raising=False: older torch releases lack the helper
         monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda amx=amx: amx, raising=False)
         assert fast_bfloat16(torch.device("cpu")) is amx
 

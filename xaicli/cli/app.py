@@ -88,7 +88,7 @@ def _command():
 
 def run(argv: list[str] | None = None) -> int:
     from typer import _click
-    from typer import Abort   # typer.exceptions appeared in 0.29; the top-level name is in every release we allow
+    from typer import Abort   # the public name: typer.exceptions exists from 0.29 only
 
     if os.environ.get("_XAI_COMPLETE"):
         # add_completion=False keeps --install-completion out of --help, but it also leaves

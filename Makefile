@@ -47,8 +47,9 @@ demo: $(STAMP)
 # per process: on the 2-core CI machine 13 min serially, 6.5 min so (two threads per worker spin-wait
 # on each other's cores). TEST_WORKERS=0 runs in one process.
 TEST_WORKERS ?= 2
+XDIST = $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 test: $(STAMP)
-	OMP_NUM_THREADS=1 $(PY) -m pytest -q $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q $(XDIST)
 
 # The suite on the oldest Python and the lowest release of every requirement that pyproject.toml allows
 # (.ci/lowest.py pins each floor): a floor stated there is a floor tested. Not in `make test`: it downloads
@@ -63,8 +64,7 @@ test-lowest:
 	$(PYTHON) .ci/lowest.py test dicom monai onnx > $(LOWEST)/constraints.txt
 	$(LOWEST)/bin/python -m pip install -q -c $(LOWEST)/constraints.txt -e '.[test,dicom,monai,onnx]'
 	$(LOWEST)/bin/python -m pip list --format freeze > $(LOWEST)/installed.txt
-	PATH=$(CURDIR)/$(LOWEST)/bin:$$PATH OMP_NUM_THREADS=1 $(LOWEST)/bin/python -m pytest -q -p no:cacheprovider \
-	  $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
+	PATH=$(CURDIR)/$(LOWEST)/bin:$$PATH OMP_NUM_THREADS=1 $(LOWEST)/bin/python -m pytest -q -p no:cacheprovider $(XDIST)
 
 # Property-based fuzzing of every reader of records (tests/test_fuzz.py): FUZZ_EXAMPLES cases per
 # target; the cases, minutes and findings per target go to fuzz-report.json.

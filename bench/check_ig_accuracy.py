@@ -1,6 +1,7 @@
 """IG to a given accuracy: the adaptive default against fixed Gauss–Legendre, measured on the map.
 
     python bench/check_ig_accuracy.py [--quick] [--images 4] [--size 256] [--reference 2048] [--only vit]
+                                      [--baselines black,blur] [--effb5-trained STEPS] [--first 7001]
 
 For each model × baseline × image, through `xai attribute` in this process (one torch
 thread): a reference map with `--reference` Gauss–Legendre nodes, the default run
@@ -14,7 +15,11 @@ maps how often the estimate bounded the measured error (goal ≥ 95%).
 
 Models: the built-in segmenter (its scans enlarged to --size) and classifier, and tiny
 randomly initialised Hugging Face ConvNeXt and ViT classifiers (GELU: smooth along the
-path). --quick: 2 images, a 1024-node reference.
+path). --quick: 2 images, a 1024-node reference. `--effb5-trained STEPS` adds the issue's
+smp U-Net++ efficientnet-b5 at --size (SiLU encoder, ReLU decoder), trained STEPS steps on the
+built-in blobs at 128² (no ImageNet weights can be downloaded here) and saved with
+`save_pretrained`; about 1 s per path point at 256² on one thread, so a 2048-node reference
+takes over half an hour per image and baseline: run one process per baseline (`--baselines`).
 """
 
 from __future__ import annotations
@@ -41,10 +46,9 @@ def records(folder: Path, key: str) -> dict[str, tuple[np.ndarray, dict]]:
     return out
 
 
-def attribute(model: str, images: Path, baseline: str, extra: list[str], out: Path):
+def attribute(model: str, images: Path, baseline: str, extra: list[str], out: Path, target: str):
     from xaicli.cli.app import run as xai
 
-    target = "predicted" if model == "builtin:shapes-seg" else "top1"
     code = xai(["-q", "attribute", "-m", model, str(images), "-B", baseline, "--target", target, *extra,
                 "-o", f"{out}/"])
     if code != 0:
@@ -56,8 +60,8 @@ def rel(a: np.ndarray, ref: np.ndarray) -> float:
     return float(np.linalg.norm(a - ref) / max(np.linalg.norm(ref), 1e-300))
 
 
-def models(tmp: Path, size: int, count: int) -> dict[str, Path]:
-    """Model spec → a folder of its images."""
+def models(tmp: Path, size: int, count: int, effb5_steps: int = 0, first: int = 7001) -> dict[str, tuple[Path, str]]:
+    """Model spec → (a folder of its images, the target)."""
     import imageio.v3 as iio
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
@@ -70,18 +74,23 @@ def models(tmp: Path, size: int, count: int) -> dict[str, Path]:
         folder = tmp / task
         folder.mkdir()
         for i in range(count):
-            img = make_sample(7001 + i, task)[0]
+            img = make_sample(first + i, task)[0]
             if task == "segmentation" and img.shape[0] != size:
                 from PIL import Image
                 img = np.asarray(Image.fromarray(img).resize((size, size), Image.BILINEAR))
-            iio.imwrite(folder / f"s{7001 + i}.png", img)
-        out[spec] = folder
+            iio.imwrite(folder / f"s{first + i}.png", img)
+        out[spec] = (folder, "predicted" if task == "segmentation" else "top1")
+    if effb5_steps:
+        from bench_scorecam_channels import train_effb5
+
+        train_effb5(effb5_steps).save_pretrained(tmp / "effb5")
+        out[str(tmp / "effb5")] = (tmp / "segmentation", "predicted")
     rgb = tmp / "rgb"
     rgb.mkdir()
     for i in range(count):
         iio.imwrite(rgb / f"r{i}.png", smooth_image(96, 96, seed=i))
-    out[str(save_tiny_convnext(tmp / "convnext", size=64))] = rgb
-    out[str(save_tiny_vit(tmp / "vit", size=64))] = rgb
+    out[str(save_tiny_convnext(tmp / "convnext", size=64))] = (rgb, "top1")
+    out[str(save_tiny_vit(tmp / "vit", size=64))] = (rgb, "top1")
     return out
 
 
@@ -94,7 +103,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--reference", type=int, default=None)
     ap.add_argument("--only", default="", help="models whose name holds one of these, comma-separated "
-                                               "(shapes-seg, shapes-cls, convnext, vit)")
+                                               "(shapes-seg, shapes-cls, convnext, vit, effb5)")
+    ap.add_argument("--baselines", default="black,blur")
+    ap.add_argument("--effb5-trained", type=int, default=0, metavar="STEPS")
+    ap.add_argument("--first", type=int, default=7001, help="the built-in samples' first seed")
     args = ap.parse_args(argv)
     count = args.images or (2 if args.quick else 4)
     reference = args.reference or (1024 if args.quick else 2048)
@@ -102,15 +114,15 @@ def main(argv: list[str] | None = None) -> int:
     bounded, ratios = [], []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        for spec, folder in models(tmp, args.size, count).items():
+        for spec, (folder, target) in models(tmp, args.size, count, args.effb5_trained, args.first).items():
             name = spec if spec.startswith("builtin:") else Path(spec).name
             if args.only and not any(o in name for o in args.only.split(",")):
                 continue
-            for baseline in ("black", "blur"):
+            for baseline in args.baselines.split(","):
                 run = iter(range(10 ** 6))
 
-                def go(extra, _b=baseline, _s=spec, _f=folder):
-                    return attribute(_s, _f, _b, extra, tmp / f"out{next(run)}-{Path(_s).name}-{_b}")
+                def go(extra, _b=baseline, _s=spec, _f=folder, _t=target):
+                    return attribute(_s, _f, _b, extra, tmp / f"out{next(run)}-{Path(_s).name}-{_b}", _t)
 
                 ref = go(["--steps", str(reference)])
                 default = go([])

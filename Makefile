@@ -54,7 +54,8 @@ test: $(STAMP)
 # The suite on the oldest Python and the lowest release of every requirement that pyproject.toml allows
 # (.ci/lowest.py pins each floor): a floor stated there is a floor tested. Not in `make test`: it downloads
 # an older torch (about 3 GB; 6.3 GB installed) into .venv-lowest. PYTHON_LOWEST names that Python where it is not on PATH.
-LOWEST_PY := $(shell $(PYTHON) .ci/lowest.py --python)
+# `=`, not `:=`: read only when test-lowest runs, not by every make (tomllib needs Python 3.11)
+LOWEST_PY = $(shell $(PYTHON) .ci/lowest.py --python)
 PYTHON_LOWEST ?= python$(LOWEST_PY)
 LOWEST := .venv-lowest
 test-lowest:

@@ -88,9 +88,9 @@ class AdaptivePath:
 
     def _panels(self, a: float, b: float) -> tuple[torch.Tensor, torch.Tensor]:
         ga, gm, gb = self.values[a], self.values[(a + b) / 2], self.values[b]
-        t1 = ((b - a) / 2) * (ga + gb)
-        t2 = ((b - a) / 4) * (ga + 2 * gm + gb)
-        return t2, t2 - t1
+        ends = ga + gb                          # T1 = (b − a)/2·ends, T2 = (b − a)/4·(ends + 2·gm)
+        change = torch.add(ends, gm, alpha=-2).mul_((a - b) / 4)        # T2 − T1 = (b − a)/4·(2·gm − ends)
+        return ends.add_(gm, alpha=2).mul_((b - a) / 4), change
 
     def estimate(self) -> torch.Tensor:
         """(T, ...) float64: Σ T2 over the intervals; a frozen target keeps its value at the stop."""

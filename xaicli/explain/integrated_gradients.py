@@ -306,8 +306,12 @@ def _accumulate(forward: Callable, jobs: Sequence[Job], weights: torch.Tensor, r
             return
         with torch.enable_grad():
             logits = forward(pts)
-        local = torch.zeros_like(total)
-        local_sq = torch.zeros_like(total) if total_sq is not None else None
+        # The chunk's sums go to `total` only once it is done (a chunk that runs out of memory is
+        # redone smaller), held meanwhile for its own jobs only: the adaptive mode has one job per
+        # point, and a buffer the size of `total` per chunk cost a fifth of its time.
+        j_lo, j_hi = int(job_cpu[lo]), int(job_cpu[hi - 1]) + 1               # rows are ordered by job
+        local = total.new_zeros(j_hi - j_lo, *total.shape[1:])
+        local_sq = torch.zeros_like(local) if total_sq is not None else None
         absolute, square = rows.absolute[lo:hi], rows.square[lo:hi]
         for k, t in enumerate(wanted):
             go = c[:, t].view(-1, *[1] * (weights.ndim - 2)) * weights[j if wrow is None else wrow[j], t]
@@ -325,20 +329,20 @@ def _accumulate(forward: Callable, jobs: Sequence[Job], weights: torch.Tensor, r
                 if rows.scales is not None:
                     g = g * rows.scales[p0:p0 + 1]
                     g2 = g2 * rows.scales[p0:p0 + 1] ** 2 if g2 is not None else None
-                local[int(j[0]), t] += g[0]
+                local[int(j[0]) - j_lo, t] += g[0]
                 if g2 is not None:
-                    local_sq[int(j[0]), t] += g2[0]
+                    local_sq[int(j[0]) - j_lo, t] += g2[0]
             else:
                 if rows.scales is not None:
                     g = g * rows.scales[p]
                     g2 = g2 * rows.scales[p] ** 2 if g2 is not None else None
-                local[:, t].index_add_(0, j, g)
+                local[:, t].index_add_(0, j - j_lo, g)
                 if g2 is not None:
-                    local_sq[:, t].index_add_(0, j, g2)
+                    local_sq[:, t].index_add_(0, j - j_lo, g2)
         del logits
-        total += local
+        total[j_lo:j_hi] += local
         if local_sq is not None:
-            total_sq += local_sq
+            total_sq[j_lo:j_hi] += local_sq
 
     lead_shape = tuple(sample.shape[1:])
     runner.run(len(rows.alpha), work)

@@ -1,16 +1,17 @@
 """IG to a given accuracy: the adaptive default against fixed Gauss–Legendre, measured on the map.
 
     python bench/check_ig_accuracy.py [--quick] [--images 4] [--size 256] [--reference 2048] [--only vit]
-                                      [--baselines black,blur] [--effb5-trained STEPS] [--first 7001]
+                                      [--baselines black,blur] [--effb5-trained STEPS] [--first 7001] [--rungs]
 
 For each model × baseline × image, through `xai attribute` in this process (one torch
 thread): a reference map with `--reference` Gauss–Legendre nodes, the default run
 (adaptive quadrature: estimated map error ≤ 1% and |delta| ≤ 1%), and fixed
 Gauss–Legendre runs of 8, 16, 32, ... nodes until one is as close to the reference as
-the default's map, and Captum's default of 50 nodes. Per map it prints the default's
-points, its measured and estimated relative L2 error, its |delta|, the least fixed count
-as close and the ratio of compute seconds (the records' own `seconds`: default / that
-fixed run; goal ≤ 0.3), the error of 50 nodes and the seconds ratio to them, and over all
+the default's map, then bisection between the last two rungs to within 1/32 of the least
+count as close (`--rungs`: not), and Captum's default of 50 nodes. Per map it prints the
+default's points, its measured and estimated relative L2 error, its |delta|, the least fixed
+count as close (and the count below it found not as close) and the ratios of compute seconds
+(the records' own `seconds`: default / that fixed run; goal ≤ 0.3) and of points, the error of 50 nodes and the seconds ratio to them, and over all
 maps how often the estimate bounded the measured error (goal ≥ 95%).
 
 Models: the built-in segmenter (its scans enlarged to --size) and classifier, and tiny
@@ -35,6 +36,7 @@ import numpy as np
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 LADDER = (8, 16, 32, 64, 128, 256, 384, 512, 768, 1024)
+FINE = 32      # the least count as close is bisected between rungs to within 1/FINE of it (--rungs: not)
 
 
 def records(folder: Path, key: str) -> dict[str, tuple[np.ndarray, dict]]:
@@ -94,6 +96,25 @@ def models(tmp: Path, size: int, count: int, effb5_steps: int = 0, first: int = 
     return out
 
 
+def bisect(brackets: dict, runs: dict, go, close) -> None:
+    """Narrow each map's (not as close, as close) pair of counts to within 1/FINE of the upper one.
+
+    The rungs alone flatter the default: a map first as close at 512 may be as close at 400, and its
+    ratio is then 1.3× the rung's. One run serves every map whose pair holds its count; the error of
+    Gauss–Legendre is taken to fall with the count between the two (a run that is not as close raises
+    the lower end)."""
+    while True:
+        wide = {rid: (lo, hi) for rid, (lo, hi) in brackets.items() if hi - lo > max(1, hi // FINE)}
+        if not wide:
+            return
+        lo, hi = max(wide.values(), key=lambda b: b[1] - b[0])
+        m = (lo + hi) // 2
+        runs[m] = go(["--steps", str(m)])
+        for rid, (lo, hi) in brackets.items():
+            if lo < m < hi:
+                brackets[rid] = (lo, m) if close(m, rid) else (m, hi)
+
+
 def main(argv: list[str] | None = None) -> int:
     import torch
 
@@ -107,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--baselines", default="black,blur")
     ap.add_argument("--effb5-trained", type=int, default=0, metavar="STEPS")
     ap.add_argument("--first", type=int, default=7001, help="the built-in samples' first seed")
+    ap.add_argument("--rungs", action="store_true", help="the ladder's rungs only: no bisection between them")
     args = ap.parse_args(argv)
     count = args.images or (2 if args.quick else 4)
     reference = args.reference or (1024 if args.quick else 2048)
@@ -128,23 +150,31 @@ def main(argv: list[str] | None = None) -> int:
                 default = go([])
                 errors = {rid: rel(amap, ref[rid][0]) for rid, (amap, _) in default.items()}
                 captum = go(["--steps", "50"])                     # Captum's default n_steps
-                ladder = {}
+                runs = {}
                 for n in (n for n in LADDER if n < reference):     # up to the count as close as every default map
-                    ladder[n] = go(["--steps", str(n)])
-                    if all(rel(ladder[n][rid][0], ref[rid][0]) <= errors[rid] for rid in default):
+                    runs[n] = go(["--steps", str(n)])
+                    if all(rel(runs[n][rid][0], ref[rid][0]) <= errors[rid] for rid in default):
                         break
+                brackets = {}                                      # map → (a count not as close, one as close)
+                for rid in default:
+                    rungs = [n for n in runs if rel(runs[n][rid][0], ref[rid][0]) <= errors[rid]]
+                    if rungs:
+                        brackets[rid] = (max([0, *(n for n in runs if n < min(rungs))]), min(rungs))
+                if not args.rungs:
+                    bisect(brackets, runs, go, lambda n, rid: rel(runs[n][rid][0], ref[rid][0]) <= errors[rid])
                 for rid, (amap, info) in default.items():
                     err = errors[rid]
                     est = info["estimated_error"][0]
                     bounded.append(est >= err)
-                    need = next((n for n in LADDER if n in ladder and rel(ladder[n][rid][0], ref[rid][0]) <= err),
-                                None)
-                    ratio = info["seconds"] / ladder[need][rid][1]["seconds"] if need else float("nan")
+                    below, need = brackets.get(rid, (None, None))
+                    ratio = info["seconds"] / runs[need][rid][1]["seconds"] if need else float("nan")
                     ratios.append(ratio)
+                    points = f"{info['steps'] / need:.2f}" if need else "nan"
                     c_err, c_info = rel(captum[rid][0], ref[rid][0]), captum[rid][1]
                     print(f"{name:22} {baseline:5} {rid:6} default {info['steps']:4d} pts  error {err:.4f}  "
                           f"estimate {est:.4f}  |delta| {info['relative_delta'][0]:.4f}  "
-                          f"GL as close: {need or '>' + str(LADDER[-1]):>5}  seconds ratio {ratio:.2f}  |  "
+                          f"GL as close: {need or '>' + str(max(runs)):>5} (not {below})  "
+                          f"ratio: seconds {ratio:.2f}, points {points}  |  "
                           f"Captum's 50: error {c_err:.4f}, seconds ratio {info['seconds'] / c_info['seconds']:.2f}",
                           flush=True)
     print(f"estimate >= measured error on {np.mean(bounded):.0%} of {len(bounded)} maps (goal >= 95%); "

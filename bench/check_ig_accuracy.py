@@ -11,8 +11,9 @@ the default's map, then bisection between the last two rungs to within 1/32 of t
 count as close (`--rungs`: not), and Captum's default of 50 nodes. Per map it prints the
 default's points, its measured and estimated relative L2 error, its |delta|, the least fixed
 count as close (and the count below it found not as close) and the ratios of compute seconds
-(the records' own `seconds`: default / that fixed run; goal ≤ 0.3) and of points, the error of 50 nodes and the seconds ratio to them, and over all
-maps how often the estimate bounded the measured error (goal ≥ 95%).
+(the records' own `seconds`: default / that fixed run; goal ≤ 0.3) and of points, the error
+of 50 nodes and the seconds ratio to them, and over all maps how often the estimate bounded
+the measured error (goal ≥ 95%).
 
 Models: the built-in segmenter (its scans enlarged to --size) and classifier, and tiny
 randomly initialised Hugging Face ConvNeXt and ViT classifiers (GELU: smooth along the

@@ -308,7 +308,8 @@ def _accumulate(forward: Callable, jobs: Sequence[Job], weights: torch.Tensor, r
             logits = forward(pts)
         # The chunk's sums go to `total` only once it is done (a chunk that runs out of memory is
         # redone smaller), held meanwhile for its own jobs only: the adaptive mode has one job per
-        # point, and a buffer the size of `total` per chunk cost a fifth of its time.
+        # point, so a buffer the size of `total` meant zeroing and adding every point of the round
+        # per chunk.
         j_lo, j_hi = int(job_cpu[lo]), int(job_cpu[hi - 1]) + 1               # rows are ordered by job
         local = total.new_zeros(j_hi - j_lo, *total.shape[1:])
         local_sq = torch.zeros_like(local) if total_sq is not None else None

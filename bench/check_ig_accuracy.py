@@ -152,17 +152,21 @@ def main(argv: list[str] | None = None) -> int:
                 errors = {rid: rel(amap, ref[rid][0]) for rid, (amap, _) in default.items()}
                 captum = go(["--steps", "50"])                     # Captum's default n_steps
                 runs = {}
+
+                def close(n, rid, _runs=runs, _ref=ref, _errors=errors):   # n fixed nodes as close as the default
+                    return rel(_runs[n][rid][0], _ref[rid][0]) <= _errors[rid]
+
                 for n in (n for n in LADDER if n < reference):     # up to the count as close as every default map
                     runs[n] = go(["--steps", str(n)])
-                    if all(rel(runs[n][rid][0], ref[rid][0]) <= errors[rid] for rid in default):
+                    if all(close(n, rid) for rid in default):
                         break
                 brackets = {}                                      # map → (a count not as close, one as close)
                 for rid in default:
-                    rungs = [n for n in runs if rel(runs[n][rid][0], ref[rid][0]) <= errors[rid]]
-                    if rungs:
-                        brackets[rid] = (max([0, *(n for n in runs if n < min(rungs))]), min(rungs))
+                    need = min((n for n in runs if close(n, rid)), default=None)
+                    if need:
+                        brackets[rid] = (max((n for n in runs if n < need), default=0), need)
                 if not args.rungs:
-                    bisect(brackets, runs, go, lambda n, rid: rel(runs[n][rid][0], ref[rid][0]) <= errors[rid])
+                    bisect(brackets, runs, go, close)
                 for rid, (amap, info) in default.items():
                     err = errors[rid]
                     est = info["estimated_error"][0]

@@ -330,9 +330,9 @@ def _accumulate(forward: Callable, jobs: Sequence[Job], weights: torch.Tensor, r
                 if rows.scales is not None:
                     g = g * rows.scales[p0:p0 + 1]
                     g2 = g2 * rows.scales[p0:p0 + 1] ** 2 if g2 is not None else None
-                local[int(j[0]) - j_lo, t] += g[0]
+                local[0, t] += g[0]                                          # the chunk's one job
                 if g2 is not None:
-                    local_sq[int(j[0]) - j_lo, t] += g2[0]
+                    local_sq[0, t] += g2[0]
             else:
                 if rows.scales is not None:
                     g = g * rows.scales[p]

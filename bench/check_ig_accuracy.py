@@ -2,6 +2,7 @@
 
     python bench/check_ig_accuracy.py [--quick] [--images 4] [--size 256] [--reference 2048] [--only vit]
                                       [--baselines black,blur] [--effb5-trained STEPS] [--first 7001] [--rungs]
+                                      [--keep DIR]
 
 For each model × baseline × image, through `xai attribute` in this process (one torch
 thread): a reference map with `--reference` Gauss–Legendre nodes, the default run
@@ -22,6 +23,9 @@ smp U-Net++ efficientnet-b5 at --size (SiLU encoder, ReLU decoder), trained STEP
 built-in blobs at 128² (no ImageNet weights can be downloaded here) and saved with
 `save_pretrained`; about 1 s per path point at 256² on one thread, so a 2048-node reference
 takes over half an hour per image and baseline: run one process per baseline (`--baselines`).
+`--keep DIR` keeps the fixed-node runs (the reference above all) and reuses them on the next
+call with the same models, images and baseline: they do not depend on the adaptive code, so
+a change to it is measured again in the default run's time only; so is the trained effb5.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -63,7 +68,8 @@ def rel(a: np.ndarray, ref: np.ndarray) -> float:
     return float(np.linalg.norm(a - ref) / max(np.linalg.norm(ref), 1e-300))
 
 
-def models(tmp: Path, size: int, count: int, effb5_steps: int = 0, first: int = 7001) -> dict[str, tuple[Path, str]]:
+def models(tmp: Path, size: int, count: int, effb5_steps: int = 0, first: int = 7001,
+           keep: Path | None = None) -> dict[str, tuple[Path, str]]:
     """Model spec → (a folder of its images, the target)."""
     import imageio.v3 as iio
 
@@ -86,8 +92,10 @@ def models(tmp: Path, size: int, count: int, effb5_steps: int = 0, first: int = 
     if effb5_steps:
         from bench_scorecam_channels import train_effb5
 
-        train_effb5(effb5_steps).save_pretrained(tmp / "effb5")
-        out[str(tmp / "effb5")] = (tmp / "segmentation", "predicted")
+        effb5 = (keep or tmp) / f"effb5-{effb5_steps}"
+        if not effb5.is_dir():
+            train_effb5(effb5_steps).save_pretrained(effb5)
+        out[str(effb5)] = (tmp / "segmentation", "predicted")
     rgb = tmp / "rgb"
     rgb.mkdir()
     for i in range(count):
@@ -130,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--effb5-trained", type=int, default=0, metavar="STEPS")
     ap.add_argument("--first", type=int, default=7001, help="the built-in samples' first seed")
     ap.add_argument("--rungs", action="store_true", help="the ladder's rungs only: no bisection between them")
+    ap.add_argument("--keep", type=Path, default=None, help="a folder keeping the fixed-node runs for the next call")
     args = ap.parse_args(argv)
     count = args.images or (2 if args.quick else 4)
     reference = args.reference or (1024 if args.quick else 2048)
@@ -137,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     bounded, ratios = [], []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        for spec, (folder, target) in models(tmp, args.size, count, args.effb5_trained, args.first).items():
+        for spec, (folder, target) in models(tmp, args.size, count, args.effb5_trained, args.first, args.keep).items():
             name = spec if spec.startswith("builtin:") else Path(spec).name
             if args.only and not any(o in name for o in args.only.split(",")):
                 continue
@@ -145,6 +154,12 @@ def main(argv: list[str] | None = None) -> int:
                 run = iter(range(10 ** 6))
 
                 def go(extra, _b=baseline, _s=spec, _f=folder, _t=target):
+                    if args.keep and extra:     # a fixed count: the same models and images give the same run
+                        kept = args.keep / f"{Path(_s).name}-{_b}-{args.size}px-s{args.first}x{count}-{extra[-1]}"
+                        if not kept.is_dir():
+                            attribute(_s, _f, _b, extra, tmp / "kept", _t).clear()
+                            shutil.move(tmp / "kept", kept)
+                        return records(kept, f"attr/integrated_gradients/{_b}")
                     return attribute(_s, _f, _b, extra, tmp / f"out{next(run)}-{Path(_s).name}-{_b}", _t)
 
                 ref = go(["--steps", str(reference)])

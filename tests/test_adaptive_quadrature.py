@@ -51,6 +51,34 @@ def test_a_smooth_integrand_converges_and_the_estimate_bounds_the_error():
         assert float(err[0]) >= rel(est, truth)          # trapezoid halving: the change bounds the error
 
 
+def test_cubics_are_nearly_exact_at_the_first_cut_where_a_trapezoid_is_not():
+    """Simpson's value where an element's change shrank as a smooth integrand's does (IG's integrand
+    on GELU/SiLU networks): exact on cubics, but for the elements whose curvature changes sign near an
+    interval (their change need not shrink there: the trapezoid's value is kept)."""
+    c = torch.from_numpy(np.random.default_rng(2).normal(size=(4, 1, 64)))
+    def g(a):
+        return c[0] + c[1] * a + c[2] * a ** 2 + 3 * c[3] * a ** 3
+
+    truth = c[0] + c[1] / 2 + c[2] / 3 + 3 * c[3] / 4
+    path = AdaptivePath(1)
+    want = path.wanted()
+    path.add(want, torch.stack([g(a) for a in want]))
+    a = torch.linspace(0, 1, 9, dtype=torch.float64)
+    trapezoid = sum((0.5 if i in (0, 8) else 1) / 8 * g(float(a[i])) for i in range(9))
+    assert rel(trapezoid, truth) > 1e-3
+    assert rel(path.estimate(), truth) < rel(trapezoid, truth) / 10
+    assert float(path.error()[0]) >= rel(path.estimate(), truth)
+
+
+def test_a_jump_keeps_the_trapezoid_on_its_interval():
+    """g jumps at 0.3: [0.25, 0.5] changed by half its parent's change (a smooth g: an eighth), so
+    it keeps T2; the others are constant, where both rules agree."""
+    path = AdaptivePath(1)
+    want = path.wanted()
+    path.add(want, torch.tensor([[[float(a < 0.3)]] for a in want], dtype=torch.float64))
+    assert float(path.estimate()[0, 0]) == pytest.approx(0.25 + 0.25 / 4)     # Simpson would give 0.25 + 0.25/6
+
+
 def test_jumps_get_the_points_and_the_estimate_bounds_the_error():
     """A piecewise-constant map (each pixel jumps at its own α, most of them early, as IG's
     integrand does on a ReLU network from a black baseline)."""
@@ -146,6 +174,26 @@ def test_engine_linear_model_is_exact_at_the_first_cut():
     closed = (x - base) * lin[1].weight.view(2, 3, 8, 8)
     assert torch.allclose(res.attributions, closed, atol=1e-12)
     assert res.steps == [9, 9] and res.steps_evaluated == 9 and max(res.info["estimated_error"]) < 1e-12
+
+
+def test_engine_quartic_model_is_exact_and_stops_at_the_second_cut():
+    """S(x) = Σ w·x⁴ from a zero baseline: IG is w·x⁴ in closed form and its integrand 4w·x⁴·α³ is
+    cubic in α, so Simpson's value is exact from the first cut on, |delta| < 1e-12. The estimate is
+    still the trapezoid's error, not Simpson's: ∫α³ = 1/4 is 1.6% off at 9 points, and the changes,
+    weighted by their shrink ratios (1/16 to 3/16: a third to 0.6), estimate 2.0% there and about
+    0.5% at 17 points, where it stops (the whole change would estimate 1.2% at 17: 25 points)."""
+    from xaicli.explain.integrated_gradients import integrated_gradients
+
+    w = torch.randn(2, 3, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    x = torch.rand(1, 3, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+
+    def quartic(inp):
+        return (inp.unsqueeze(1) ** 4 * w).flatten(2).sum(2)
+
+    res = integrated_gradients(quartic, x, torch.zeros_like(x), torch.eye(2, dtype=torch.float64),
+                               quadrature="adaptive")
+    assert torch.allclose(res.attributions, w * x ** 4, rtol=1e-10, atol=1e-14)
+    assert res.steps == [17, 17] and max(res.relative_delta) < 1e-12
 
 
 def test_engine_shares_passes_with_gradient_jobs_and_averages_paths():

@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
                     if args.keep and extra:     # a fixed count: the same models and images give the same run
                         kept = args.keep / f"{Path(_s).name}-{_b}-{args.size}px-s{args.first}x{count}-{extra[-1]}"
                         if not kept.is_dir():
-                            attribute(_s, _f, _b, extra, tmp / "kept", _t).clear()
+                            attribute(_s, _f, _b, extra, tmp / "kept", _t)
                             shutil.move(tmp / "kept", kept)
                         return records(kept, f"attr/integrated_gradients/{_b}")
                     return attribute(_s, _f, _b, extra, tmp / f"out{next(run)}-{Path(_s).name}-{_b}", _t)

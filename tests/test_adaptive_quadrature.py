@@ -29,6 +29,12 @@ def rel(a, b):
     return float((a - b).flatten().norm() / b.flatten().norm())
 
 
+def uniform_trapezoid(g, n):
+    """The textbook trapezoid of g over [0, 1] on n evenly spaced points."""
+    a = torch.linspace(0, 1, n, dtype=torch.float64)
+    return sum((0.5 if i in (0, n - 1) else 1) / (n - 1) * g(float(a[i])) for i in range(n))
+
+
 def test_a_constant_is_exact_from_the_start():
     def g(a):
         return torch.full((1, 3, 4), 2.5, dtype=torch.float64)
@@ -63,8 +69,7 @@ def test_cubics_are_nearly_exact_at_the_first_cut_where_a_trapezoid_is_not():
     path = AdaptivePath(1)
     want = path.wanted()
     path.add(want, torch.stack([g(a) for a in want]))
-    a = torch.linspace(0, 1, 9, dtype=torch.float64)
-    trapezoid = sum((0.5 if i in (0, 8) else 1) / 8 * g(float(a[i])) for i in range(9))
+    trapezoid = uniform_trapezoid(g, 9)
     assert rel(trapezoid, truth) > 1e-3
     assert rel(path.estimate(), truth) < rel(trapezoid, truth) / 10
     assert float(path.error()[0]) >= rel(path.estimate(), truth)
@@ -95,12 +100,7 @@ def test_jumps_get_the_points_and_the_estimate_bounds_the_error():
     assert np.mean(bounded) >= 0.95
     alphas = np.array(sorted(path.values))
     assert np.mean(alphas < 0.25) > 0.5                                   # the points went where the jumps are
-    uniform = int(1.5 * path.points)                                      # a uniform trapezoid with 1.5x the points
-    a = torch.linspace(0, 1, uniform, dtype=torch.float64)
-    w = torch.full((uniform,), 1 / (uniform - 1), dtype=torch.float64)
-    w[[0, -1]] /= 2
-    t = sum(w[i] * g(float(a[i])) for i in range(uniform))
-    assert rel(path.estimate(), truth) < rel(t, truth)
+    assert rel(path.estimate(), truth) < rel(uniform_trapezoid(g, int(1.5 * path.points)), truth)   # 1.5x the points
 
 
 def test_a_frozen_target_keeps_its_estimate_and_stops_steering():

@@ -254,3 +254,59 @@ def test_a_delta_that_points_cannot_lower_stops_early_and_says_so(caplog):
     with caplog.at_level("WARNING", logger="xai"):
         _warn("img", SimpleNamespace(integral=True, key="integrated_gradients"), "black", res, options)
     assert caplog.text.count("is not quadrature error") == len(off) and "did not reach" not in caplog.text
+
+
+def test_points_stay_on_a_cuda_device_only_where_max_steps_of_them_fit(monkeypatch):
+    """The kept g(α) take max_steps × maps × numel × 8 bytes at the cap; a CUDA device keeps them where
+    that is within STORE_FRACTION of its free memory, else they go to the CPU; other devices never keep them."""
+    from xaicli.explain import adaptive
+
+    free = {}
+    monkeypatch.setattr("xaicli.models.device.free_memory_bytes", lambda d: free["bytes"])
+    cuda, cpu = torch.device("cuda", 1), torch.device("cpu")
+    need = 512 * 2 * (3 * 256 * 256) * 8          # 512 points of 2 maps of 256² RGB: 1.6 GB
+    free["bytes"] = need / adaptive.STORE_FRACTION
+    assert adaptive.store_device(cuda, 3 * 256 * 256, 2, 512) == cuda
+    free["bytes"] -= 1
+    assert adaptive.store_device(cuda, 3 * 256 * 256, 2, 512) == cpu
+    assert adaptive.store_device(cuda, 3 * 256 * 256, 2, 511) == cuda       # a lower --max-steps fits
+    free["bytes"] = 1 << 60
+    for device in ("cpu", "mps"):                                           # MPS has no float64
+        assert adaptive.store_device(torch.device(device), 10, 1, 512) == cpu
+
+
+def test_engine_asks_for_the_store_of_every_job_and_target_at_the_cap(monkeypatch):
+    """The engine sizes the store for all its jobs' targets at --max-steps, at the image's size."""
+    from xaicli.explain import adaptive
+    from xaicli.explain.integrated_gradients import Job, attribute
+
+    asked = []
+    monkeypatch.setattr(adaptive, "store_device", lambda *a: asked.append(a) or torch.device("cpu"))
+    net = _relu_net(4)
+    x = torch.rand(1, 3, 8, 8, dtype=torch.float64)
+    jobs = [Job("ig", torch.zeros_like(x), x), Job("ig", torch.full_like(x, 0.5), x)]
+    attribute(net, jobs, torch.eye(4, dtype=torch.float64)[:3], quadrature="adaptive", max_steps=64)
+    assert asked == [(torch.device("cpu"), 3 * 8 * 8, 2 * 3, 64)]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (XAI_TEST_CUDA=1 on a GPU host)")
+def test_engine_on_cuda_keeps_its_points_there_and_matches_the_cpu(monkeypatch):
+    from xaicli.explain import adaptive
+    from xaicli.explain.integrated_gradients import integrated_gradients
+
+    stores = []
+    real = adaptive.AdaptivePath
+
+    def path(targets, store):
+        stores.append(store)
+        return real(targets, store)
+
+    net = _relu_net(5)
+    x = torch.rand(1, 3, 16, 16, dtype=torch.float64)
+    w = torch.eye(4, dtype=torch.float64)[:2]
+    cpu = integrated_gradients(net, x, torch.zeros_like(x), w, quadrature="adaptive")
+    monkeypatch.setattr(adaptive, "AdaptivePath", path)
+    gpu = integrated_gradients(net.cuda(), x.cuda(), torch.zeros_like(x).cuda(), w.cuda(), quadrature="adaptive")
+    assert stores == [torch.device("cuda", 0)] and gpu.attributions.device.type == "cuda"
+    assert gpu.steps == cpu.steps
+    assert torch.allclose(gpu.attributions.cpu(), cpu.attributions, rtol=1e-9, atol=1e-12)

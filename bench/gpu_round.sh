@@ -19,6 +19,11 @@
 # (about 4 MB), then run, with the device tool: command "bash bench/gpu_round.sh", carry [".whl"],
 # timeout_s 600. The logs come back under $OUT; put the numbers in the README's `xai cam` and
 # Operations sections.
+#   3. `bash bench/gpu_round.sh ig` (a second call, about 2 minutes, if device time is left): the adaptive
+#      IG tests on CUDA (the points kept on the device, the map equal to the CPU's) and
+#      bench/check_ig_bookkeeping.py: the quadrature's own work per point kept on the CPU and on the
+#      GPU, against the model's time per sample at 256² and 640² (README, "Steps").
+# Parts run in the order given: `bash bench/gpu_round.sh throughput scorecam ig` runs all three.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-gpu-round-out}
@@ -30,5 +35,17 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | 
 python3 -c "import torch, transformers, segmentation_models_pytorch as smp, pytorch_grad_cam; \
 print('torch', torch.__version__, 'transformers', transformers.__version__, 'smp', smp.__version__)" \
     | tee -a "$out/gpu.txt"
-timeout 390 python3 bench/check_cuda.py --only throughput 2>&1 | grep -v "made in" | tee "$out/throughput.log"
-timeout 150 python3 bench/bench_cam.py --device cuda --only scorecam --exact 2>&1 | tee "$out/scorecam.log"
+for part in "${@:-throughput scorecam}"; do
+  for p in $part; do
+    case $p in
+      throughput) timeout 390 python3 bench/check_cuda.py --only throughput 2>&1 | grep -v "made in" \
+                    | tee "$out/throughput.log" ;;
+      scorecam) timeout 150 python3 bench/bench_cam.py --device cuda --only scorecam --exact 2>&1 \
+                    | tee "$out/scorecam.log" ;;
+      ig) XAI_TEST_CUDA=1 timeout 60 python3 -m pytest -q -p no:cacheprovider tests/test_adaptive_quadrature.py 2>&1 \
+            | tail -5 | tee "$out/ig.log"
+          timeout 120 python3 bench/check_ig_bookkeeping.py --device cuda --reps 2 2>&1 | tee -a "$out/ig.log" ;;
+      *) echo "gpu_round: unknown part $p (throughput, scorecam, ig)" >&2; exit 2 ;;
+    esac
+  done
+done

@@ -1,0 +1,109 @@
+"""The adaptive quadrature's own work per path point, where the g(α) are kept, against the model's.
+
+    python bench/check_ig_bookkeeping.py [--sizes 256,640] [--device cuda] [--points 225]
+
+The adaptive default (xaicli/explain/adaptive.py) keeps every point's g(α) in float64 and does a
+dozen element-wise passes over a map per point (the intervals' values, changes and error shares,
+and the running sums). A GPU does not speed that up where the points are kept on the CPU: this
+script runs AdaptivePath alone, on the refinement schedule of the engine, over synthetic maps of
+an RGB image of each size, one target, until --points points, and prints the milliseconds per
+point with the points kept on the CPU (1 and all torch threads) and, on a CUDA --device, kept
+there; then the model's own time per sample, a forward and backward pass of U-Net++
+efficientnet-b5 (random weights) at that size in chunks of 8, and the ratio of each to it. Each
+time is the best of --reps runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def per_point(size: int, store: torch.device, points: int, reps: int) -> float:
+    """Seconds of AdaptivePath's work per point (the maps arrive on `store` in float32, as from the model)."""
+    from xaicli.explain.adaptive import REFINE_LEAST, AdaptivePath
+
+    gen = torch.Generator(store).manual_seed(0)
+    noise = torch.randn(1, 3, size, size, generator=gen, device=store) * 0.01
+    best = float("inf")
+    for _ in range(reps):
+        path, spent = AdaptivePath(1, store), 0.0
+        while True:
+            alphas = path.wanted()
+            maps = torch.stack([noise + a for a in alphas])
+            sync(store)
+            t0 = time.perf_counter()
+            path.add(alphas, maps)
+            path.estimate(), path.error(), path.sum_change()
+            if path.points < points:
+                path.refine(max(REFINE_LEAST, len(path.intervals) // 4))
+            sync(store)
+            spent += time.perf_counter() - t0
+            if path.points >= points:
+                break
+        best = min(best, spent / path.points)
+    return best
+
+
+def model_per_sample(size: int, device: torch.device, reps: int, chunk: int = 8) -> float:
+    import segmentation_models_pytorch as smp
+
+    torch.manual_seed(0)
+    net = smp.UnetPlusPlus(encoder_name="efficientnet-b5", encoder_weights=None, classes=1).to(device).eval()
+    x = torch.rand(chunk, 3, size, size, device=device)
+    best = float("inf")
+    for _ in range(reps + 1):                  # the first pass sets the kernels up
+        xi = x.clone().requires_grad_(True)
+        sync(device)
+        t0 = time.perf_counter()
+        net(xi).sum().backward()
+        sync(device)
+        best = min(best, time.perf_counter() - t0)
+    return best / chunk
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", default="256,640")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--points", type=int, default=225)
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--no-model", action="store_true", help="skip the model's time per sample")
+    args = ap.parse_args(argv)
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        print("no CUDA device here; run with --device cpu", file=sys.stderr)
+        return 2
+    threads = torch.get_num_threads()
+    for size in (int(s) for s in args.sizes.split(",")):
+        times = {}
+        for n in sorted({1, threads}):
+            torch.set_num_threads(n)
+            times[f"cpu, {n} thread{'s' * (n > 1)}"] = per_point(size, torch.device("cpu"), args.points, args.reps)
+        torch.set_num_threads(threads)
+        if device.type == "cuda":
+            times[f"{device}"] = per_point(size, device, args.points, args.reps)
+        model = None if args.no_model else model_per_sample(size, device, args.reps)
+        for where, sec in times.items():
+            ratio = f"  {sec / model:.2f}x the model's" if model else ""
+            print(f"{size}² RGB, {args.points} points, kept on {where}: {sec * 1e3:.2f} ms per point{ratio}",
+                  flush=True)
+        if model:
+            print(f"{size}²: U-Net++ efficientnet-b5 forward+backward on {device} ({threads} threads): "
+                  f"{model * 1e3:.2f} ms per sample", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -2,15 +2,15 @@
 
     python bench/check_ig_bookkeeping.py [--sizes 256,640] [--device cuda] [--points 225]
 
-The adaptive default (xaicli/explain/adaptive.py) keeps every point's g(α) in float64 and does a
-dozen element-wise passes over a map per point (the intervals' values, changes and error shares,
-and the running sums). A GPU does not speed that up where the points are kept on the CPU: this
-script runs AdaptivePath alone, on the refinement schedule of the engine, over synthetic maps of
-an RGB image of each size, one target, until --points points, and prints the milliseconds per
-point with the points kept on the CPU (1 and all torch threads) and, on a CUDA --device, kept
-there; then the model's own time per sample, a forward and backward pass of U-Net++
-efficientnet-b5 (random weights) at that size in chunks of 8, and the ratio of each to it. Each
-time is the best of --reps runs.
+The adaptive default (xaicli/explain/adaptive.py) keeps every point's g(α), in the model's dtype,
+and does a dozen element-wise passes over a map per point (the intervals' values, changes and
+error shares, and the running sums). A GPU does not speed that up where the points are kept on
+the CPU: this script runs AdaptivePath alone, on the refinement schedule of the engine, over
+synthetic maps of an RGB image of each size, one target, until --points points, and prints the
+milliseconds per point in each of --dtypes with the points kept on the CPU (1 and all torch
+threads) and, on a CUDA --device, kept there; then the model's own time per sample, a forward
+and backward pass of U-Net++ efficientnet-b5 (random weights, float32) at that size in chunks of
+8, and the ratio of each to it. Each time is the best of --reps runs.
 """
 
 from __future__ import annotations
@@ -30,15 +30,15 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def per_point(size: int, store: torch.device, points: int, reps: int) -> float:
-    """Seconds of AdaptivePath's work per point (the maps arrive on `store` in float32, as from the model)."""
+def per_point(size: int, store: torch.device, points: int, reps: int, dtype=torch.float32) -> float:
+    """Seconds of AdaptivePath's work per point, kept in `dtype` (the model's) on `store`, where they arrive."""
     from xaicli.explain.adaptive import REFINE_LEAST, AdaptivePath
 
     gen = torch.Generator(store).manual_seed(0)
-    noise = torch.randn(1, 3, size, size, generator=gen, device=store) * 0.01
+    noise = torch.randn(1, 3, size, size, generator=gen, device=store, dtype=dtype) * 0.01
     best = float("inf")
     for _ in range(reps):
-        path, spent = AdaptivePath(1, store), 0.0
+        path, spent = AdaptivePath(1, store, dtype), 0.0
         while True:
             alphas = path.wanted()
             maps = torch.stack([noise + a for a in alphas])
@@ -79,6 +79,7 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--points", type=int, default=225)
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--dtypes", default="float32,float64", help="the kept points' dtypes (the model's)")
     ap.add_argument("--no-model", action="store_true", help="skip the model's time per sample")
     args = ap.parse_args(argv)
     device = torch.device(args.device)
@@ -88,12 +89,15 @@ def main(argv=None) -> int:
     threads = torch.get_num_threads()
     for size in (int(s) for s in args.sizes.split(",")):
         times = {}
-        for n in sorted({1, threads}):
-            torch.set_num_threads(n)
-            times[f"cpu, {n} thread{'s' * (n > 1)}"] = per_point(size, torch.device("cpu"), args.points, args.reps)
-        torch.set_num_threads(threads)
-        if device.type == "cuda":
-            times[f"{device}"] = per_point(size, device, args.points, args.reps)
+        for dtype in (getattr(torch, d) for d in args.dtypes.split(",")):
+            name = str(dtype).removeprefix("torch.")
+            for n in sorted({1, threads}):
+                torch.set_num_threads(n)
+                times[f"cpu, {n} thread{'s' * (n > 1)}, {name}"] = per_point(size, torch.device("cpu"), args.points,
+                                                                             args.reps, dtype)
+            torch.set_num_threads(threads)
+            if device.type == "cuda":
+                times[f"{device}, {name}"] = per_point(size, device, args.points, args.reps, dtype)
         model = None if args.no_model else model_per_sample(size, device, args.reps)
         for where, sec in times.items():
             ratio = f"  {sec / model:.2f}x the model's" if model else ""

@@ -145,16 +145,16 @@ def _relu_net(seed=0):
                                torch.nn.Flatten(), torch.nn.Linear(8, 4)).double()
 
 
-@pytest.mark.parametrize("seed", [0, 1])
-def test_engine_map_is_as_close_to_a_long_reference_as_it_estimates(seed):
+@pytest.mark.parametrize("seed,dtype", [(0, torch.float64), (1, torch.float64), (1, torch.float32)])
+def test_engine_map_is_as_close_to_a_long_reference_as_it_estimates(seed, dtype):
     """A ReLU CNN (piecewise-constant gradients): each target's stored estimate bounds its measured
     distance to 1024 Gauss–Legendre nodes (0.1% off the exact map here), both within 1%, and
-    completeness holds to 1%."""
+    completeness holds to 1%; a float32 model's points are kept and summed in float32."""
     from xaicli.explain.integrated_gradients import integrated_gradients
 
-    net = _relu_net(seed)
-    x = torch.rand(1, 3, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
-    base, w = torch.zeros_like(x), torch.eye(4, dtype=torch.float64)[:3]
+    net = _relu_net(seed).to(dtype)
+    x = torch.rand(1, 3, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(seed)).to(dtype)
+    base, w = torch.zeros_like(x), torch.eye(4, dtype=dtype)[:3]
     ref = integrated_gradients(net, x, base, w, steps=1024, batch_size=512).attributions
     res = integrated_gradients(net, x, base, w, quadrature="adaptive", tolerance=0.01, accuracy=0.01)
     for t in range(3):
@@ -264,29 +264,36 @@ def test_points_stay_on_a_cuda_device_only_where_max_steps_of_them_fit(monkeypat
     free = {}
     monkeypatch.setattr("xaicli.models.device.free_memory_bytes", lambda d: free["bytes"])
     cuda, cpu = torch.device("cuda", 1), torch.device("cpu")
-    need = 512 * 2 * (3 * 256 * 256) * 8          # 512 points of 2 maps of 256² RGB: 1.6 GB
+    need = 512 * 2 * (3 * 256 * 256 * 4)          # 512 points of 2 float32 maps of 256² RGB: 0.8 GB
     free["bytes"] = need / adaptive.STORE_FRACTION
-    assert adaptive.store_device(cuda, 3 * 256 * 256, 2, 512) == cuda
+    assert adaptive.store_device(cuda, 3 * 256 * 256 * 4, 2, 512) == cuda
     free["bytes"] -= 1
-    assert adaptive.store_device(cuda, 3 * 256 * 256, 2, 512) == cpu
-    assert adaptive.store_device(cuda, 3 * 256 * 256, 2, 511) == cuda       # a lower --max-steps fits
+    assert adaptive.store_device(cuda, 3 * 256 * 256 * 4, 2, 512) == cpu
+    assert adaptive.store_device(cuda, 3 * 256 * 256 * 4, 2, 511) == cuda       # a lower --max-steps fits
     free["bytes"] = 1 << 60
     for device in ("cpu", "mps"):                                           # MPS has no float64
         assert adaptive.store_device(torch.device(device), 10, 1, 512) == cpu
 
 
-def test_engine_asks_for_the_store_of_every_job_and_target_at_the_cap(monkeypatch):
-    """The engine sizes the store for all its jobs' targets at --max-steps, at the image's size."""
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_engine_asks_for_the_store_of_every_job_and_target_at_the_cap(monkeypatch, dtype):
+    """The engine sizes the store for all its jobs' targets at --max-steps, at the image's size, in
+    the model's dtype, which the kept points then have."""
     from xaicli.explain import adaptive
     from xaicli.explain.integrated_gradients import Job, attribute
 
-    asked = []
+    asked, kept = [], []
     monkeypatch.setattr(adaptive, "store_device", lambda *a: asked.append(a) or torch.device("cpu"))
-    net = _relu_net(4)
-    x = torch.rand(1, 3, 8, 8, dtype=torch.float64)
+    add = adaptive.AdaptivePath.add
+    monkeypatch.setattr(adaptive.AdaptivePath, "add",
+                        lambda self, alphas, maps: kept.extend(v.dtype for v in self.values.values())
+                        or add(self, alphas, maps))
+    net = _relu_net(4).to(dtype)
+    x = torch.rand(1, 3, 8, 8, dtype=dtype)
     jobs = [Job("ig", torch.zeros_like(x), x), Job("ig", torch.full_like(x, 0.5), x)]
-    attribute(net, jobs, torch.eye(4, dtype=torch.float64)[:3], quadrature="adaptive", max_steps=64)
-    assert asked == [(torch.device("cpu"), 3 * 8 * 8, 2 * 3, 64)]
+    attribute(net, jobs, torch.eye(4, dtype=dtype)[:3], quadrature="adaptive", max_steps=64)
+    assert asked == [(torch.device("cpu"), 3 * 8 * 8 * dtype.itemsize, 2 * 3, 64)]
+    assert kept and set(kept) == {dtype}
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (XAI_TEST_CUDA=1 on a GPU host)")

@@ -32,13 +32,15 @@ the second round is the former first cut, so their points did not change.
 
 `attribute` is the engine's adaptive mode: every job's targets stop when the estimate is
 ≤ `accuracy` and |delta| ≤ `tolerance`·|S(x) − S(x')|, or at `max_steps` points. The g(α)
-of all points are kept until the map is done: points × targets × image, in float64, on a CUDA
-device where `max_steps` of them fit in STORE_FRACTION of its free memory, else on the CPU. The
-bookkeeping is a dozen element-wise passes over a map per point, and on the CPU it rivals a GPU's
-own work (bench/check_ig_bookkeeping.py): 5.9 ms per point at 256² RGB and 45 ms at 640² on one
-core of this 2-core machine (3.2 and 25 ms on two), where an H200 takes about 21 ms per sample
-for U-Net++ efficientnet-b5's forward and backward at 640²; on the device it needs no copy to the
-host either.
+of all points are kept until the map is done: points × targets × image, on a CUDA device where
+`max_steps` of them fit in STORE_FRACTION of its free memory, else on the CPU, and in the model's
+dtype: a float32 model's g are float32 already, and the running sums' rounding (~1e-7 of a map
+per update, a few hundred updates) stays far below the 1% the estimate is for; float64 took twice
+the memory and time. The bookkeeping is a dozen element-wise passes over a map per point, bound
+by memory, and on the CPU it rivals a GPU's own work (bench/check_ig_bookkeeping.py, one core of
+this 2-core machine): 2.8 ms per point at 256² RGB and 22 ms at 640² in float32 (5.1 and 48 ms in
+float64), where an H200 takes about 21 ms per sample for U-Net++ efficientnet-b5's forward and
+backward at 640²; on the device it needs no copy to the host either.
 
 A delta that points cannot lower stops early too: where the map's estimate is met and the
 last halvings moved the map's sum by ≤ `tolerance`/STILL of the gap while |delta| is still
@@ -76,6 +78,7 @@ class AdaptivePath:
 
     targets: int
     store: torch.device = torch.device("cpu")      # where the g(α) and the sums live
+    dtype: torch.dtype = torch.float64             # and in what: the model's (float32 for float32 models)
     values: dict[float, torch.Tensor] = field(default_factory=dict)
     intervals: dict[tuple[float, float], torch.Tensor] = field(default_factory=dict)  # (a, b) → ‖e‖ per target
     pending: list[tuple[float, float]] = field(default_factory=list)
@@ -96,7 +99,7 @@ class AdaptivePath:
     def add(self, alphas, maps: torch.Tensor) -> None:
         """g at `alphas`: maps (len(alphas), T, ...)."""
         for i, a in enumerate(alphas):
-            self.values[float(a)] = maps[i].detach().to(self.store, torch.float64)
+            self.values[float(a)] = maps[i].detach().to(self.store, self.dtype)
         ready = [iv for iv in self.pending if all(p in self.values for p in (iv[0], (iv[0] + iv[1]) / 2, iv[1]))]
         self.pending = [iv for iv in self.pending if iv not in ready]
         for a, b in ready:
@@ -131,7 +134,7 @@ class AdaptivePath:
         return torch.add(self.values[lo] + self.values[hi], self.values[mid], alpha=-2).mul_(-h / 2)
 
     def estimate(self) -> torch.Tensor:
-        """(T, ...) float64: Σ v over the intervals; a frozen target keeps its value at the stop."""
+        """(T, ...): Σ v over the intervals; a frozen target keeps its value at the stop."""
         total = self._value.clone()
         for t, (kept, _, _) in self.frozen.items():
             total[t] = kept
@@ -195,8 +198,9 @@ def attribute(forward: Callable, jobs: Sequence, weights: torch.Tensor, *, toler
     sample = jobs[0].ends[:1]
     f_start, f_end = _endpoint_scores(forward, jobs, weights, planner)
     gap = f_end - f_start
-    store = store_device(sample.device, sample[0].numel(), len(jobs) * n_t, max_steps)
-    paths = [AdaptivePath(n_t, store) for _ in jobs]
+    dtype = torch.promote_types(sample.dtype, torch.float32)
+    store = store_device(sample.device, sample[0].numel() * dtype.itemsize, len(jobs) * n_t, max_steps)
+    paths = [AdaptivePath(n_t, store, dtype) for _ in jobs]
     active = np.ones((n_j, n_t), dtype=bool)
     evaluated = np.zeros(n_j, dtype=np.int64)
     bs_used = None
@@ -234,14 +238,15 @@ def attribute(forward: Callable, jobs: Sequence, weights: torch.Tensor, *, toler
     return results
 
 
-def store_device(device: torch.device, numel: int, maps: int, max_steps: int) -> torch.device:
-    """Where the g(α) are kept: the CUDA `device` where `max_steps` points of `maps` float64 maps of `numel`
-    elements fit in STORE_FRACTION of its free memory, else the CPU (MPS has no float64)."""
+def store_device(device: torch.device, map_bytes: int, maps: int, max_steps: int) -> torch.device:
+    """Where the g(α) are kept: the CUDA `device` where `max_steps` points of `maps` maps of `map_bytes`
+    each fit in STORE_FRACTION of its free memory, else the CPU (the only other device whose free memory
+    is known)."""
     from xaicli.models.device import free_memory_bytes
 
     if device.type != "cuda":
         return torch.device("cpu")
-    need = max_steps * maps * numel * 8
+    need = max_steps * maps * map_bytes
     return device if need <= STORE_FRACTION * (free_memory_bytes(device) or 0) else torch.device("cpu")
 
 

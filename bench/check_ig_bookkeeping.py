@@ -8,9 +8,11 @@ error shares, and the running sums). A GPU does not speed that up where the poin
 the CPU: this script runs AdaptivePath alone, on the refinement schedule of the engine, over
 synthetic maps of an RGB image of each size, one target, until --points points, and prints the
 milliseconds per point in each of --dtypes with the points kept on the CPU (1 and all torch
-threads) and, on a CUDA --device, kept there; then the model's own time per sample, a forward
-and backward pass of U-Net++ efficientnet-b5 (random weights, float32) at that size in chunks of
-8, and the ratio of each to it. Each time is the best of --reps runs.
+threads) and, on a CUDA --device, kept there; then the model's own time per pass, a forward and
+backward pass of U-Net++ efficientnet-b5 (random weights, float32) at that size, for --rows rows
+(up to the first count that does not fit), and the ratio of each bookkeeping time to the best time
+per row. Where a pass of more rows costs about the same, the adaptive default's rounds set its
+time, not its points (each round is at least one pass). Each time is the best of --reps runs.
 """
 
 from __future__ import annotations
@@ -56,21 +58,36 @@ def per_point(size: int, store: torch.device, points: int, reps: int, dtype=torc
     return best
 
 
-def model_per_sample(size: int, device: torch.device, reps: int, chunk: int = 8) -> float:
+def pass_seconds(size: int, device: torch.device, rows: list[int], reps: int) -> dict[int, float]:
+    """Seconds of one forward and backward pass of U-Net++ efficientnet-b5 (random weights) per row count,
+    up to the first that does not fit."""
     import segmentation_models_pytorch as smp
+
+    from xaicli.models.device import is_oom
 
     torch.manual_seed(0)
     net = smp.UnetPlusPlus(encoder_name="efficientnet-b5", encoder_weights=None, classes=1).to(device).eval()
-    x = torch.rand(chunk, 3, size, size, device=device)
-    best = float("inf")
-    for _ in range(reps + 1):                  # the first pass sets the kernels up
-        xi = x.clone().requires_grad_(True)
-        sync(device)
-        t0 = time.perf_counter()
-        net(xi).sum().backward()
-        sync(device)
-        best = min(best, time.perf_counter() - t0)
-    return best / chunk
+    out = {}
+    for n in rows:
+        try:
+            best = float("inf")
+            for _ in range(reps + 1):                  # the first pass sets the kernels up
+                x = torch.rand(n, 3, size, size, device=device, requires_grad=True)
+                sync(device)
+                t0 = time.perf_counter()
+                net(x).sum().backward()
+                sync(device)
+                best = min(best, time.perf_counter() - t0)
+        except Exception as exc:  # noqa: BLE001 - out of memory ends the row counts; anything else is raised
+            if not is_oom(exc):
+                raise
+            break
+        finally:
+            x = None
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+        out[n] = best
+    return out
 
 
 def main(argv=None) -> int:
@@ -80,7 +97,9 @@ def main(argv=None) -> int:
     ap.add_argument("--points", type=int, default=225)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--dtypes", default="float32,float64", help="the kept points' dtypes (the model's)")
-    ap.add_argument("--no-model", action="store_true", help="skip the model's time per sample")
+    ap.add_argument("--no-model", action="store_true", help="skip the model's passes")
+    ap.add_argument("--rows", default=None, help="row counts of the model's passes (default 1, 2, 4, ... 128 on "
+                    "CUDA, 1, 2, 4, 8 on the CPU)")
     args = ap.parse_args(argv)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -98,14 +117,17 @@ def main(argv=None) -> int:
             torch.set_num_threads(threads)
             if device.type == "cuda":
                 times[f"{device}, {name}"] = per_point(size, device, args.points, args.reps, dtype)
-        model = None if args.no_model else model_per_sample(size, device, args.reps)
+        rows = [int(r) for r in args.rows.split(",")] if args.rows else \
+            [2 ** k for k in range(8 if device.type == "cuda" else 4)]
+        passes = {} if args.no_model else pass_seconds(size, device, rows, args.reps)
+        model = min((t / n for n, t in passes.items()), default=None)      # the best time per row
         for where, sec in times.items():
-            ratio = f"  {sec / model:.2f}x the model's" if model else ""
+            ratio = f"  {sec / model:.2f}x the model's best per row" if model else ""
             print(f"{size}² RGB, {args.points} points, kept on {where}: {sec * 1e3:.2f} ms per point{ratio}",
                   flush=True)
-        if model:
-            print(f"{size}²: U-Net++ efficientnet-b5 forward+backward on {device} ({threads} threads): "
-                  f"{model * 1e3:.2f} ms per sample", flush=True)
+        for n, t in passes.items():
+            print(f"{size}²: U-Net++ efficientnet-b5 forward+backward of {n:3d} rows on {device} ({threads} threads): "
+                  f"{t * 1e3:8.2f} ms per pass, {t / n * 1e3:7.2f} per row", flush=True)
     return 0
 
 

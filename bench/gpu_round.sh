@@ -22,7 +22,9 @@
 #   3. `bash bench/gpu_round.sh ig` (a second call, about 2 minutes, if device time is left): the adaptive
 #      IG tests on CUDA (the points kept on the device, the map equal to the CPU's) and
 #      bench/check_ig_bookkeeping.py: the quadrature's own work per point kept on the CPU and on the
-#      GPU, against the model's time per sample at 256² and 640² (README, "Steps").
+#      GPU, and U-Net++ efficientnet-b5's pass time against its rows (1 to 128) at 256² and 640²:
+#      where more rows cost no more, each adaptive round costs a pass whatever its points (README,
+#      "Steps", and the closing note of issue 23 for what to do with the knee).
 # Parts run in the order given: `bash bench/gpu_round.sh throughput scorecam ig` runs all three.
 set -uo pipefail
 cd "$(dirname "$0")/.."

@@ -257,8 +257,8 @@ def test_a_delta_that_points_cannot_lower_stops_early_and_says_so(caplog):
 
 
 def test_points_stay_on_a_cuda_device_only_where_max_steps_of_them_fit(monkeypatch):
-    """The kept g(α) take max_steps × maps × numel × 8 bytes at the cap; a CUDA device keeps them where
-    that is within STORE_FRACTION of its free memory, else they go to the CPU; other devices never keep them."""
+    """The kept g(α) take max_steps × maps × a map's bytes at the cap; a CUDA device keeps them where that
+    is within STORE_FRACTION of its free memory, else they go to the CPU; other devices never keep them."""
     from xaicli.explain import adaptive
 
     free = {}
@@ -271,7 +271,7 @@ def test_points_stay_on_a_cuda_device_only_where_max_steps_of_them_fit(monkeypat
     assert adaptive.store_device(cuda, 3 * 256 * 256 * 4, 2, 512) == cpu
     assert adaptive.store_device(cuda, 3 * 256 * 256 * 4, 2, 511) == cuda       # a lower --max-steps fits
     free["bytes"] = 1 << 60
-    for device in ("cpu", "mps"):                                           # MPS has no float64
+    for device in ("cpu", "mps"):                           # MPS: its free memory is not known
         assert adaptive.store_device(torch.device(device), 10, 1, 512) == cpu
 
 
@@ -304,9 +304,9 @@ def test_engine_on_cuda_keeps_its_points_there_and_matches_the_cpu(monkeypatch):
     stores = []
     real = adaptive.AdaptivePath
 
-    def path(targets, store):
+    def path(targets, store, dtype):
         stores.append(store)
-        return real(targets, store)
+        return real(targets, store, dtype)
 
     net = _relu_net(5)
     x = torch.rand(1, 3, 16, 16, dtype=torch.float64)

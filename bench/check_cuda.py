@@ -46,6 +46,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+from xaicli.explain.chunking import sync  # noqa: E402 - after the path: waits for a CUDA device's queued kernels
+
 FAILS: list[str] = []
 
 
@@ -67,13 +69,6 @@ def build_vit(folder: Path, size: int):
     ViTForImageClassification(cfg).eval().save_pretrained(folder)
     ViTImageProcessor(size={"height": size, "width": size}).save_pretrained(folder)
     return folder
-
-
-def sync(device) -> None:
-    import torch
-
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 class Problem:

@@ -26,10 +26,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+from xaicli.explain.chunking import sync  # noqa: E402 - after the path: waits for a CUDA device's queued kernels
 
 
 def per_point(size: int, store: torch.device, points: int, reps: int, dtype=torch.float32) -> float:
